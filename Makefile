@@ -1,0 +1,33 @@
+# The two set-up commands: `make run` (the main job on the embedded default model) and `make test`.
+# Both create .venv, install the project with its extras, and build the default model once.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STILTS := $(VENV)/bin/stilts
+EXTRAS ?= train,bench,ray,dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install model run test lint proto clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(STILTS) models install default
+
+run: model
+	$(PY) examples/neighbours.py
+
+test: model
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""stilts.benchmarks."""

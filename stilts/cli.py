@@ -1,0 +1,212 @@
+"""The ``stilts`` command line: thin parsers that call the packages.
+
+Core subcommands live here; each subpackage adds its own through ``register(subparsers)`` in its
+``cli`` module (imported here only to build the parser: heavy imports stay inside handlers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from stilts import __version__
+from stilts.cliutil import env_flag, read_lines, setup_logging
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+# Subpackages that add subcommands; a missing optional module is skipped.
+PLUGINS = (
+    "stilts.index.cli",
+    "stilts.server.cli",
+    "stilts.training.cli",
+    "stilts.benchmarks.cli",
+)
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from stilts.encoder import Encoder
+
+    enc = Encoder(args.model, precision=args.precision, threads=args.threads)
+    ids, texts = read_lines(args.input)
+    vecs = enc.encode(texts, kind=args.kind, batch_size=args.batch_size, progress=not args.quiet)
+    np.save(args.output, vecs)
+    if ids is not None:
+        with open(args.output + ".ids", "w", encoding="utf-8") as f:
+            f.write("\n".join(ids) + "\n")
+    print(
+        json.dumps(
+            {
+                "output": args.output,
+                "n": len(texts),
+                "dim": enc.dim,
+                "truncated": enc.last_truncated,
+                "precision": enc.precision,
+                "provider": enc.provider,
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from stilts import models
+
+    if args.action == "list":
+        for name in models.installed():
+            m = models.info(name)
+            print(f"{name}\t{m['name']}\tdim={m['dim']}\t{m['path']}")
+        return 0
+    if args.action == "info":
+        print(json.dumps(models.info(args.name), indent=2, ensure_ascii=False))
+        return 0
+    if args.name != models.DEFAULT_MODEL:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            "only the embedded default model can be installed by name; use `stilts export` "
+            "for other checkpoints",
+            "name",
+        )
+    from stilts.default_model import install
+
+    print(install(force=args.force))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from stilts.export import export_checkpoint
+
+    prefixes = {
+        k: v
+        for k, v in (
+            ("query", args.query_prefix),
+            ("passage", args.passage_prefix),
+            ("bitext", args.bitext_prefix),
+        )
+        if v is not None
+    }
+    m = export_checkpoint(
+        args.checkpoint,
+        args.out,
+        layer=args.layer,
+        pooling=args.pooling,
+        prefixes=prefixes,
+        max_len=args.max_len,
+        name=args.name,
+    )
+    print(json.dumps({"out": args.out, "name": m.name, "dim": m.dim, "parity": m.parity}))
+    return 0
+
+
+def _register_core(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="embed sentences from a file into a .npy matrix",
+        description="Embed one sentence per line (or id<TAB>sentence) into OUT.npy, row i = line i.",
+    )
+    env_flag(p, "--model", env="STILTS_MODEL", default="default", help="model name or directory")
+    p.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line")
+    p.add_argument("--output", required=True, help="where to write the float32 (n, dim) .npy")
+    p.add_argument(
+        "--kind",
+        choices=["query", "passage", "bitext"],
+        default="query",
+        help="which manifest prefix to use (bitext: symmetric translation retrieval)",
+    )
+    env_flag(
+        p,
+        "--precision",
+        env="STILTS_PRECISION",
+        default="int8",
+        choices=["int8", "fp32"],
+        help="which ONNX graph to run",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    env_flag(
+        p, "--threads", env="STILTS_THREADS", default=None, type=int, help="ONNX intra-op threads"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("models", help="list, inspect or install models")
+    p.add_argument(
+        "action",
+        choices=["list", "info", "install"],
+        help="list installed models, print a manifest, or install the embedded default",
+    )
+    p.add_argument("name", nargs="?", default="default", help="model name or directory")
+    p.add_argument("--force", action="store_true", help="install: rebuild even if present")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser(
+        "export",
+        help="export a transformers checkpoint into the stilts encoder contract",
+        description="Export any BERT/XLM-R-family checkpoint to ONNX fp32 + int8 with a manifest, "
+        "checking parity (fp32 vs PyTorch max abs diff < 1e-4, int8 vs fp32 mean cosine >= 0.99).",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="local checkpoint dir (or hub id where reachable)"
+    )
+    p.add_argument("--out", required=True, help="model directory to create (replaced atomically)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="hidden layer to pool, 0 = embedding output (default: the checkpoint's manifest, "
+        "else the paper's middle layer, 14 of 24 scaled)",
+    )
+    p.add_argument(
+        "--pooling", choices=["mean", "cls"], default=None, help="pooling (default mean)"
+    )
+    p.add_argument("--query-prefix", default=None, help="text prepended to queries")
+    p.add_argument("--passage-prefix", default=None, help="text prepended to passages")
+    p.add_argument(
+        "--bitext-prefix", default=None, help="text prepended for bitext retrieval/mining"
+    )
+    p.add_argument(
+        "--max-len", type=int, default=None, help="max tokens (default 512 or the model's)"
+    )
+    p.add_argument("--name", default=None, help="model name in the manifest (default: dir name)")
+    p.set_defaults(func=_cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stilts",
+        description="Cross-lingual sentence retrieval: encode, index, mine, serve, train, bench.",
+    )
+    parser.add_argument("--version", action="version", version=f"stilts {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet-logs", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_core(sub)
+    for mod in PLUGINS:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet_logs else args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except StiltsError as e:
+        print(f"stilts {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""``stilts.Encoder``: sentence embeddings from an ONNX model directory (no torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
+from stilts.models import resolve
+
+LOG = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclasses.dataclass
+class Tokenized:
+    """One text after tokenisation: its ids and whether it was cut to ``max_len``."""
+
+    ids: np.ndarray
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> Iterator[np.ndarray]:
+    """Group item indices into batches of similar length (longest first).
+
+    Each batch holds at most ``batch_size`` items and, when ``max_tokens`` is set, at most
+    ``max_tokens`` padded tokens (items x longest); a single longer item still forms its own batch.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = int(lengths[order[start]])
+        size = batch_size
+        if max_tokens:
+            size = max(1, min(size, max_tokens // max(longest, 1)))
+        yield order[start : start + size]
+        start += size
+
+
+def _available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+class Encoder:
+    """Encode sentences with a model that follows the stilts encoder contract.
+
+    Args:
+        path_or_name: an installed model name (``default``) or a model directory.
+        precision: ``int8`` or ``fp32``; None picks int8 on CPU and fp32 on CUDA.
+        device: ``auto`` (CUDA when onnxruntime has it, else CPU), ``cpu`` or ``cuda``.
+        threads: intra-op threads; None reads ``STILTS_THREADS``, else all cores.
+        verify: check the graph's sha256 against the manifest before loading.
+
+    Example:
+        >>> enc = Encoder("default")
+        >>> vecs = enc.encode(["Guten Morgen", "Good morning"], kind="bitext")
+    """
+
+    def __init__(
+        self,
+        path_or_name: str | os.PathLike = "default",
+        precision: str | None = "int8",
+        device: str = "auto",
+        threads: int | None = None,
+        verify: bool = False,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        t0 = time.perf_counter()
+        if device not in DEVICES:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, f"device must be one of {DEVICES}", "device"
+            )
+        if precision is not None and precision not in PRECISIONS:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"precision must be one of {PRECISIONS}, got {precision!r}",
+                "precision",
+            )
+        self.path: Path = resolve(path_or_name)
+        self.manifest = Manifest.load(self.path)
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in _available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "cuda":
+            LOG.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
+        on_gpu = providers[0] == "CUDAExecutionProvider"
+        self.precision = precision or ("fp32" if on_gpu else "int8")
+        graph = self.path / (INT8_NAME if self.precision == "int8" else FP32_NAME)
+        if not graph.is_file():
+            raise StiltsError(ErrorCode.NOT_FOUND, f"{graph}: missing from the model directory")
+        if verify:
+            self.manifest.verify_files(self.path, [graph.name, TOKENIZER_NAME])
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        threads = threads or int(os.environ.get("STILTS_THREADS", "0")) or os.cpu_count() or 1
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.threads = threads
+        self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
+        self.provider = self.session.get_providers()[0]
+
+        self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.manifest.max_len)
+        self.max_chars = max(4096, self.manifest.max_len * 32)
+        self.truncated_total = 0
+        self.load_seconds = time.perf_counter() - t0
+        LOG.info(
+            "loaded %s (%s, %s, %d threads) in %.2fs",
+            self.manifest.name,
+            self.precision,
+            self.provider,
+            threads,
+            self.load_seconds,
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def max_len(self) -> int:
+        return self.manifest.max_len
+
+    def tokenize(self, texts: Sequence[str], kind: str = "query") -> list[Tokenized]:
+        """Tokenise with the manifest's prefix for ``kind``; inputs longer than max_len are cut.
+
+        Raises:
+            StiltsError: INVALID_ARGUMENT when an item is not a string.
+        """
+        prefix = self.manifest.prefix(kind)
+        prepared = []
+        cut = []
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"texts[{i}] must be a string, got {type(t).__name__}",
+                    "texts",
+                )
+            # A token covers at least one character, so cutting far beyond max_len tokens
+            # changes nothing the model sees but bounds the tokeniser's work on huge inputs.
+            cut.append(len(t) > self.max_chars)
+            prepared.append(prefix + (t[: self.max_chars] if cut[-1] else t))
+        encodings = self.tokenizer.encode_batch(prepared, add_special_tokens=True)
+        out = [
+            Tokenized(np.asarray(e.ids, dtype=np.int64), bool(e.overflowing) or c)
+            for e, c in zip(encodings, cut, strict=True)
+        ]
+        return out
+
+    def embed_tokenized(self, items: Sequence[Tokenized]) -> np.ndarray:
+        """Run one padded batch through the graph; rows follow ``items``."""
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        longest = max(len(t) for t in items)
+        ids = np.full((len(items), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(items), longest), dtype=np.int64)
+        for row, t in enumerate(items):
+            ids[row, : len(t)] = t.ids
+            mask[row, : len(t)] = 1
+        (emb,) = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
+    @property
+    def pad_id(self) -> int:
+        pid = self.tokenizer.token_to_id("<pad>")
+        return 0 if pid is None else pid
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: str = "query",
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts``; row i of the result is the embedding of ``texts[i]``.
+
+        Texts are sorted by token length and each batch is padded only to its own longest item.
+        Inputs longer than ``max_len`` tokens are truncated (counted in ``truncated_total`` and
+        ``last_truncated``); an empty string gets the embedding of the bare prefix.
+
+        Args:
+            texts: the sentences.
+            kind: ``query``, ``passage`` or ``bitext`` (selects the manifest's prefix).
+            batch_size: most sentences per batch.
+            max_tokens: most padded tokens per batch (None: no bound beyond batch_size).
+            progress: show a tqdm bar.
+
+        Returns:
+            float32 array of shape (len(texts), dim), L2-normalised when the manifest says so.
+        """
+        if isinstance(texts, str):
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "texts must be a list of strings, not a string", "texts"
+            )
+        if batch_size < 1:
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch_size must be >= 1", "batch_size")
+        toks = self.tokenize(texts, kind)
+        self.last_truncated = sum(t.truncated for t in toks)
+        self.truncated_total += self.last_truncated
+        out = np.empty((len(toks), self.dim), dtype=np.float32)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(toks), desc="encode", unit="sent")
+        for idx in length_batches([len(t) for t in toks], batch_size, max_tokens):
+            out[idx] = self.embed_tokenized([toks[i] for i in idx])
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder({self.manifest.name!r}, dim={self.dim}, precision={self.precision!r}, "
+            f"provider={self.provider!r})"
+        )

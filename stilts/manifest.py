@@ -1,0 +1,158 @@
+"""The encoder contract: what a model directory holds and what its manifest ``stilts.json`` says.
+
+A model directory::
+
+    model.onnx        fp32 graph: (input_ids, attention_mask) -> embedding (pooled, L2-normalised)
+    model.int8.onnx   the same graph, int8 dynamic quantisation (CPU)
+    tokenizer.json    a Hugging Face ``tokenizers`` file
+    stilts.json       this manifest
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from stilts.errors import ErrorCode, StiltsError
+
+MANIFEST_NAME = "stilts.json"
+FP32_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+TOKENIZER_NAME = "tokenizer.json"
+KINDS = ("query", "passage", "bitext")
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Manifest:
+    """What an encoder is and how it must be used.
+
+    Attributes:
+        name: model name, e.g. ``multilingual-e5-small``.
+        dim: embedding dimension.
+        max_len: longest token sequence the encoder reads (longer inputs are truncated, counted).
+        pooling: ``mean`` (masked mean over all tokens) or ``cls`` (first token).
+        layer: which hidden layer is pooled, counting the embedding output as 0.
+        num_layers: layers of the source checkpoint.
+        normalize: whether the graph L2-normalises its output.
+        prefixes: text prepended per kind of text (``query``, ``passage``, ``bitext``).
+        source: where the weights come from (checkpoint, packages, hashes).
+        license: licence of the weights.
+        files: sha256 per file of the directory.
+        parity: the export's parity figures.
+        training: tasks, steps and data files when the encoder was STILTs-trained.
+    """
+
+    name: str
+    dim: int
+    max_len: int
+    pooling: str = "mean"
+    layer: int = -1
+    num_layers: int = 0
+    normalize: bool = True
+    prefixes: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {"query": "", "passage": "", "bitext": ""}
+    )
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    license: str = "unknown"
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    parity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    training: dict[str, Any] | None = None
+    format: int = FORMAT_VERSION
+
+    def prefix(self, kind: str) -> str:
+        if kind not in KINDS:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"kind must be one of {', '.join(KINDS)}, got {kind!r}",
+                field="kind",
+            )
+        return self.prefixes.get(kind, "")
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the vector space: two encoders with the same fingerprint give comparable vectors.
+
+        fp32 and int8 graphs of one model share it (they differ only by quantisation noise).
+        """
+        key = json.dumps(
+            {
+                "name": self.name,
+                "dim": self.dim,
+                "pooling": self.pooling,
+                "layer": self.layer,
+                "weights": self.files.get(FP32_NAME, ""),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = {"name", "dim", "max_len"} - data.keys()
+        if missing:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"manifest lacks required keys: {', '.join(sorted(missing))}",
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, model_dir: str | os.PathLike) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike) -> Manifest:
+        path = Path(model_dir) / MANIFEST_NAME
+        if not path.is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND, f"{path}: no {MANIFEST_NAME}; not a stilts model directory"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise StiltsError(ErrorCode.FAILED_PRECONDITION, f"{path}: invalid JSON: {e}") from e
+        return cls.from_dict(data)
+
+    def record_files(self, model_dir: str | os.PathLike) -> None:
+        """Hash every contract file present in ``model_dir`` into ``files``."""
+        d = Path(model_dir)
+        self.files = {
+            n: sha256_file(d / n)
+            for n in (FP32_NAME, INT8_NAME, TOKENIZER_NAME)
+            if (d / n).is_file()
+        }
+
+    def verify_files(self, model_dir: str | os.PathLike, names: list[str] | None = None) -> None:
+        """Check sha256 of the named files (default all recorded); raise on mismatch."""
+        d = Path(model_dir)
+        for n in names or list(self.files):
+            want = self.files.get(n)
+            if want is None:
+                continue
+            got = sha256_file(d / n)
+            if got != want:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"{d / n}: sha256 {got[:12]}... does not match the manifest ({want[:12]}...)",
+                )

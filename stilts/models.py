@@ -1,0 +1,71 @@
+"""Where models live and how a name becomes a model directory.
+
+``$STILTS_HOME`` (default ``~/.cache/stilts``) holds installed models under ``models/<name>``.
+A model argument is either an installed name (``default``) or a path to a model directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.manifest import MANIFEST_NAME, Manifest
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+def stilts_home() -> Path:
+    return Path(os.environ.get("STILTS_HOME", Path.home() / ".cache" / "stilts")).expanduser()
+
+
+def models_dir() -> Path:
+    return stilts_home() / "models"
+
+
+def installed() -> list[str]:
+    """Names of the models installed under ``$STILTS_HOME/models``."""
+    d = models_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def resolve(path_or_name: str | os.PathLike) -> Path:
+    """Turn a model name or directory into the directory that holds its contract files.
+
+    Raises:
+        StiltsError: NOT_FOUND with the command that installs it, when neither exists.
+    """
+    p = Path(path_or_name).expanduser()
+    if (p / MANIFEST_NAME).is_file():
+        return p
+    named = models_dir() / str(path_or_name)
+    if (named / MANIFEST_NAME).is_file():
+        return named
+    if str(path_or_name) == DEFAULT_MODEL:
+        raise StiltsError(
+            ErrorCode.NOT_FOUND,
+            f"the default model is not installed under {models_dir()}; "
+            "run `stilts models install default` (or `make run`)",
+            field="model",
+        )
+    raise StiltsError(
+        ErrorCode.NOT_FOUND,
+        f"model {str(path_or_name)!r} is neither an installed model ({', '.join(installed()) or 'none'}) "
+        "nor a directory with a stilts.json",
+        field="model",
+    )
+
+
+def info(path_or_name: str | os.PathLike) -> dict:
+    """The manifest of a model plus where it lives and the sizes of its files."""
+    d = resolve(path_or_name)
+    m = Manifest.load(d)
+    out = m.to_dict()
+    out["path"] = str(d)
+    out["sizes"] = {n: (d / n).stat().st_size for n in m.files if (d / n).exists()}
+    return out
