@@ -26,6 +26,9 @@ run: model
 test: model
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+proto: install
+	$(PY) -m stilts.server.protogen
+
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

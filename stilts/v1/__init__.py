@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for the stilts.v1 API (see proto/; regenerate with ``make proto``)."""
