@@ -1,0 +1,235 @@
+"""Which FAISS index to build, how to train it, where it runs, and how to pass search parameters.
+
+Every index built here uses inner product on L2-normalised vectors (= cosine) and keeps 64-bit
+labels: IVF kinds store labels natively, the others are wrapped in ``IndexIDMap2``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+import faiss
+import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
+# ``auto`` thresholds, as in large mining pipelines (LASER, CCMatrix): exact search while the
+# corpus is small, IVF-Flat up to ~10M vectors, OPQ+IVF+PQ beyond.
+AUTO_EXACT_MAX = 100_000
+AUTO_IVF_MAX = 10_000_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+IVF_NPROBE = 16
+MIN_POINTS_PER_CENTROID = 39
+
+
+def nlist_for(n: int) -> int:
+    """IVF lists for ``n`` vectors: ~4*sqrt(N), at most N/39 so k-means has enough points."""
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // MIN_POINTS_PER_CENTROID))
+
+
+def pq_m_for(dim: int) -> int:
+    """PQ sub-quantisers: dim/8 bytes per vector (48 for 384-d), a divisor of dim."""
+    for m in (dim // 8, dim // 4, dim // 2, 16, 8, 4, 2, 1):
+        if m >= 1 and dim % m == 0:
+            return m
+    return 1
+
+
+def resolve_kind(kind: str, n: int, dim: int) -> str:
+    """Turn a kind (``auto``, ``flat``, ``ivf``, ``hnsw``, ``ivfpq`` or a factory string) into a
+    FAISS factory string for ``n`` vectors of ``dim`` dimensions.
+
+    Raises:
+        StiltsError: INVALID_ARGUMENT for an unknown kind or an invalid factory string.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "kind must be a non-empty string", "kind")
+    k = kind.lower()
+    if k == "auto":
+        if n <= AUTO_EXACT_MAX:
+            return "Flat"
+        if n <= AUTO_IVF_MAX:
+            return f"IVF{nlist_for(n)},Flat"
+        m = pq_m_for(dim)
+        return f"OPQ{m},IVF{nlist_for(n)},PQ{m}"
+    if k == "flat":
+        return "Flat"
+    if k == "ivf":
+        return f"IVF{nlist_for(n)},Flat"
+    if k == "hnsw":
+        return f"HNSW{HNSW_M},Flat"
+    if k == "ivfpq":
+        m = pq_m_for(dim)
+        nbits = 8 if n >= 256 * MIN_POINTS_PER_CENTROID else max(1, int(math.log2(max(n, 2) / 39)))
+        nbits = min(8, max(1, nbits))
+        return f"OPQ{m},IVF{nlist_for(n)},PQ{m}x{nbits}"
+    if k in KINDS:  # pragma: no cover - all handled above
+        raise AssertionError(k)
+    try:
+        faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT)
+    except Exception as e:  # faiss raises RuntimeError with a C++ trace
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"kind must be one of {', '.join(KINDS)} or a FAISS factory string; "
+            f"{kind!r} is not valid: {str(e).splitlines()[0][:200]}",
+            "kind",
+        ) from None
+    return kind
+
+
+def needs_training(factory: str) -> bool:
+    """Whether the factory string describes an index that must be trained before adding."""
+    return bool(re.search(r"IVF|PQ|OPQ|LSH|RQ|LSQ|SQ", factory, re.IGNORECASE))
+
+
+def is_sized(kind: str) -> bool:
+    """Whether the factory for this kind depends on the number of vectors (trained at build)."""
+    return kind.lower() in ("auto", "ivf", "ivfpq")
+
+
+def build(factory: str, dim: int) -> faiss.Index:
+    """An empty CPU index for ``factory`` (inner product) that accepts 64-bit labels."""
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if ivf_of(index) is None:
+        index = faiss.IndexIDMap2(index)
+    hnsw = hnsw_of(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+    ivf = ivf_of(index)
+    if ivf is not None:
+        ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+    return index
+
+
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF layer inside ``index`` (through pre-transforms and id maps), if any."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def hnsw_of(index: faiss.Index) -> faiss.IndexHNSW | None:
+    """The HNSW layer inside ``index``, if any."""
+    inner = index
+    while True:
+        if isinstance(inner, faiss.IndexHNSW):
+            return inner
+        sub = getattr(inner, "index", None)
+        if sub is None:
+            return None
+        inner = faiss.downcast_index(sub)
+
+
+def supports_remove(index: faiss.Index) -> bool:
+    """Whether ``remove_ids`` works (flat and IVF kinds); HNSW needs tombstones instead."""
+    return hnsw_of(index) is None and (
+        ivf_of(index) is not None or isinstance(_innermost(index), faiss.IndexFlat)
+    )
+
+
+def _innermost(index: faiss.Index) -> faiss.Index:
+    inner = faiss.downcast_index(index)
+    while getattr(inner, "index", None) is not None:
+        inner = faiss.downcast_index(inner.index)
+    return inner
+
+
+def labels_of(index: faiss.Index) -> np.ndarray:
+    """All labels stored in ``index`` (int64), for replaying the database over a snapshot."""
+    ivf = ivf_of(index)
+    if ivf is not None:
+        invlists = ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if invlists.list_size(i)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    idmap = faiss.downcast_index(index)
+    if hasattr(idmap, "id_map"):
+        return faiss.vector_to_array(idmap.id_map).astype(np.int64)
+    raise StiltsError(ErrorCode.INTERNAL, f"cannot list labels of {type(idmap).__name__}")
+
+
+def search_params(
+    index: faiss.Index,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    sel: faiss.IDSelector | None = None,
+) -> faiss.SearchParameters | None:
+    """Per-query parameters for ``index`` (thread-safe: the index itself is not modified)."""
+    if nprobe is None and ef_search is None and sel is None:
+        return None
+    ivf = ivf_of(index)
+    hnsw = hnsw_of(index)
+    if ivf is not None:
+        inner = faiss.SearchParametersIVF(nprobe=int(nprobe or ivf.nprobe))
+    elif hnsw is not None:
+        inner = faiss.SearchParametersHNSW(efSearch=int(ef_search or hnsw.hnsw.efSearch))
+    else:
+        inner = faiss.SearchParameters()
+    if sel is not None:
+        inner.sel = sel
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+        return faiss.SearchParametersPreTransform(index_params=inner)
+    return inner
+
+
+def train_rows(n: int, factory: str, seed: int = 1234) -> np.ndarray:
+    """Rows (sorted) of ``n`` to train on: at most 256 points per IVF list, at least 65k."""
+    m = re.search(r"IVF(\d+)", factory)
+    cap = max(256 * int(m.group(1)) if m else n, 65536)
+    if n <= cap:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use (0 for faiss-cpu)."""
+    try:
+        return int(faiss.get_num_gpus())
+    except AttributeError:
+        return 0
+
+
+def gpu_capable(index: faiss.Index) -> bool:
+    """FAISS GPU supports flat and IVF kinds; HNSW stays on the CPU."""
+    return hnsw_of(index) is None
+
+
+def to_device(index: faiss.Index, device: str, shard: bool = False) -> tuple[faiss.Index, str]:
+    """Move ``index`` to all GPUs when ``device`` is ``gpu``/``auto`` and GPUs exist.
+
+    Args:
+        index: a CPU index.
+        device: ``auto``, ``cpu`` or ``gpu``.
+        shard: split the vectors across GPUs instead of replicating them.
+
+    Returns:
+        (the index to search, ``"gpu"`` or ``"cpu"``).
+    """
+    if device == "cpu" or gpu_count() == 0 or not gpu_capable(index):
+        if device == "gpu":
+            LOG.warning("device=gpu requested but FAISS sees no GPU for this index; using CPU")
+        return index, "cpu"
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    options.useFloat16 = False
+    return faiss.index_cpu_to_all_gpus(index, co=options), "gpu"
+
+
+def to_cpu(index: faiss.Index, device: str) -> faiss.Index:
+    """The CPU copy of ``index`` (for saving)."""
+    return faiss.index_gpu_to_cpu(index) if device == "gpu" else index

@@ -1,0 +1,284 @@
+"""The SQLite side of an index: documents, their vectors and the index settings (source of truth).
+
+Every write is one transaction in WAL mode with ``synchronous=FULL``, so it is on disk when the call
+returns. Rows carry a ``seq``: a label that is never reused, which is what FAISS stores. A FAISS
+snapshot can therefore always be reconciled with the database (labels present in one and not the
+other are added or removed), however old the snapshot is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+DB_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+_IN_CHUNK = 900  # SQLite's default limit on bound parameters is 999 (older builds)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    seq INTEGER PRIMARY KEY,
+    id INTEGER NOT NULL UNIQUE,
+    text TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{}',
+    vector BLOB NOT NULL,
+    margin_r REAL
+);
+CREATE INDEX IF NOT EXISTS docs_language ON docs(language);
+CREATE TABLE IF NOT EXISTS reference (pos INTEGER PRIMARY KEY, seq INTEGER, vector BLOB NOT NULL);
+"""
+
+
+class Row(tuple):
+    """(seq, id, text, language, metadata JSON, margin_r)."""
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Store:
+    """Documents and vectors in one SQLite file (``path=None``: in memory).
+
+    All methods are thread-safe (one connection behind a lock).
+    """
+
+    def __init__(self, path: str | Path | None, dim: int):
+        self.path = None if path is None else Path(path)
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            ":memory:" if path is None else str(path),
+            check_same_thread=False,
+            isolation_level=None,  # explicit BEGIN/COMMIT below
+        )
+        if path is not None:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(SCHEMA)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _write(self, statements: Iterable[tuple[str, Any]]) -> None:
+        """Run (sql, params-or-seq-of-params) pairs in one durable transaction."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    if isinstance(params, list):
+                        cur.executemany(sql, params)
+                    else:
+                        cur.execute(sql, params)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # --- settings -----------------------------------------------------------------------------
+
+    def get_meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._read("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values: Any) -> None:
+        self._write(
+            [
+                (
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [(k, json.dumps(v)) for k, v in values.items()],
+                )
+            ]
+        )
+
+    # --- documents ----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM docs")[0][0])
+
+    def next_seq(self) -> int:
+        row = self._read("SELECT value FROM meta WHERE key = 'next_seq'")
+        return int(json.loads(row[0][0])) if row else 0
+
+    def existing(self, ids: Sequence[int]) -> dict[int, int]:
+        """id -> seq for those of ``ids`` that are stored."""
+        out: dict[int, int] = {}
+        for part in _chunks(list(ids)):
+            marks = ",".join("?" * len(part))
+            for id_, seq in self._read(f"SELECT id, seq FROM docs WHERE id IN ({marks})", part):
+                out[int(id_)] = int(seq)
+        return out
+
+    def insert(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        texts: Sequence[str],
+        languages: Sequence[str],
+        metadata: Sequence[str],
+        margin_r: np.ndarray | None,
+        replace_seqs: Sequence[int] = (),
+    ) -> np.ndarray:
+        """Insert documents (deleting ``replace_seqs`` first) in one transaction.
+
+        Returns:
+            The new rows' seqs.
+        """
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                row = cur.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+                start = int(json.loads(row[0])) if row else 0
+                seqs = np.arange(start, start + len(ids), dtype=np.int64)
+                for part in _chunks(list(replace_seqs)):
+                    marks = ",".join("?" * len(part))
+                    cur.execute(f"DELETE FROM docs WHERE seq IN ({marks})", part)
+                margins = [None] * len(ids) if margin_r is None else margin_r.tolist()
+                cur.executemany(
+                    "INSERT INTO docs(seq, id, text, language, metadata, vector, margin_r) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (int(s), int(i), t, lang, m, v.tobytes(), r)
+                        for s, i, t, lang, m, v, r in zip(
+                            seqs, ids, texts, languages, metadata, vectors, margins, strict=True
+                        )
+                    ],
+                )
+                cur.execute(
+                    "INSERT INTO meta(key, value) VALUES ('next_seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (json.dumps(start + len(ids)),),
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return seqs
+
+    def delete(self, ids: Sequence[int]) -> np.ndarray:
+        """Delete documents by id in one transaction; returns the seqs removed."""
+        found = self.existing(ids)
+        seqs = sorted(found.values())
+        if seqs:
+            self._write(
+                [
+                    (f"DELETE FROM docs WHERE seq IN ({','.join('?' * len(p))})", tuple(p))
+                    for p in _chunks(seqs)
+                ]
+            )
+        return np.asarray(seqs, dtype=np.int64)
+
+    def rows_by_id(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """id -> (seq, id, text, language, metadata JSON, margin_r)."""
+        out: dict[int, tuple] = {}
+        for part in _chunks(list(ids)):
+            marks = ",".join("?" * len(part))
+            for r in self._read(
+                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
+                f"WHERE id IN ({marks})",
+                part,
+            ):
+                out[int(r[1])] = r
+        return out
+
+    def rows_by_seq(self, seqs: Sequence[int]) -> dict[int, tuple]:
+        """seq -> (seq, id, text, language, metadata JSON, margin_r)."""
+        out: dict[int, tuple] = {}
+        for part in _chunks(list(seqs)):
+            marks = ",".join("?" * len(part))
+            for r in self._read(
+                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
+                f"WHERE seq IN ({marks})",
+                part,
+            ):
+                out[int(r[0])] = r
+        return out
+
+    def seqs(self, languages: Sequence[str] | None = None) -> np.ndarray:
+        """Live seqs, optionally only those whose language is in ``languages``."""
+        if languages is None:
+            rows = self._read("SELECT seq FROM docs ORDER BY seq")
+        else:
+            marks = ",".join("?" * len(languages))
+            rows = self._read(
+                f"SELECT seq FROM docs WHERE language IN ({marks}) ORDER BY seq", list(languages)
+            )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(self, seqs: Sequence[int]) -> np.ndarray:
+        """Vectors of ``seqs`` in that order (missing seqs raise KeyError)."""
+        found: dict[int, bytes] = {}
+        for part in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(part))
+            for s, v in self._read(f"SELECT seq, vector FROM docs WHERE seq IN ({marks})", part):
+                found[int(s)] = v
+        out = np.empty((len(seqs), self.dim), dtype=np.float32)
+        for row, s in enumerate(seqs):
+            out[row] = np.frombuffer(found[int(s)], dtype=np.float32)
+        return out
+
+    def iter_vectors(
+        self, block: int = 65536, min_seq: int = -1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(seqs, vectors) blocks of live documents in seq order."""
+        last = min_seq
+        while True:
+            rows = self._read(
+                "SELECT seq, vector FROM docs WHERE seq > ? ORDER BY seq LIMIT ?", (last, block)
+            )
+            if not rows:
+                return
+            seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield seqs, vecs.reshape(len(rows), self.dim)
+            last = int(seqs[-1])
+
+    def set_margins(self, seqs: np.ndarray, values: np.ndarray) -> None:
+        self._write(
+            [
+                (
+                    "UPDATE docs SET margin_r = ? WHERE seq = ?",
+                    [(float(v), int(s)) for s, v in zip(seqs, values, strict=True)],
+                )
+            ]
+        )
+
+    # --- margin reference ---------------------------------------------------------------------
+
+    def set_reference(self, vectors: np.ndarray | None, seqs: np.ndarray | None) -> None:
+        rows = []
+        if vectors is not None:
+            for pos, v in enumerate(vectors):
+                rows.append((pos, None if seqs is None else int(seqs[pos]), v.tobytes()))
+        statements: list[tuple[str, Any]] = [("DELETE FROM reference", ())]
+        if rows:
+            statements.append(("INSERT INTO reference(pos, seq, vector) VALUES (?, ?, ?)", rows))
+        self._write(statements)
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, seqs; -1 where the row is not a document of this index)."""
+        rows = self._read("SELECT seq, vector FROM reference ORDER BY pos")
+        seqs = np.array([-1 if r[0] is None else r[0] for r in rows], dtype=np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return vecs.reshape(len(rows), self.dim).copy(), seqs

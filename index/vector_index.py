@@ -1,0 +1,894 @@
+"""``VectorIndex``: a durable FAISS index with documents in SQLite and margin scoring.
+
+A directory holds ``index.sqlite`` (documents, vectors, settings: the source of truth, every write
+durable when the call returns) and ``index.faiss`` (a snapshot of the FAISS structure, written
+atomically by :meth:`VectorIndex.save`). FAISS labels are internal sequence numbers that are never
+reused, so opening reconciles any snapshot with the database: rows added after it are added,
+rows deleted after it are removed (or tombstoned for HNSW).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from stilts.index import factory as fx
+from stilts.index.knn import empty_topk, knn, merge_topk
+from stilts.index.store import DB_NAME, Store
+from stilts.index.types import Document, Hit
+
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+FAISS_NAME = "index.faiss"
+FORMAT = 1
+SCORINGS = ("cosine", "margin")
+MAX_K = 10_000
+# Sized kinds (ivf, ivfpq) collect vectors in an exact buffer until this many exist, then train.
+TRAIN_SIZE = {"ivf": 20_000, "ivfpq": 65_536}
+DEFAULT_TRAIN_SIZE = 50_000
+# With a language filter this selective, exact search over the matching rows is faster and exact.
+EXACT_FILTER_MAX = 4096
+MARGIN_SAMPLE = 20_000
+COMPACT_RATIO = 0.2
+
+
+class _RWLock:
+    """Many readers (searches) or one writer (add, delete, train)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def _invalid(message: str, field: str) -> StiltsError:
+    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _flat(dim: int) -> faiss.Index:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _normalise(x: np.ndarray, field: str) -> np.ndarray:
+    x = np.array(x, dtype=np.float32, copy=True, order="C")
+    if not np.isfinite(x).all():
+        raise _invalid(f"{field} contains NaN or infinite values", field)
+    norms = np.linalg.norm(x, axis=1)
+    if len(x) and norms.min() == 0:
+        raise _invalid(f"{field} row {int(norms.argmin())} is all zeros", field)
+    x /= norms[:, None]
+    return x
+
+
+class VectorIndex:
+    """Vectors + documents, searchable by cosine or ratio margin. Build with :meth:`create`,
+    load with :meth:`open`.
+
+    Re-adding an existing id raises ``ALREADY_EXISTS`` unless ``add(..., upsert=True)``.
+    Vectors are L2-normalised on the way in, so inner product = cosine.
+    All methods are thread-safe: searches run concurrently, writes exclusively.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        store: Store,
+        meta: dict[str, Any],
+        device: str = "auto",
+        shard: bool = False,
+    ):
+        self.path = path
+        self._store = store
+        self._meta = meta
+        self.dim = int(meta["dim"])
+        self.kind = str(meta["kind"])
+        self._factory: str | None = meta.get("factory")
+        self._want_device = device
+        self._shard = shard
+        self.device = "cpu"
+        self._cpu: faiss.Index | None = None  # the trained main index (CPU copy)
+        self._index: faiss.Index | None = None  # what we search (GPU clone or the CPU one)
+        self._pending = _flat(self.dim)  # exact buffer for vectors the main index lacks
+        self._tomb: set[int] = set()  # labels deleted from SQLite but still in an HNSW graph
+        self._lock = _RWLock()
+        self._closed = False
+        self._count = store.count()
+        self._trained_n = int(meta.get("trained_n", 0))
+        self._margin_k = int(meta.get("margin_k", 0))
+        self._ref: faiss.Index | None = None
+        self._ref_seqs = np.zeros(0, dtype=np.int64)
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike | None,
+        dim: int,
+        kind: str = "auto",
+        manifest: dict | None = None,
+        *,
+        device: str = "auto",
+        shard: bool = False,
+        train_size: int | None = None,
+    ) -> VectorIndex:
+        """Create an empty index.
+
+        Args:
+            path: a directory (created; must not already hold an index), or None for in-memory.
+            dim: vector dimension.
+            kind: ``auto`` (exact below 100k vectors, IVF up to 10M, OPQ+IVF+PQ beyond),
+                ``flat``, ``ivf``, ``hnsw``, ``ivfpq`` or any FAISS factory string.
+            manifest: the encoder manifest (``Encoder.manifest.to_dict()``); recorded with its
+                fingerprint, and vectors of another encoder are refused.
+            device: ``auto`` (GPU when FAISS has one), ``cpu`` or ``gpu``.
+            shard: on several GPUs, split vectors across them instead of replicating.
+            train_size: for kinds that need training, train once this many vectors were added
+                (they are searched exactly until then).
+
+        Raises:
+            StiltsError: INVALID_ARGUMENT (dim, kind, manifest), ALREADY_EXISTS (path).
+        """
+        if not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1:
+            raise _invalid(f"dim must be a positive integer, got {dim!r}", "dim")
+        dim = int(dim)
+        if device not in ("auto", "cpu", "gpu"):
+            raise _invalid("device must be one of auto, cpu, gpu", "device")
+        fingerprint = None
+        name = None
+        if manifest is not None:
+            from stilts.manifest import Manifest
+
+            if not isinstance(manifest, dict):
+                raise _invalid("manifest must be a dict (Manifest.to_dict())", "manifest")
+            m = Manifest.from_dict(manifest)
+            if m.dim != dim:
+                raise _invalid(
+                    f"dim {dim} does not match the manifest's dim {m.dim} ({m.name})", "dim"
+                )
+            fingerprint, name = m.fingerprint, m.name
+        factory = fx.resolve_kind(kind, 0, dim)
+        sized = fx.is_sized(kind) or fx.needs_training(factory)
+        if kind.lower() == "auto":
+            factory = "Flat"
+            sized = False
+        p = None
+        if path is not None:
+            p = Path(path)
+            if (p / DB_NAME).exists():
+                raise StiltsError(
+                    ErrorCode.ALREADY_EXISTS, f"{p} already holds an index; open it", "path"
+                )
+            p.mkdir(parents=True, exist_ok=True)
+        if train_size is not None and train_size < 1:
+            raise _invalid("train_size must be >= 1", "train_size")
+        meta = {
+            "format": FORMAT,
+            "dim": dim,
+            "kind": kind.lower() if kind.lower() in fx.KINDS else kind,
+            "factory": None if sized else factory,
+            "manifest": manifest,
+            "fingerprint": fingerprint,
+            "model": name,
+            "train_size": train_size
+            or TRAIN_SIZE.get(kind.lower(), DEFAULT_TRAIN_SIZE if sized else 0),
+            "next_seq": 0,
+        }
+        store = Store(None if p is None else p / DB_NAME, dim)
+        store.set_meta(**meta)
+        self = cls(p, store, meta, device, shard)
+        if not sized:
+            self._install(fx.build(factory, dim), trained_n=0)
+        LOG.info("created %s index (dim %d) at %s", self.kind, dim, p or "memory")
+        return self
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike, *, device: str = "auto", shard: bool = False
+    ) -> VectorIndex:
+        """Load an index directory, replaying whatever the database holds beyond the snapshot.
+
+        Raises:
+            StiltsError: NOT_FOUND when ``path`` holds no index.
+        """
+        p = Path(path)
+        if not (p / DB_NAME).is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND, f"{p}: no index here ({DB_NAME} missing)", "path"
+            )
+        probe = Store(p / DB_NAME, 1)
+        meta = probe.get_meta()
+        probe.close()
+        if "dim" not in meta or "kind" not in meta:
+            raise StiltsError(ErrorCode.FAILED_PRECONDITION, f"{p}: index settings are missing")
+        store = Store(p / DB_NAME, int(meta["dim"]))
+        self = cls(p, store, meta, device, shard)
+        snap = p / FAISS_NAME
+        if snap.is_file():
+            cpu = faiss.read_index(str(snap))
+            if cpu.d != self.dim:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"{snap}: dimension {cpu.d} differs from the database's {self.dim}",
+                )
+            self._install(cpu, trained_n=self._trained_n)
+        elif self._factory is not None:
+            self._install(fx.build(self._factory, self.dim), trained_n=0)
+        self._replay()
+        self._load_reference()
+        LOG.info("opened %s: %s", p, self.describe())
+        return self
+
+    def _install(self, cpu: faiss.Index, trained_n: int) -> None:
+        self._cpu = cpu
+        self._index, self.device = fx.to_device(cpu, self._want_device, self._shard)
+        self._trained_n = trained_n
+
+    def _replay(self) -> None:
+        """Make FAISS hold exactly the database's live rows."""
+        live = self._store.seqs()
+        if self._cpu is not None:
+            have = fx.labels_of(self._cpu)
+            extra = np.setdiff1d(have, live, assume_unique=False)
+            if len(extra):
+                self._drop(extra)
+            missing = np.setdiff1d(live, have)
+        else:
+            missing = live
+        if len(missing):
+            LOG.info("replaying %d rows newer than the snapshot", len(missing))
+            for start in range(0, len(missing), 65536):
+                part = missing[start : start + 65536]
+                self._insert_faiss(part, self._store.vectors(part))
+        self._maybe_grow()
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StiltsError(ErrorCode.FAILED_PRECONDITION, "the index is closed")
+
+    def check_fingerprint(self, fingerprint: str | None) -> None:
+        """Refuse vectors from an encoder other than the one the index was built with.
+
+        Raises:
+            StiltsError: FAILED_PRECONDITION when both fingerprints are known and differ.
+        """
+        mine = self._meta.get("fingerprint")
+        if fingerprint is not None and mine is not None and fingerprint != mine:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"encoder fingerprint {fingerprint} does not match the index's {mine} "
+                f"({self._meta.get('model')}): vectors of different encoders are not comparable",
+                "model",
+            )
+
+    def check_manifest(self, manifest: dict | Any) -> None:
+        """Like :meth:`check_fingerprint` for a manifest (dict or ``Manifest``); checks dim too."""
+        from stilts.manifest import Manifest
+
+        m = Manifest.from_dict(manifest) if isinstance(manifest, dict) else manifest
+        if m.dim != self.dim:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"encoder {m.name} has dimension {m.dim}, the index {self.dim}",
+                "model",
+            )
+        self.check_fingerprint(m.fingerprint)
+
+    def _vectors(self, vectors: Any, field: str = "vectors") -> np.ndarray:
+        try:
+            arr = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise _invalid(f"{field} must be a float array: {e}", field) from None
+        if arr.ndim == 1 and arr.shape[0] == self.dim:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise _invalid(
+                f"{field} must have shape (n, {self.dim}), got {tuple(arr.shape)}", field
+            )
+        return _normalise(arr, field)
+
+    @staticmethod
+    def _ids(ids: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(ids)
+        except (TypeError, ValueError):
+            raise _invalid("ids must be a list of integers", "ids") from None
+        if arr.ndim == 0:
+            arr = arr[None]
+        if arr.ndim != 1 or (len(arr) and not np.issubdtype(arr.dtype, np.integer)):
+            raise _invalid("ids must be a 1-D list of 64-bit integers", "ids")
+        return arr.astype(np.int64)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: np.ndarray | Sequence[int],
+        vectors: np.ndarray,
+        docs: Sequence[Document] | None = None,
+        *,
+        upsert: bool = False,
+        fingerprint: str | None = None,
+    ) -> int:
+        """Add documents; durable (committed to SQLite) when it returns.
+
+        Args:
+            ids: 64-bit ids, unique within the call.
+            vectors: (n, dim) float32; L2-normalised here.
+            docs: one :class:`Document` per id (same id), or None for bare vectors.
+            upsert: replace documents whose id exists instead of raising ALREADY_EXISTS.
+            fingerprint: the encoder fingerprint of ``vectors``, checked against the index's.
+
+        Returns:
+            The number of documents added.
+
+        Raises:
+            StiltsError: INVALID_ARGUMENT (shapes, values, docs), ALREADY_EXISTS (ids),
+            FAILED_PRECONDITION (another encoder).
+        """
+        self._check_open()
+        self.check_fingerprint(fingerprint)
+        id_arr = self._ids(ids)
+        vecs = self._vectors(vectors)
+        n = len(id_arr)
+        if len(vecs) != n:
+            raise _invalid(f"got {n} ids but {len(vecs)} vectors", "vectors")
+        if len(np.unique(id_arr)) != n:
+            raise _invalid("ids contains duplicates", "ids")
+        if docs is None:
+            docs = [Document(int(i)) for i in id_arr]
+        if len(docs) != n:
+            raise _invalid(f"got {n} ids but {len(docs)} docs", "docs")
+        texts, langs, metas = [], [], []
+        for row, (i, doc) in enumerate(zip(id_arr, docs, strict=True)):
+            if not isinstance(doc, Document):
+                raise _invalid(f"docs[{row}] must be a Document", "docs")
+            if doc.id is not None and int(doc.id) != int(i):
+                raise _invalid(f"docs[{row}].id {doc.id} differs from ids[{row}] {i}", "docs")
+            if not isinstance(doc.text, str) or not isinstance(doc.language, str):
+                raise _invalid(f"docs[{row}].text and .language must be strings", "docs")
+            if not isinstance(doc.metadata, dict):
+                raise _invalid(f"docs[{row}].metadata must be a dict", "metadata")
+            try:
+                metas.append(json.dumps(doc.metadata, ensure_ascii=False, allow_nan=False))
+            except (TypeError, ValueError) as e:
+                raise _invalid(
+                    f"docs[{row}].metadata is not JSON-serialisable: {e}", "metadata"
+                ) from None
+            texts.append(doc.text)
+            langs.append(doc.language)
+        if n == 0:
+            return 0
+        with self._lock.write():
+            existing = self._store.existing(id_arr.tolist())
+            if existing and not upsert:
+                some = sorted(existing)[:5]
+                raise StiltsError(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"{len(existing)} ids already exist (e.g. {some}); delete them or upsert",
+                    "ids",
+                )
+            margin_r = self._doc_margins(vecs, None) if self._ref is not None else None
+            old = np.asarray(sorted(existing.values()), dtype=np.int64)
+            seqs = self._store.insert(id_arr, vecs, texts, langs, metas, margin_r, old.tolist())
+            if len(old):
+                self._drop(old)
+            self._count += n - len(old)
+            self._insert_faiss(seqs, vecs)
+            self._maybe_grow()
+        return n
+
+    def delete(self, ids: np.ndarray | Sequence[int]) -> int:
+        """Delete documents by id (unknown ids are ignored); returns how many were removed."""
+        self._check_open()
+        id_arr = self._ids(ids)
+        if not len(id_arr):
+            return 0
+        with self._lock.write():
+            seqs = self._store.delete(id_arr.tolist())
+            self._count -= len(seqs)
+            if len(seqs):
+                self._drop(seqs)
+        return len(seqs)
+
+    def _insert_faiss(self, seqs: np.ndarray, vecs: np.ndarray) -> None:
+        if self._index is not None:
+            self._index.add_with_ids(vecs, seqs)
+        else:
+            self._pending.add_with_ids(vecs, seqs)
+            if self._pending.ntotal >= int(self._meta.get("train_size") or DEFAULT_TRAIN_SIZE):
+                self._train_locked()
+
+    def _drop(self, seqs: np.ndarray) -> None:
+        seqs = np.ascontiguousarray(seqs, dtype=np.int64)
+        if self._pending.ntotal:
+            self._pending.remove_ids(seqs)
+        if self._index is None:
+            return
+        if fx.supports_remove(self._cpu):
+            self._index.remove_ids(seqs)
+            if self._index is not self._cpu:  # GPU clone: keep the CPU copy in step
+                self._cpu.remove_ids(seqs)
+        else:
+            self._tomb.update(int(s) for s in seqs)
+
+    def _maybe_grow(self) -> None:
+        """``auto``: leave exact search past ~100k vectors; HNSW: compact when 20% are tombstones."""
+        if self._factory is None:
+            return
+        if self.kind == "auto" and self._factory == "Flat":
+            want = fx.resolve_kind("auto", self._count, self.dim)
+            if want != "Flat":
+                LOG.info("auto index reached %d vectors: rebuilding as %s", self._count, want)
+                self._rebuild_locked(want)
+                return
+        if self._tomb and len(self._tomb) > COMPACT_RATIO * max(self._count, 1):
+            LOG.info("%d tombstones: compacting", len(self._tomb))
+            self._rebuild_locked(self._factory)
+
+    # --- training / rebuilding ----------------------------------------------------------------
+
+    def train(self) -> None:
+        """Train a kind that needs it now, on the vectors added so far (else it trains itself
+        once ``train_size`` vectors were added).
+
+        Raises:
+            StiltsError: FAILED_PRECONDITION when there are too few vectors.
+        """
+        self._check_open()
+        with self._lock.write():
+            if self._index is None:
+                self._train_locked()
+
+    def _train_locked(self) -> None:
+        n = int(self._pending.ntotal)
+        if n == 0:
+            raise StiltsError(ErrorCode.FAILED_PRECONDITION, "no vectors to train on")
+        factory = fx.resolve_kind(self.kind, n, self.dim)
+        self._rebuild_locked(factory)
+
+    def compact(self) -> None:
+        """Rebuild the FAISS structure from the database (drops HNSW tombstones; IVF kinds
+        re-pick nlist for the current size and retrain)."""
+        self._check_open()
+        with self._lock.write():
+            factory = self._factory
+            if self.kind in ("auto", "ivf", "ivfpq"):
+                factory = fx.resolve_kind(self.kind, max(self._count, 1), self.dim)
+            if factory is None:
+                return
+            self._rebuild_locked(factory)
+
+    def _rebuild_locked(self, factory: str) -> None:
+        n = self._count
+        cpu = fx.build(factory, self.dim)
+        if not cpu.is_trained:
+            live = self._store.seqs()
+            xt = self._store.vectors(live[fx.train_rows(len(live), factory)].tolist())
+            LOG.info("training %s on %d vectors", factory, len(xt))
+            try:
+                cpu.train(xt)
+            except RuntimeError as e:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"cannot train {factory} on {len(xt)} vectors: {str(e).splitlines()[0]}",
+                    "kind",
+                ) from None
+        for seqs, vecs in self._store.iter_vectors():
+            cpu.add_with_ids(vecs, seqs)
+        self._install(cpu, trained_n=n)
+        self._pending = _flat(self.dim)
+        self._tomb = set()
+        self._factory = factory
+        if self.path is not None:
+            self._save_locked()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, ids: np.ndarray | Sequence[int]) -> list[Document | None]:
+        """Documents by id, in order; None where an id is unknown."""
+        self._check_open()
+        id_arr = self._ids(ids)
+        rows = self._store.rows_by_id(id_arr.tolist())
+        out: list[Document | None] = []
+        for i in id_arr.tolist():
+            r = rows.get(int(i))
+            out.append(None if r is None else Document(int(r[1]), r[2], r[3], json.loads(r[4])))
+        return out
+
+    def vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Stored (normalised) vectors by id.
+
+        Raises:
+            StiltsError: NOT_FOUND for an unknown id.
+        """
+        id_arr = self._ids(ids)
+        found = self._store.existing(id_arr.tolist())
+        missing = [int(i) for i in id_arr if int(i) not in found]
+        if missing:
+            raise StiltsError(ErrorCode.NOT_FOUND, f"unknown ids: {missing[:5]}", "ids")
+        return self._store.vectors([found[int(i)] for i in id_arr])
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        languages: Sequence[str] | None = None,
+        scoring: str = "cosine",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        fingerprint: str | None = None,
+        candidates: int | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` best documents per query.
+
+        Args:
+            queries: (nq, dim) vectors (normalised here).
+            k: hits per query (1..10000).
+            languages: only documents whose language is one of these.
+            scoring: ``cosine``, or ``margin``: the ratio margin of Artetxe & Schwenk (2019),
+                cos(x, y) / ((r(x) + r(y)) / 2) with r = mean cosine to the k nearest
+                neighbours in the margin reference set (see :meth:`set_margin_reference`).
+                Hubs (documents close to everything) are ranked down.
+            nprobe: IVF lists to visit (default 16, or as trained).
+            ef_search: HNSW search breadth (default 128).
+            fingerprint: the queries' encoder fingerprint, checked against the index's.
+            candidates: cosine candidates re-ranked by margin (default max(4k, 32)).
+
+        Returns:
+            One list of :class:`Hit` per query, best first (fewer than k if the index is small).
+        """
+        self._check_open()
+        self.check_fingerprint(fingerprint)
+        q = self._vectors(queries, "queries")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+            raise _invalid(f"k must be an integer in 1..{MAX_K}, got {k!r}", "k")
+        if scoring not in SCORINGS:
+            raise _invalid(f"scoring must be one of {SCORINGS}, got {scoring!r}", "scoring")
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+                raise _invalid(f"{name} must be a positive integer", name)
+        if languages is not None:
+            if isinstance(languages, str) or not all(isinstance(x, str) for x in languages):
+                raise _invalid("languages must be a list of strings", "languages")
+            languages = list(languages)
+        with self._lock.read():
+            if scoring == "margin" and self._ref is None:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    "scoring='margin' needs a margin reference: call set_margin_reference()",
+                    "scoring",
+                )
+            fetch = k
+            if scoring == "margin":
+                fetch = candidates or max(4 * k, 32)
+            scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
+            rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
+            r_q = self._query_margins(q) if scoring == "margin" else None
+        out: list[list[Hit]] = []
+        for qi in range(len(q)):
+            hits = []
+            for s, lab in zip(scores[qi], labels[qi], strict=True):
+                r = rows.get(int(lab))
+                if lab < 0 or r is None:
+                    continue
+                score = float(s)
+                if r_q is not None:
+                    r_doc = r[5] if r[5] is not None else r_q[qi]
+                    score = score / max((float(r_q[qi]) + float(r_doc)) / 2.0, 1e-6)
+                hits.append(Hit(int(r[1]), score, r[2], r[3], json.loads(r[4])))
+            if r_q is not None:
+                hits.sort(key=lambda h: -h.score)
+            out.append(hits[:k])
+        return out
+
+    def _search_labels(
+        self,
+        q: np.ndarray,
+        k: int,
+        languages: list[str] | None,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, labels) over the main index and the exact buffer, filtered."""
+        allowed = None
+        if languages is not None:
+            allowed = self._store.seqs(languages)
+            if len(allowed) <= max(EXACT_FILTER_MAX, k):
+                return self._exact_subset(q, allowed, k)
+        best_d, best_i = empty_topk(len(q), k)
+        for index in (self._index, self._pending):
+            if index is None or index.ntotal == 0:
+                continue
+            on_gpu = index is self._index and self.device == "gpu"
+            sel = None
+            fetch = k
+            if on_gpu:  # GPU indices take no selector: over-fetch and filter below
+                fetch = min(
+                    index.ntotal, k + len(self._tomb) + (3 * k if allowed is not None else 0)
+                )
+            elif allowed is not None:
+                sel = faiss.IDSelectorBatch(allowed)
+            elif self._tomb and index is self._index:
+                sel = faiss.IDSelectorNot(
+                    faiss.IDSelectorBatch(np.fromiter(self._tomb, dtype=np.int64))
+                )
+            params = fx.search_params(
+                self._cpu if index is self._index else index, nprobe, ef_search, sel
+            )
+            d, i = index.search(q, min(fetch, max(index.ntotal, 1)), params=params)
+            if on_gpu:
+                bad = np.isin(i, np.fromiter(self._tomb, dtype=np.int64))
+                if allowed is not None:
+                    bad |= ~np.isin(i, allowed)
+                d = np.where(bad, -np.inf, d)
+                i = np.where(bad, -1, i)
+            d = np.where(i < 0, -np.inf, d).astype(np.float32)
+            if d.shape[1] < k:
+                pad_d, pad_i = empty_topk(len(q), k - d.shape[1])
+                d, i = np.concatenate([d, pad_d], 1), np.concatenate([i, pad_i], 1)
+            best_d, best_i = merge_topk(best_d, best_i, d, i.astype(np.int64), k)
+        return best_d, best_i
+
+    def _exact_subset(
+        self, q: np.ndarray, seqs: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not len(seqs):
+            return empty_topk(len(q), k)
+        d, i = knn(q, self._store.vectors(seqs.tolist()), k)
+        labels = np.where(i >= 0, seqs[np.clip(i, 0, None)], -1)
+        return d, labels
+
+    # --- margin -------------------------------------------------------------------------------
+
+    def set_margin_reference(self, vectors: np.ndarray | None = None, k: int = 4) -> None:
+        """Enable ``scoring="margin"``: store per document its mean cosine to its ``k`` nearest
+        neighbours in a reference set.
+
+        Args:
+            vectors: the reference set, e.g. the other side of a mining job or a sample of
+                typical queries; None = a sample of the index itself (CSLS-style; a document
+                does not count itself).
+            k: neighbours averaged (4 as in Artetxe & Schwenk 2019).
+        """
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise _invalid("k must be a positive integer", "k")
+        with self._lock.write():
+            if vectors is None:
+                live = self._store.seqs()
+                if len(live) < 2:
+                    raise StiltsError(
+                        ErrorCode.FAILED_PRECONDITION,
+                        "the index needs at least 2 documents to be its own margin reference",
+                        "vectors",
+                    )
+                rng = np.random.default_rng(len(live))
+                seqs = np.sort(rng.choice(live, min(MARGIN_SAMPLE, len(live)), replace=False))
+                ref = self._store.vectors(seqs.tolist())
+            else:
+                ref = self._vectors(vectors, "vectors")
+                seqs = np.full(len(ref), -1, dtype=np.int64)
+            self._store.set_reference(ref, seqs)
+            self._margin_k = int(k)
+            self._meta["margin_k"] = self._margin_k
+            self._store.set_meta(margin_k=self._margin_k)
+            self._set_ref(ref, seqs)
+            for block_seqs, vecs in self._store.iter_vectors(block=16384):
+                self._store.set_margins(block_seqs, self._doc_margins(vecs, block_seqs))
+        LOG.info("margin reference: %d vectors, k=%d", len(ref), k)
+
+    def _set_ref(self, ref: np.ndarray, seqs: np.ndarray) -> None:
+        index = faiss.IndexFlatIP(self.dim)
+        index.add(ref)
+        self._ref = index
+        self._ref_seqs = seqs
+
+    def _load_reference(self) -> None:
+        if not self._margin_k:
+            return
+        ref, seqs = self._store.reference()
+        if len(ref):
+            self._set_ref(ref, seqs)
+
+    def _query_margins(self, q: np.ndarray) -> np.ndarray:
+        k = min(self._margin_k, self._ref.ntotal)
+        d, _ = self._ref.search(q, k)
+        return d.mean(axis=1)
+
+    def _doc_margins(self, vecs: np.ndarray, seqs: np.ndarray | None) -> np.ndarray:
+        """Mean cosine of each vector to its k nearest reference vectors (itself excluded)."""
+        k = min(self._margin_k, self._ref.ntotal)
+        self_ref = bool((self._ref_seqs >= 0).any())
+        kk = min(k + 1, self._ref.ntotal) if self_ref else k
+        d, i = self._ref.search(np.ascontiguousarray(vecs), kk)
+        if not self_ref or seqs is None:
+            return d[:, :k].mean(axis=1)
+        own = self._ref_seqs[np.clip(i, 0, None)] == np.asarray(seqs)[:, None]
+        out = np.empty(len(vecs), dtype=np.float32)
+        for row in range(len(vecs)):
+            keep = d[row][~own[row]][:k]
+            out[row] = keep.mean() if len(keep) else 0.0
+        return out
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the FAISS snapshot atomically (temp file, fsync, rename, fsync directory).
+
+        The documents are durable already; the snapshot only saves the rebuild on open.
+        """
+        self._check_open()
+        if self.path is None:
+            return
+        with self._lock.read():
+            self._save_locked()
+
+    def _save_locked(self) -> None:
+        target = self.path / FAISS_NAME
+        if self._cpu is None:
+            target.unlink(missing_ok=True)
+            self._store.set_meta(factory=self._factory, trained_n=0)
+            return
+        tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
+        cpu = fx.to_cpu(self._index, self.device) if self.device == "gpu" else self._cpu
+        faiss.write_index(cpu, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(self.path)
+        self._store.set_meta(factory=self._factory, trained_n=self._trained_n)
+        LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
+
+    def close(self) -> None:
+        """Close the database (the FAISS snapshot is not written: call :meth:`save` for that)."""
+        if self._closed:
+            return
+        with self._lock.write():
+            self._closed = True
+            self._store.close()
+            self._index = self._cpu = self._ref = None
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._closed:
+            if self.path is not None and exc[0] is None:
+                self.save()
+            self.close()
+
+    # --- introspection ------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> dict | None:
+        return self._meta.get("manifest")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self._meta.get("fingerprint")
+
+    def describe(self) -> dict[str, Any]:
+        """What the index is: kind, FAISS factory, size, dim, device, encoder, training, params."""
+        params: dict[str, Any] = {}
+        if self._cpu is not None:
+            ivf = fx.ivf_of(self._cpu)
+            hnsw = fx.hnsw_of(self._cpu)
+            if ivf is not None:
+                params.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
+            if hnsw is not None:
+                params.update(
+                    M=int(hnsw.hnsw.nb_neighbors(1)),
+                    ef_search=int(hnsw.hnsw.efSearch),
+                    ef_construction=int(hnsw.hnsw.efConstruction),
+                )
+        return {
+            "path": None if self.path is None else str(self.path),
+            "kind": self.kind,
+            "factory": self._factory,
+            "size": self._count,
+            "dim": self.dim,
+            "device": self.device,
+            "gpus": fx.gpu_count(),
+            "model": self._meta.get("model"),
+            "fingerprint": self._meta.get("fingerprint"),
+            "trained": self._cpu is not None,
+            "untrained_buffer": int(self._pending.ntotal),
+            "train_size": self._meta.get("train_size"),
+            "tombstones": len(self._tomb),
+            "exact": self._factory == "Flat" or self._cpu is None,
+            "params": params,
+            "margin": {"k": self._margin_k, "reference": int(self._ref.ntotal)}
+            if self._ref is not None
+            else None,
+        }
+
+    def recall(
+        self,
+        k: int = 10,
+        sample: int = 1000,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        seed: int = 0,
+    ) -> float:
+        """recall@k of this index against exact search, on ``sample`` stored vectors as queries.
+
+        Returns:
+            The mean fraction of the exact top-k found (1.0 for exact kinds).
+        """
+        self._check_open()
+        with self._lock.read():
+            live = self._store.seqs()
+            if not len(live):
+                raise StiltsError(ErrorCode.FAILED_PRECONDITION, "the index is empty")
+            rng = np.random.default_rng(seed)
+            qs = np.sort(rng.choice(live, min(sample, len(live)), replace=False))
+            q = self._store.vectors(qs.tolist())
+            kk = min(k, len(live))
+            _, approx = self._search_labels(q, kk, None, nprobe, ef_search)
+
+            def shards():
+                for _, vecs in self._store.iter_vectors():
+                    yield vecs
+
+            _, exact_rows = knn(q, shards, kk)
+            exact = live[exact_rows]
+        hits = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
+        return hits / (len(q) * kk)
