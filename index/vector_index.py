@@ -441,6 +441,7 @@ class VectorIndex:
             self._count -= len(seqs)
             if len(seqs):
                 self._drop(seqs)
+                self._maybe_grow()
         return len(seqs)
 
     def _insert_faiss(self, seqs: np.ndarray, vecs: np.ndarray) -> None:
