@@ -1,0 +1,109 @@
+"""Task heads on top of the shared encoder's last hidden layer (as jiant does for RoBERTa/XLM-R).
+
+Every head maps ``(hidden states, attention mask, labels...)`` to ``(loss, logits)``; the loss is
+None when no labels are given.
+"""
+
+from __future__ import annotations
+
+import torch
+from stilts.training.examples import IGNORE_INDEX
+from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
+from torch import nn
+from torch.nn import functional as F
+
+
+class _Pooler(nn.Module):
+    """First-token pooling with dense + tanh (RoBERTa's classification head)."""
+
+    def __init__(self, hidden: int, dropout: float, out: int):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, out)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states[:, 0])
+        x = torch.tanh(self.dense(x))
+        return self.out(self.dropout(x))
+
+
+class ClassificationHead(nn.Module):
+    """Sentence(-pair) classification: logits (batch, labels), cross-entropy loss."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.pool = _Pooler(hidden, dropout, num_labels)
+
+    def forward(self, hidden_states, attention_mask, labels=None):
+        logits = self.pool(hidden_states)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return loss, logits
+
+
+class SpanHead(nn.Module):
+    """Extractive QA: start and end logits per token, logits (batch, length, 2).
+
+    Padding positions get a large negative logit; the loss is the mean of the start and end
+    cross-entropies.
+    """
+
+    def __init__(self, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.qa = nn.Linear(hidden, 2)
+
+    def forward(self, hidden_states, attention_mask, start_positions=None, end_positions=None):
+        logits = self.qa(self.dropout(hidden_states))
+        logits = logits.masked_fill(attention_mask.unsqueeze(-1) == 0, -1e4)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (
+                F.cross_entropy(logits[..., 0], start_positions)
+                + F.cross_entropy(logits[..., 1], end_positions)
+            ) / 2
+        return loss, logits
+
+
+class MultipleChoiceHead(nn.Module):
+    """Multiple choice: one score per (context, choice) sequence; logits (batch, choices)."""
+
+    def __init__(self, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.pool = _Pooler(hidden, dropout, 1)
+
+    def forward(self, hidden_states, attention_mask, labels=None, num_choices: int = 1):
+        logits = self.pool(hidden_states).view(-1, num_choices)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return loss, logits
+
+
+class TaggingHead(nn.Module):
+    """Token tagging: logits (batch, length, tags), loss on labelled tokens only."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, hidden_states, attention_mask, labels=None):
+        logits = self.out(self.dropout(hidden_states))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+            )
+        return loss, logits
+
+
+def build_head(kind: str, hidden: int, num_labels: int, dropout: float = 0.1) -> nn.Module:
+    """The head for a task kind."""
+    if kind == CLASSIFICATION:
+        return ClassificationHead(hidden, num_labels, dropout)
+    if kind == SPAN:
+        return SpanHead(hidden, dropout)
+    if kind == MULTIPLE_CHOICE:
+        return MultipleChoiceHead(hidden, dropout)
+    if kind == TAGGING:
+        return TaggingHead(hidden, num_labels, dropout)
+    raise ValueError(f"unknown task kind {kind!r}")

@@ -1,0 +1,159 @@
+"""Multi-task batch sampling: every batch comes from one task, tasks drawn by a fixed law.
+
+Strategies (jiant's multi-task samplers), on task sizes capped at ``cap`` examples:
+
+- ``proportional``: p(task) ~ min(n, cap)
+- ``uniform``: p(task) = 1 / tasks
+- ``temperature:T``: p(task) ~ min(n, cap) ** (1 / T) (T = 1 is proportional, T -> inf uniform)
+
+One epoch is ``sum(ceil(min(n, cap) / batch_size))`` batches. The order is a pure function of
+``(seed, epoch)``, so ``transformers.Trainer`` can skip the batches already seen when it resumes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stilts.errors import ErrorCode, StiltsError
+
+STRATEGIES = ("proportional", "uniform", "temperature:T")
+
+
+def parse_sampling(spec: str) -> tuple[str, float]:
+    """``proportional`` | ``uniform`` | ``temperature:T`` -> (name, temperature)."""
+    name, _, value = spec.partition(":")
+    if name == "proportional" and not value:
+        return name, 1.0
+    if name == "uniform" and not value:
+        return name, math.inf
+    if name == "temperature":
+        try:
+            t = float(value)
+        except ValueError:
+            t = -1.0
+        if t > 0:
+            return name, t
+    raise StiltsError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"sampling must be proportional, uniform or temperature:T with T > 0, got {spec!r}",
+        field="sampling",
+    )
+
+
+def task_probabilities(
+    sizes: Mapping[str, int], strategy: str = "proportional", cap: int | None = None
+) -> dict[str, float]:
+    """Probability of drawing each task's batch (see the module docstring)."""
+    if cap is not None and cap < 1:
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "sampling cap must be >= 1", "sampling_cap")
+    _, temperature = parse_sampling(strategy)
+    empty = [t for t, n in sizes.items() if n < 1]
+    if empty:
+        raise StiltsError(
+            ErrorCode.FAILED_PRECONDITION,
+            f"no training examples for {', '.join(empty)}",
+            field="tasks",
+        )
+    capped = {t: float(min(n, cap) if cap else n) for t, n in sizes.items()}
+    if math.isinf(temperature):
+        weights = {t: 1.0 for t in capped}
+    else:
+        weights = {t: n ** (1.0 / temperature) for t, n in capped.items()}
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()}
+
+
+def epoch_batches(sizes: Mapping[str, int], batch_size: int, cap: int | None = None) -> int:
+    """Batches in one epoch: every task's (capped) examples once."""
+    return sum(math.ceil((min(n, cap) if cap else n) / batch_size) for n in sizes.values())
+
+
+class MultiTaskDataset(torch.utils.data.Dataset):
+    """All tasks' features behind one index: item ``i`` is ``(task name, feature)``.
+
+    Args:
+        features: task name -> its features (insertion order fixes the global index).
+    """
+
+    def __init__(self, features: Mapping[str, Sequence[Any]]):
+        self.names = list(features)
+        self.features = [features[n] for n in self.names]
+        self.offsets = np.cumsum([0] + [len(f) for f in self.features]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, i: int) -> tuple[str, Any]:
+        t = bisect.bisect_right(self.offsets, i) - 1
+        return self.names[t], self.features[t][i - self.offsets[t]]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {n: len(f) for n, f in zip(self.names, self.features, strict=True)}
+
+
+class MultiTaskBatchSampler(torch.utils.data.Sampler):
+    """Yields lists of global indices into a :class:`MultiTaskDataset`, one task per batch.
+
+    Within a task, examples are visited in a fresh random order per pass; every batch is full
+    (a task smaller than a batch repeats examples), which keeps batches equal-sized across
+    processes under ``torchrun``.
+
+    Args:
+        sizes: task name -> number of features, in the dataset's order.
+        batch_size: examples per batch.
+        probabilities: task name -> probability of a batch of that task.
+        num_batches: batches per epoch.
+        seed: random seed; the order depends only on ``(seed, epoch)``.
+    """
+
+    drop_last = False
+
+    def __init__(
+        self,
+        sizes: Mapping[str, int],
+        batch_size: int,
+        probabilities: Mapping[str, float],
+        num_batches: int,
+        seed: int = 0,
+    ):
+        if batch_size < 1:
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch size must be >= 1", "batch_size")
+        self.names = list(sizes)
+        self.sizes = [int(sizes[n]) for n in self.names]
+        self.offsets = np.cumsum([0] + self.sizes)[:-1].tolist()
+        self.p = np.array([probabilities[n] for n in self.names], dtype=np.float64)
+        self.p /= self.p.sum()
+        self.batch_size = batch_size
+        self.num_batches = int(num_batches)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def task_sequence(self) -> np.ndarray:
+        """Task index of each batch of the current epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch, 0])
+        return rng.choice(len(self.names), size=self.num_batches, p=self.p)
+
+    def _stream(self, t: int) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, t + 1])
+        while True:
+            yield from rng.permutation(self.sizes[t]).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        streams = [self._stream(t) for t in range(len(self.names))]
+        for t in self.task_sequence():
+            off = self.offsets[t]
+            s = streams[t]
+            yield [off + next(s) for _ in range(self.batch_size)]

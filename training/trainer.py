@@ -1,0 +1,552 @@
+"""STILTs training on ``transformers.Trainer``: single or multi-task, checkpoints, resume, export.
+
+The library supplies the training loop: ``torchrun`` multi-GPU (DDP), bf16/fp16, gradient
+accumulation, the linear warm-up schedule, gradient clipping, checkpoints with optimizer / scheduler /
+RNG state. This module adds the multi-task batch sampler, the per-task evaluation with its metrics
+log, and the final save + export into the encoder contract.
+
+Output directory::
+
+    OUTPUT/run.json          the run's settings, task labels and data files (checked on --resume)
+    OUTPUT/trainer/          Trainer checkpoints (checkpoint-N: encoder + heads + optimizer state)
+    OUTPUT/metrics.jsonl     one JSON line per evaluation
+    OUTPUT/checkpoint/       the trained encoder alone (transformers) + tokenizer.json + stilts.json
+    OUTPUT/model/            the exported model directory (ONNX fp32 + int8, manifest)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+TRAINER_DIR = "trainer"
+CHECKPOINT_DIR = "checkpoint"
+MODEL_DIR = "model"
+# Settings a resumed run must share with the interrupted one.
+RESUME_KEYS = (
+    "model",
+    "tasks",
+    "max_seq_len",
+    "batch_size",
+    "grad_accum",
+    "learning_rate",
+    "seed",
+    "sampling",
+    "sampling_cap",
+    "freeze_embeddings",
+    "max_train_examples",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of a ``stilts train`` run (defaults: the paper / jiant recipe).
+
+    Attributes:
+        model: ``default`` (the embedded encoder's transformers checkpoint), a checkpoint
+            directory or a hub id.
+        tasks: task names (see :data:`stilts.training.tasks.TASKS`).
+        output: run directory.
+        data_dir: one folder per task with the official files.
+        train_files / dev_files: per-task file overrides.
+        learning_rate, batch_size, max_seq_len, epochs, warmup, max_grad_norm: the recipe
+            (1e-5, 32, 256, 3, 0.1, 1.0).
+        max_steps: optimizer steps (overrides ``epochs``).
+        eval_every: evaluate every N steps (0: only at the end).
+        save_every: checkpoint every N steps (and at the end).
+        freeze_embeddings: keep the embedding layer fixed.
+        sampling: ``proportional``, ``uniform`` or ``temperature:T``.
+        sampling_cap: cap on a task's size when weighting tasks (None: no cap).
+        max_train_examples / max_eval_examples: read at most N examples per task and split.
+        resume: continue from the last checkpoint in ``output`` (or this checkpoint path).
+        layer: hidden layer the exported encoder pools (default: the starting model's manifest,
+            else the paper's middle layer).
+        name: model name in the exported manifest.
+        export: export ``OUTPUT/model`` at the end.
+    """
+
+    tasks: list[str]
+    output: Path
+    model: str = "default"
+    data_dir: Path | None = None
+    train_files: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
+    dev_files: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    max_seq_len: int = 256
+    epochs: float = 3.0
+    max_steps: int | None = None
+    warmup: float = 0.1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    eval_every: int = 0
+    save_every: int = 1000
+    save_total_limit: int | None = 2
+    log_every: int = 50
+    seed: int = 42
+    freeze_embeddings: bool = False
+    sampling: str = "proportional"
+    sampling_cap: int | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    doc_stride: int = 128
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    num_workers: int = 0
+    resume: str | None = None
+    layer: int | None = None
+    name: str | None = None
+    export: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise INVALID_ARGUMENT naming the first bad setting."""
+        checks = [
+            ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            (
+                "eval_batch_size",
+                self.eval_batch_size is None or self.eval_batch_size >= 1,
+                "must be >= 1",
+            ),
+            ("max_seq_len", self.max_seq_len >= 16, "must be >= 16"),
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1"),
+            ("warmup", 0 <= self.warmup < 1, "must be in [0, 1)"),
+            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
+            ("eval_every", self.eval_every >= 0, "must be >= 0"),
+            ("save_every", self.save_every >= 1, "must be >= 1"),
+            ("log_every", self.log_every >= 1, "must be >= 1"),
+            ("sampling_cap", self.sampling_cap is None or self.sampling_cap >= 1, "must be >= 1"),
+            (
+                "max_train_examples",
+                self.max_train_examples is None or self.max_train_examples >= 1,
+                "must be >= 1",
+            ),
+            (
+                "max_eval_examples",
+                self.max_eval_examples is None or self.max_eval_examples >= 1,
+                "must be >= 1",
+            ),
+            ("doc_stride", self.doc_stride >= 0, "must be >= 0"),
+            ("bf16", not (self.bf16 and self.fp16), "bf16 and fp16 exclude each other"),
+        ]
+        for field, ok, message in checks:
+            if not ok:
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"{field} {message}, got {getattr(self, field)!r}",
+                    field=field,
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["output"] = str(self.output)
+        d["data_dir"] = str(self.data_dir) if self.data_dir else None
+        d["train_files"] = {k: [str(p) for p in v] for k, v in self.train_files.items()}
+        d["dev_files"] = {k: [str(p) for p in v] for k, v in self.dev_files.items()}
+        return d
+
+
+def resolve_model(model: str) -> str:
+    """``default`` -> the embedded encoder's checkpoint; a directory or hub id as given."""
+    if model == "default":
+        from stilts.default_model import checkpoint_dir
+
+        path = checkpoint_dir()
+        if not (path / "config.json").is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND,
+                f"the default encoder's checkpoint is not at {path}; "
+                "run `stilts models install default` first",
+                field="model",
+            )
+        return str(path)
+    expanded = os.path.expanduser(model)
+    if os.path.isdir(expanded):
+        return expanded
+    if os.path.sep in model or model.startswith("."):
+        raise StiltsError(ErrorCode.NOT_FOUND, f"{model}: no such model directory", field="model")
+    return model  # a hub id, where a hub is reachable
+
+
+def _last_checkpoint(trainer_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+
+
+def _resume_point(cfg: TrainConfig) -> str | None:
+    """The Trainer checkpoint to resume from, or None for a fresh run (which must not clobber)."""
+    trainer_dir = cfg.output / TRAINER_DIR
+    last = _last_checkpoint(trainer_dir)
+    if cfg.resume is None:
+        if last is not None:
+            raise StiltsError(
+                ErrorCode.ALREADY_EXISTS,
+                f"{cfg.output} already holds a run (last checkpoint {last}); pass --resume to "
+                "continue it or choose another --output",
+                field="output",
+            )
+        return None
+    if cfg.resume != "last":
+        path = Path(cfg.resume)
+        if not (path / "trainer_state.json").is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND, f"{path}: not a Trainer checkpoint", field="resume"
+            )
+        return str(path)
+    if last is None:
+        raise StiltsError(
+            ErrorCode.NOT_FOUND,
+            f"nothing to resume: no checkpoint under {trainer_dir}",
+            field="resume",
+        )
+    return last
+
+
+def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
+    now = cfg.to_dict()
+    for key in RESUME_KEYS:
+        if saved["config"].get(key) != now.get(key):
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"--resume with a different {key}: the run used {saved['config'].get(key)!r}, "
+                f"now {now.get(key)!r}",
+                field=key,
+            )
+
+
+def _default_name(base: str, tasks: list[str]) -> str:
+    from stilts.training.tasks import TASKS
+
+    suffix = "multitask" if set(tasks) == set(TASKS) else "+".join(tasks)
+    return f"{base}-stilts-{suffix}"
+
+
+class _StepTimer:
+    """Callback factory: wall time of each optimizer step (for the time-per-step figure)."""
+
+    @staticmethod
+    def build():
+        from transformers import TrainerCallback
+
+        class StepTimer(TrainerCallback):
+            def __init__(self):
+                self.times: list[float] = []
+                self._t0 = None
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                self._t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if self._t0 is not None:
+                    self.times.append(time.perf_counter() - self._t0)
+
+        return StepTimer()
+
+
+def _build_trainer_class():
+    import torch
+    from stilts.training.evaluation import evaluate_task
+    from transformers import Trainer
+
+    class StiltsTrainer(Trainer):
+        """``Trainer`` with the multi-task batch sampler and per-task dev evaluation."""
+
+        def __init__(self, *args, task_data, batch_sampler, pad_id, metrics_path, progress, **kw):
+            super().__init__(*args, **kw)
+            self.task_data = task_data
+            self.batch_sampler = batch_sampler
+            self.pad_id = pad_id
+            self.metrics_path = Path(metrics_path)
+            self.progress = progress
+            self.last_eval: dict[str, Any] | None = None
+
+        def get_train_dataloader(self):
+            loader = torch.utils.data.DataLoader(
+                self.train_dataset,
+                batch_sampler=self.batch_sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+            return self.accelerator.prepare(loader)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            model = self.accelerator.unwrap_model(self.model)
+            t0 = time.perf_counter()
+            results = {
+                td.name: evaluate_task(
+                    model,
+                    td,
+                    self.args.eval_batch_size,
+                    self.args.device,
+                    self.pad_id,
+                    progress=self.progress,
+                )
+                for td in self.task_data
+                if td.dev_features
+            }
+            losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+            record = {
+                "step": self.state.global_step,
+                "epoch": self.state.epoch,
+                "train_loss": losses[-1] if losses else None,
+                "eval_seconds": round(time.perf_counter() - t0, 3),
+                "tasks": results,
+            }
+            self.last_eval = record
+            if self.is_world_process_zero():
+                with self.metrics_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            flat = {
+                f"{metric_key_prefix}_{task}_{k}": v
+                for task, res in results.items()
+                for k, v in res.items()
+            }
+            self.log(flat)
+            self.control = self.callback_handler.on_evaluate(
+                self.args, self.state, self.control, flat
+            )
+            return flat
+
+    return StiltsTrainer
+
+
+def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
+    """Run STILTs training end to end; returns a summary (paths, steps, metrics, timing).
+
+    Raises:
+        StiltsError: bad settings, missing / malformed data, a run already in ``output`` without
+            ``resume``, a resume with different settings, or a failed export parity check.
+    """
+    cfg.validate()
+    from stilts.training.tasks import parse_tasks
+
+    specs = parse_tasks(cfg.tasks)
+    cfg.tasks = [s.name for s in specs]
+    cfg.output = Path(cfg.output)
+    resume_from = _resume_point(cfg)
+    run_file = cfg.output / RUN_FILE
+    saved = None
+    if resume_from is not None:
+        if not run_file.is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND,
+                f"{run_file}: missing; cannot check the run's settings",
+                field="resume",
+            )
+        saved = json.loads(run_file.read_text())
+        _check_resume(cfg, saved)
+
+    import torch
+    from stilts.training.batches import MultiTaskCollator
+    from stilts.training.data import describe_files, load_task
+    from stilts.training.finalize import base_manifest, export_checkpoint, save_checkpoint
+    from stilts.training.model import MultiTaskModel, load_encoder
+    from stilts.training.sampling import (
+        MultiTaskBatchSampler,
+        MultiTaskDataset,
+        epoch_batches,
+        parse_sampling,
+        task_probabilities,
+    )
+    from stilts.training.text import TextTokenizer, tokenizer_file
+    from transformers import TrainingArguments, set_seed
+
+    parse_sampling(cfg.sampling)
+    t_start = time.perf_counter()
+    model_path = resolve_model(cfg.model)
+    tok_json = tokenizer_file(model_path)
+    tok = TextTokenizer(tok_json)
+    saved_labels = saved["labels"] if saved else {}
+    task_data = [
+        load_task(
+            spec,
+            tok,
+            cfg.data_dir,
+            cfg.max_seq_len,
+            cfg.train_files,
+            cfg.dev_files,
+            cfg.max_train_examples,
+            cfg.max_eval_examples,
+            cfg.doc_stride,
+            labels=saved_labels.get(spec.name),
+        )
+        for spec in specs
+    ]
+
+    set_seed(cfg.seed)
+    encoder = load_encoder(model_path)
+    max_pos = getattr(encoder.config, "max_position_embeddings", cfg.max_seq_len)
+    if getattr(encoder.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+        max_pos -= encoder.config.pad_token_id + 1
+    if cfg.max_seq_len > max_pos:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"max_seq_len {cfg.max_seq_len} exceeds the model's {max_pos} positions",
+            field="max_seq_len",
+        )
+    if cfg.gradient_checkpointing:
+        encoder.gradient_checkpointing_enable()
+    model = MultiTaskModel(
+        encoder,
+        {td.name: (td.spec.kind, td.num_labels) for td in task_data},
+        freeze_embeddings=cfg.freeze_embeddings,
+    )
+
+    dataset = MultiTaskDataset({td.name: td.train_features for td in task_data})
+    sizes = dataset.sizes
+    probs = task_probabilities(sizes, cfg.sampling, cfg.sampling_cap)
+    per_epoch = epoch_batches(sizes, cfg.batch_size, cfg.sampling_cap)
+    max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+    sampler = MultiTaskBatchSampler(sizes, cfg.batch_size, probs, per_epoch, cfg.seed)
+    has_dev = any(td.dev_features for td in task_data)
+    eval_every = cfg.eval_every or max_steps
+
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    data_files = {
+        td.name: {
+            "train": describe_files(td.train_files),
+            "dev": describe_files(td.dev_files),
+        }
+        for td in task_data
+    }
+    run = {
+        "config": cfg.to_dict(),
+        "model_path": model_path,
+        "labels": {td.name: td.labels for td in task_data},
+        "task_sizes": sizes,
+        "task_probabilities": probs,
+        "batches_per_epoch": per_epoch,
+        "max_steps": max_steps,
+        "data_files": data_files,
+    }
+    LOG.info(
+        "training %s on %s: %d steps, %d batches per epoch, p=%s",
+        model_path,
+        ",".join(cfg.tasks),
+        max_steps,
+        per_epoch,
+        {k: round(v, 4) for k, v in probs.items()},
+    )
+
+    args = TrainingArguments(
+        output_dir=str(cfg.output / TRAINER_DIR),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_steps=max_steps,
+        lr_scheduler_type="linear",
+        warmup_steps=int(round(cfg.warmup * max_steps)),
+        logging_steps=cfg.log_every,
+        eval_strategy="steps" if has_dev else "no",
+        eval_steps=eval_every if has_dev else None,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        dataloader_num_workers=cfg.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=len(task_data) > 1,
+        disable_tqdm=not cfg.progress,
+        report_to="none",
+    )
+    if args.should_save:
+        if saved is None:
+            (cfg.output / METRICS_FILE).unlink(missing_ok=True)
+        tmp = run_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(run, indent=2) + "\n")
+        os.replace(tmp, run_file)
+
+    timer = _StepTimer.build()
+    trainer = _build_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset={td.name: td.dev_features for td in task_data} if has_dev else None,
+        data_collator=MultiTaskCollator({td.name: td.spec.kind for td in task_data}, tok.pad_id),
+        callbacks=[timer, *(callbacks or [])],
+        task_data=task_data,
+        batch_sampler=sampler,
+        pad_id=tok.pad_id,
+        metrics_path=cfg.output / METRICS_FILE,
+        progress=cfg.progress,
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    summary: dict[str, Any] = {
+        "output": str(cfg.output),
+        "steps": trainer.state.global_step,
+        "max_steps": max_steps,
+        "train_loss": result.training_loss,
+        "seconds_per_step_median": statistics.median(timer.times) if timer.times else None,
+        "steps_timed": len(timer.times),
+        "last_eval": trainer.last_eval,
+        "task_probabilities": probs,
+    }
+    if not trainer.is_world_process_zero():
+        return summary
+
+    base = base_manifest(model_path, encoder.config.num_hidden_layers, encoder.config.hidden_size)
+    if cfg.layer is not None:
+        base.layer = cfg.layer
+    base_name = base.name
+    base.name = cfg.name or _default_name(base_name, cfg.tasks)
+    base.source = {**base.source, "base_model": cfg.model if cfg.model != "default" else base_name}
+    base.training = {
+        "method": "STILTs intermediate-task training (Phang et al. 2020)",
+        "base_model": base_name,
+        "tasks": cfg.tasks,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "batches_per_epoch": per_epoch,
+        "task_probabilities": probs,
+        "sampling": cfg.sampling,
+        "sampling_cap": cfg.sampling_cap,
+        "learning_rate": cfg.learning_rate,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "world_size": args.world_size,
+        "max_seq_len": cfg.max_seq_len,
+        "warmup": cfg.warmup,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "freeze_embeddings": cfg.freeze_embeddings,
+        "max_train_examples": cfg.max_train_examples,
+        "data_files": data_files,
+        "dev_metrics": trainer.last_eval["tasks"] if trainer.last_eval else None,
+    }
+    ckpt = save_checkpoint(model, tok_json, cfg.output / CHECKPOINT_DIR, base)
+    summary["checkpoint"] = str(ckpt)
+    if cfg.export:
+        manifest = export_checkpoint(ckpt, cfg.output / MODEL_DIR)
+        summary["model"] = str(cfg.output / MODEL_DIR)
+        summary["parity"] = manifest.parity
+        summary["name"] = manifest.name
+    summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    return summary
