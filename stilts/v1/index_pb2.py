@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from stilts.v1 import types_pb2 as stilts_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stilts/v1/index.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"\x94\x01\n\x12\x43reateIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12*\n\rdocument_kind\x18\x04 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\'\n\nquery_kind\x18\x05 \x01(\x0e\x32\x13.stilts.v1.TextKind\"\x86\x02\n\tIndexInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0cmodel_loaded\x18\x04 \x01(\x08\x12\x0b\n\x03\x64im\x18\x05 \x01(\r\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12*\n\rdocument_kind\x18\x07 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\'\n\nquery_kind\x18\x08 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\x11\n\tdocuments\x18\t \x01(\x04\x12(\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"\x14\n\x12ListIndexesRequest\"<\n\x13ListIndexesResponse\x12%\n\x07indexes\x18\x01 \x03(\x0b\x32\x14.stilts.v1.IndexInfo\"$\n\x14\x44\x65scribeIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10\x44ropIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x11\x44ropIndexResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\"L\n\x13\x41\x64\x64\x44ocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.stilts.v1.Document\"f\n\x14\x41\x64\x64\x44ocumentsResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x63knowledged\x18\x03 \x01(\x04\x12\x17\n\x0findex_documents\x18\x04 \x01(\x04\"4\n\x16\x44\x65leteDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"C\n\x17\x44\x65leteDocumentsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x17\n\x0findex_documents\x18\x02 \x01(\x04\"1\n\x13GetDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"S\n\x14GetDocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.stilts.v1.Document\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\x32\xb0\x04\n\x0cIndexService\x12\x42\n\x0b\x43reateIndex\x12\x1d.stilts.v1.CreateIndexRequest\x1a\x14.stilts.v1.IndexInfo\x12L\n\x0bListIndexes\x12\x1d.stilts.v1.ListIndexesRequest\x1a\x1e.stilts.v1.ListIndexesResponse\x12\x46\n\rDescribeIndex\x12\x1f.stilts.v1.DescribeIndexRequest\x1a\x14.stilts.v1.IndexInfo\x12\x46\n\tDropIndex\x12\x1b.stilts.v1.DropIndexRequest\x1a\x1c.stilts.v1.DropIndexResponse\x12S\n\x0c\x41\x64\x64\x44ocuments\x12\x1e.stilts.v1.AddDocumentsRequest\x1a\x1f.stilts.v1.AddDocumentsResponse(\x01\x30\x01\x12X\n\x0f\x44\x65leteDocuments\x12!.stilts.v1.DeleteDocumentsRequest\x1a\".stilts.v1.DeleteDocumentsResponse\x12O\n\x0cGetDocuments\x12\x1e.stilts.v1.GetDocumentsRequest\x1a\x1f.stilts.v1.GetDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stilts/v1/index.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"\x94\x01\n\x12\x43reateIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12*\n\rdocument_kind\x18\x04 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\'\n\nquery_kind\x18\x05 \x01(\x0e\x32\x13.stilts.v1.TextKind\"\x86\x02\n\tIndexInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0cmodel_loaded\x18\x04 \x01(\x08\x12\x0b\n\x03\x64im\x18\x05 \x01(\r\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12*\n\rdocument_kind\x18\x07 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\'\n\nquery_kind\x18\x08 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\x11\n\tdocuments\x18\t \x01(\x04\x12(\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"\x14\n\x12ListIndexesRequest\"<\n\x13ListIndexesResponse\x12%\n\x07indexes\x18\x01 \x03(\x0b\x32\x14.stilts.v1.IndexInfo\"$\n\x14\x44\x65scribeIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10\x44ropIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x11\x44ropIndexResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\"\\\n\x13\x41\x64\x64\x44ocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.stilts.v1.Document\x12\x0e\n\x06upsert\x18\x03 \x01(\x08\"f\n\x14\x41\x64\x64\x44ocumentsResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x14\n\x0c\x61\x63knowledged\x18\x03 \x01(\x04\x12\x17\n\x0findex_documents\x18\x04 \x01(\x04\"4\n\x16\x44\x65leteDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"C\n\x17\x44\x65leteDocumentsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x17\n\x0findex_documents\x18\x02 \x01(\x04\"1\n\x13GetDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"S\n\x14GetDocumentsResponse\x12&\n\tdocuments\x18\x01 \x03(\x0b\x32\x13.stilts.v1.Document\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\x32\xb0\x04\n\x0cIndexService\x12\x42\n\x0b\x43reateIndex\x12\x1d.stilts.v1.CreateIndexRequest\x1a\x14.stilts.v1.IndexInfo\x12L\n\x0bListIndexes\x12\x1d.stilts.v1.ListIndexesRequest\x1a\x1e.stilts.v1.ListIndexesResponse\x12\x46\n\rDescribeIndex\x12\x1f.stilts.v1.DescribeIndexRequest\x1a\x14.stilts.v1.IndexInfo\x12\x46\n\tDropIndex\x12\x1b.stilts.v1.DropIndexRequest\x1a\x1c.stilts.v1.DropIndexResponse\x12S\n\x0c\x41\x64\x64\x44ocuments\x12\x1e.stilts.v1.AddDocumentsRequest\x1a\x1f.stilts.v1.AddDocumentsResponse(\x01\x30\x01\x12X\n\x0f\x44\x65leteDocuments\x12!.stilts.v1.DeleteDocumentsRequest\x1a\".stilts.v1.DeleteDocumentsResponse\x12O\n\x0cGetDocuments\x12\x1e.stilts.v1.GetDocumentsRequest\x1a\x1f.stilts.v1.GetDocumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,17 +48,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DROPINDEXRESPONSE']._serialized_start=661
   _globals['_DROPINDEXRESPONSE']._serialized_end=713
   _globals['_ADDDOCUMENTSREQUEST']._serialized_start=715
-  _globals['_ADDDOCUMENTSREQUEST']._serialized_end=791
-  _globals['_ADDDOCUMENTSRESPONSE']._serialized_start=793
-  _globals['_ADDDOCUMENTSRESPONSE']._serialized_end=895
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=897
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=949
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=951
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1018
-  _globals['_GETDOCUMENTSREQUEST']._serialized_start=1020
-  _globals['_GETDOCUMENTSREQUEST']._serialized_end=1069
-  _globals['_GETDOCUMENTSRESPONSE']._serialized_start=1071
-  _globals['_GETDOCUMENTSRESPONSE']._serialized_end=1154
-  _globals['_INDEXSERVICE']._serialized_start=1157
-  _globals['_INDEXSERVICE']._serialized_end=1717
+  _globals['_ADDDOCUMENTSREQUEST']._serialized_end=807
+  _globals['_ADDDOCUMENTSRESPONSE']._serialized_start=809
+  _globals['_ADDDOCUMENTSRESPONSE']._serialized_end=911
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=913
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=965
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=967
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1034
+  _globals['_GETDOCUMENTSREQUEST']._serialized_start=1036
+  _globals['_GETDOCUMENTSREQUEST']._serialized_end=1085
+  _globals['_GETDOCUMENTSRESPONSE']._serialized_start=1087
+  _globals['_GETDOCUMENTSRESPONSE']._serialized_end=1170
+  _globals['_INDEXSERVICE']._serialized_start=1173
+  _globals['_INDEXSERVICE']._serialized_end=1733
 # @@protoc_insertion_point(module_scope)

@@ -77,12 +77,14 @@ class DropIndexResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., documents: _Optional[int] = ...) -> None: ...
 
 class AddDocumentsRequest(_message.Message):
-    __slots__ = ("index", "documents")
+    __slots__ = ("index", "documents", "upsert")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_FIELD_NUMBER: _ClassVar[int]
     index: str
     documents: _containers.RepeatedCompositeFieldContainer[_types_pb2.Document]
-    def __init__(self, index: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_types_pb2.Document, _Mapping]]] = ...) -> None: ...
+    upsert: bool
+    def __init__(self, index: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_types_pb2.Document, _Mapping]]] = ..., upsert: _Optional[bool] = ...) -> None: ...
 
 class AddDocumentsResponse(_message.Message):
     __slots__ = ("sequence", "added", "acknowledged", "index_documents")

@@ -1,0 +1,159 @@
+"""The Mine RPC: embed both sides through the batcher (or read an index's stored vectors), then
+let :func:`stilts.index.mining.mine` score pairs; stream them back best first."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+from stilts.server import validate as v
+from stilts.server.batcher import BULK
+from stilts.server.indexes import ServedIndex
+from stilts.server.models import ServedModel
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.v1 import retrieval_pb2
+
+if TYPE_CHECKING:
+    from stilts.server.app import Server
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_K = 4
+
+
+class _Side:
+    """One side of a mining job: vectors, texts, and ids (positions for text sides)."""
+
+    def __init__(self, vectors: np.ndarray, texts: list[str], ids: np.ndarray):
+        self.vectors = vectors
+        self.texts = texts
+        self.ids = ids
+
+
+def _text_side(
+    server: Server,
+    model: ServedModel,
+    texts: list[str],
+    field: str,
+    context: grpc.ServicerContext,
+) -> _Side:
+    from stilts.server.services import deadline_of
+
+    c = server.config
+    if not texts:
+        raise v.invalid(f"{field}.texts is empty", field)
+    if len(texts) > c.max_mine_texts:
+        raise StiltsError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{field}.texts has {len(texts)} sentences, more than the limit of "
+            f"{c.max_mine_texts} (--max-mine-texts); mine large corpora with `stilts mine`",
+            field,
+        )
+    for i, t in enumerate(texts):
+        v.check_text(t, c, f"{field}.texts[{i}]")
+    chunks = model.batcher.embed_chunks(
+        texts,
+        kind="bitext",
+        chunk=256,
+        priority=BULK,
+        deadline=deadline_of(context),
+        is_cancelled=lambda: not context.is_active(),
+    )
+    vecs = np.concatenate(list(chunks)) if texts else np.zeros((0, model.encoder.dim), np.float32)
+    return _Side(vecs, texts, np.arange(len(texts), dtype=np.int64))
+
+
+def _index_side(server: Server, si: ServedIndex, field: str) -> _Side:
+    """Every document of an index with its stored vector, in insertion order."""
+    c = server.config
+    n = len(si)
+    if n == 0:
+        raise StiltsError(
+            ErrorCode.FAILED_PRECONDITION, f"{field}: index {si.name!r} is empty", field
+        )
+    if n > c.max_mine_texts:
+        raise StiltsError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{field}: index {si.name!r} has {n} documents, more than the limit of "
+            f"{c.max_mine_texts} (--max-mine-texts)",
+            field,
+        )
+    ids, texts, vecs = [], [], []
+    for block_ids, docs, block_vecs in si.index.iter_documents():
+        ids.append(np.asarray(block_ids, dtype=np.int64))
+        texts.extend(d.text for d in docs)
+        vecs.append(block_vecs)
+    return _Side(np.concatenate(vecs), texts, np.concatenate(ids))
+
+
+def mine_request(
+    server: Server, request: retrieval_pb2.MineRequest, context: grpc.ServicerContext
+) -> Iterator[retrieval_pb2.MinedPair]:
+    """Validate, gather both sides, mine, and yield the pairs best first."""
+    from stilts.index import mining
+
+    k = v.k_value(request.k, server.config, default=DEFAULT_K)
+    threshold = v.threshold(request.threshold if request.HasField("threshold") else None)
+    margin = request.margin or "ratio"
+    retrieval = request.retrieval or "max"
+    model = server.models.get(request.model)
+    sides = []
+    for field, side in (("src", request.src), ("tgt", request.tgt)):
+        which = side.WhichOneof("source")
+        if which is None:
+            raise v.invalid(f"{field} is required: give {field}.texts or {field}.index", field)
+        if which == "index":
+            si = server.indexes.get(side.index, f"{field}.index")
+            index_model = server.indexes.model_for(si)
+            if sides and index_model.fingerprint != sides[0][1]:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"{field}.index {si.name!r} holds vectors of another model than src",
+                    f"{field}.index",
+                )
+            sides.append((_index_side(server, si, field), index_model.fingerprint))
+        else:
+            if sides and model.fingerprint != sides[0][1]:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"{field}.texts would be embedded by model {model.name!r}, but src is an "
+                    "index of another model; set model to the index's",
+                    "model",
+                )
+            sides.append(
+                (
+                    _text_side(server, model, list(side.texts.texts), field, context),
+                    model.fingerprint,
+                )
+            )
+    (src, _), (tgt, _) = sides
+    t0 = time.perf_counter()
+    pairs = mining.mine(
+        src.vectors, tgt.vectors, k=k, margin=margin, retrieval=retrieval, threshold=threshold
+    )
+    LOG.info(
+        "mined %d pairs from %d x %d sentences in %.2fs",
+        len(pairs),
+        len(src.texts),
+        len(tgt.texts),
+        time.perf_counter() - t0,
+    )
+    pairs = sorted(pairs, key=lambda p: -p.score)
+    for p in pairs:
+        if not context.is_active():
+            return
+        s, t = int(p.src), int(p.tgt)
+        yield retrieval_pb2.MinedPair(
+            score=float(p.score),
+            src_index=s,
+            tgt_index=t,
+            src_id=int(src.ids[s]),
+            tgt_id=int(tgt.ids[t]),
+            src_text=src.texts[s],
+            tgt_text=tgt.texts[t],
+        )

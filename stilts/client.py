@@ -1,0 +1,548 @@
+"""``stilts.client.Client``: a synchronous, typed client for a stilts gRPC server.
+
+Example:
+    >>> from stilts.client import Client, Document
+    >>> with Client("127.0.0.1:50051") as c:
+    ...     c.create_index("docs", document_kind="bitext")
+    ...     c.add_documents("docs", [Document(1, "Guten Morgen", "de")])
+    ...     hits = c.search("docs", ["Good morning"], k=3)
+    >>> hits[0][0].text
+    'Guten Morgen'
+
+Errors come back as :class:`RemoteError` (a :class:`stilts.StiltsError` whose ``status`` is the
+gRPC status code and whose message is the server's, naming the offending field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.v1 import (
+    embedding_pb2,
+    embedding_pb2_grpc,
+    index_pb2,
+    index_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+    types_pb2,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+KINDS = {
+    None: types_pb2.TEXT_KIND_UNSPECIFIED,
+    "query": types_pb2.TEXT_KIND_QUERY,
+    "passage": types_pb2.TEXT_KIND_PASSAGE,
+    "bitext": types_pb2.TEXT_KIND_BITEXT,
+}
+KIND_NAMES = {v: k for k, v in KINDS.items() if k is not None}
+SCORINGS = {"cosine": retrieval_pb2.SCORING_COSINE, "margin": retrieval_pb2.SCORING_MARGIN}
+
+
+@dataclasses.dataclass
+class Document:
+    """A document to store (``id`` unique within the index, >= 0)."""
+
+    id: int
+    text: str
+    language: str = ""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One search result, best first within a query."""
+
+    id: int
+    score: float
+    text: str
+    language: str
+    metadata: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class MinedPair:
+    """A mined translation pair: positions (or ids for index sides), texts and margin score."""
+
+    score: float
+    src_index: int
+    tgt_index: int
+    src_id: int
+    tgt_id: int
+    src_text: str
+    tgt_text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    model: str
+    model_fingerprint: str
+    model_loaded: bool
+    dim: int
+    kind: str
+    document_kind: str
+    query_kind: str
+    documents: int
+    details: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    aliases: list[str]
+    dim: int
+    max_len: int
+    precision: str
+    provider: str
+    fingerprint: str
+    manifest: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    default_model: str
+    models: list[ModelInfo]
+    limits: dict[str, Any]
+    auth_required: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AddResult:
+    """What an :meth:`Client.add_documents` stream stored."""
+
+    added: int
+    messages: int
+    index_documents: int
+
+
+class RemoteError(StiltsError):
+    """An RPC failed; ``status`` is the gRPC status code, the message is the server's."""
+
+    def __init__(self, status: grpc.StatusCode, message: str):
+        code = ErrorCode.__members__.get(status.name, ErrorCode.INTERNAL)
+        super().__init__(code, message)
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.status.name}: {self.message}"
+
+
+def _raise(e: grpc.RpcError) -> None:
+    code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+    details = e.details() if hasattr(e, "details") else str(e)
+    raise RemoteError(code, details or code.name) from None
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:
+        return int(v)  # Struct numbers are doubles: give back the integers that went in
+    if isinstance(v, dict):
+        return {k: _value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_value(x) for x in v]
+    return v
+
+
+def struct_to_dict(s) -> dict[str, Any]:
+    """A ``google.protobuf.Struct`` as a dict (integral numbers as ints)."""
+    return _value(json_format.MessageToDict(s))
+
+
+_struct = struct_to_dict
+
+
+def _doc_proto(d: Document | dict | tuple, out: types_pb2.Document) -> None:
+    if isinstance(d, dict):
+        d = Document(**d)
+    elif isinstance(d, tuple):
+        d = Document(*d)
+    out.id = int(d.id)
+    out.text = d.text
+    out.language = d.language or ""
+    if d.metadata:
+        out.metadata.update(d.metadata)
+
+
+def _index_info(p: index_pb2.IndexInfo) -> IndexInfo:
+    return IndexInfo(
+        name=p.name,
+        model=p.model,
+        model_fingerprint=p.model_fingerprint,
+        model_loaded=p.model_loaded,
+        dim=p.dim,
+        kind=p.kind,
+        document_kind=KIND_NAMES.get(p.document_kind, ""),
+        query_kind=KIND_NAMES.get(p.query_kind, ""),
+        documents=p.documents,
+        details=_struct(p.details),
+    )
+
+
+class Client:
+    """A connection to a stilts server.
+
+    Args:
+        address: ``host:port``.
+        token: bearer token for servers started with ``--auth-token``.
+        tls: connect with TLS (implied by ``root_certificates``).
+        root_certificates: PEM bytes or a path to the CA that signed the server's certificate
+            (None with ``tls=True``: the system roots).
+        timeout: seconds per unary RPC (None: no deadline); streams take their own.
+        server_name: TLS name to verify when it differs from the address's host.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | str | Path | None = None,
+        timeout: float | None = 60.0,
+        server_name: str | None = None,
+    ):
+        self.address = address
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if root_certificates is not None or tls:
+            roots = root_certificates
+            if isinstance(roots, str | Path):
+                roots = Path(roots).read_bytes()
+            creds = grpc.ssl_channel_credentials(root_certificates=roots)
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        self._embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        self._index = index_pb2_grpc.IndexServiceStub(self.channel)
+        self._retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata or None)
+        except grpc.RpcError as e:
+            _raise(e)
+
+    # -- health and info -------------------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """The server's health status name (``SERVING``, ``NOT_SERVING``, ...) for ``service``
+        ("" = overall)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        resp = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Poll health until the server is SERVING.
+
+        Raises:
+            StiltsError: DEADLINE_EXCEEDED after ``timeout`` seconds.
+        """
+        end = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < end:
+            try:
+                last = self.health()
+                if last == "SERVING":
+                    return
+            except RemoteError as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise StiltsError(
+            ErrorCode.DEADLINE_EXCEEDED, f"{self.address} not serving after {timeout}s ({last})"
+        )
+
+    def info(self) -> ServerInfo:
+        """Served models and the server's limits."""
+        r = self._call(self._embedding.Info, embedding_pb2.InfoRequest())
+        return ServerInfo(
+            version=r.version,
+            default_model=r.default_model,
+            models=[
+                ModelInfo(
+                    m.name,
+                    list(m.aliases),
+                    m.dim,
+                    m.max_len,
+                    m.precision,
+                    m.provider,
+                    m.fingerprint,
+                    _struct(m.manifest),
+                )
+                for m in r.models
+            ],
+            limits=json_format.MessageToDict(r.limits, preserving_proto_field_name=True),
+            auth_required=r.auth_required,
+        )
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        kind: str = "query",
+        model: str = "default",
+        batch: int = 256,
+    ) -> np.ndarray:
+        """Embed texts on the server: float32 (len(texts), dim), L2-normalised.
+
+        More than ``batch`` texts go through the EmbedStream RPC, ``batch`` per message.
+        """
+        if isinstance(texts, str):
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "texts must be a list of strings, not a string", "texts"
+            )
+        texts = list(texts)
+        kind_value = KINDS.get(kind)
+        if kind_value is None:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "kind must be one of query, passage, bitext", "kind"
+            )
+        model = "" if model == "default" else model
+
+        def req(part: list[str], i: int = 0) -> embedding_pb2.EmbedRequest:
+            return embedding_pb2.EmbedRequest(
+                texts=part,
+                kind=kind_value,
+                model=model,
+                encoding=embedding_pb2.EMBEDDING_ENCODING_FLOAT32_BYTES,
+                request_id=i,
+            )
+
+        def rows(r: embedding_pb2.EmbedResponse) -> np.ndarray:
+            return np.frombuffer(r.data, dtype="<f4").reshape(-1, r.dim).astype(np.float32)
+
+        if len(texts) <= batch:
+            return rows(self._call(self._embedding.Embed, req(texts)))
+        parts = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+        try:
+            out = [
+                rows(r)
+                for r in self._embedding.EmbedStream(
+                    (req(p, i) for i, p in enumerate(parts)), metadata=self._metadata or None
+                )
+            ]
+        except grpc.RpcError as e:
+            _raise(e)
+        return np.concatenate(out)
+
+    # -- indices ---------------------------------------------------------------------------
+
+    def create_index(
+        self,
+        name: str,
+        model: str = "default",
+        kind: str = "auto",
+        document_kind: str = "passage",
+        query_kind: str | None = None,
+    ) -> IndexInfo:
+        """Create an empty index embedding documents as ``document_kind`` (``bitext`` for
+        translation retrieval) with a served model."""
+        for field, value in (("document_kind", document_kind), ("query_kind", query_kind)):
+            if value is not None and value not in KINDS:
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT, f"{field} must be query, passage or bitext", field
+                )
+        r = self._call(
+            self._index.CreateIndex,
+            index_pb2.CreateIndexRequest(
+                name=name,
+                model="" if model == "default" else model,
+                kind=kind,
+                document_kind=KINDS[document_kind],
+                query_kind=KINDS[query_kind],
+            ),
+        )
+        return _index_info(r)
+
+    def list_indexes(self) -> list[IndexInfo]:
+        r = self._call(self._index.ListIndexes, index_pb2.ListIndexesRequest())
+        return [_index_info(i) for i in r.indexes]
+
+    def describe_index(self, name: str) -> IndexInfo:
+        return _index_info(
+            self._call(self._index.DescribeIndex, index_pb2.DescribeIndexRequest(name=name))
+        )
+
+    def drop_index(self, name: str) -> int:
+        """Delete an index; returns how many documents it held."""
+        r = self._call(self._index.DropIndex, index_pb2.DropIndexRequest(name=name))
+        return r.documents
+
+    def add_documents(
+        self,
+        index: str,
+        documents: Iterable[Document | dict | tuple],
+        batch: int = 256,
+        upsert: bool = False,
+        on_ack: Callable[[index_pb2.AddDocumentsResponse], None] | None = None,
+        timeout: float | None = None,
+    ) -> AddResult:
+        """Stream documents into an index, ``batch`` per message.
+
+        Every acknowledged message is durable on the server; ``on_ack`` sees each
+        acknowledgement as it arrives (e.g. to checkpoint a long upload).
+        """
+        if batch < 1:
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch must be >= 1", "batch")
+
+        def messages() -> Iterator[index_pb2.AddDocumentsRequest]:
+            msg = index_pb2.AddDocumentsRequest(index=index, upsert=upsert)
+            for d in documents:
+                _doc_proto(d, msg.documents.add())
+                if len(msg.documents) >= batch:
+                    yield msg
+                    msg = index_pb2.AddDocumentsRequest(upsert=upsert)
+            if len(msg.documents):
+                yield msg
+
+        added = n = size = 0
+        try:
+            for ack in self._index.AddDocuments(
+                messages(), timeout=timeout, metadata=self._metadata or None
+            ):
+                added, n, size = ack.acknowledged, n + 1, ack.index_documents
+                if on_ack is not None:
+                    on_ack(ack)
+        except grpc.RpcError as e:
+            _raise(e)
+        return AddResult(added, n, size)
+
+    def delete_documents(self, index: str, ids: Sequence[int]) -> int:
+        """Delete by id; returns how many existed."""
+        r = self._call(
+            self._index.DeleteDocuments,
+            index_pb2.DeleteDocumentsRequest(index=index, ids=[int(i) for i in ids]),
+        )
+        return r.deleted
+
+    def get_documents(self, index: str, ids: Sequence[int]) -> list[Document | None]:
+        """Documents by id, in order; None where an id is unknown."""
+        ids = [int(i) for i in ids]
+        r = self._call(
+            self._index.GetDocuments, index_pb2.GetDocumentsRequest(index=index, ids=ids)
+        )
+        found = {d.id: Document(d.id, d.text, d.language, _struct(d.metadata)) for d in r.documents}
+        return [found.get(i) for i in ids]
+
+    # -- retrieval -------------------------------------------------------------------------
+
+    def search(
+        self,
+        index: str,
+        queries: Sequence[str],
+        k: int = 10,
+        languages: Sequence[str] | None = None,
+        scoring: str = "cosine",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        kind: str | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` best documents per query (best first), one list per query."""
+        if isinstance(queries, str):
+            queries = [queries]
+        if scoring not in SCORINGS:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "scoring must be cosine or margin", "scoring"
+            )
+        if kind not in KINDS:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "kind must be query, passage or bitext", "kind"
+            )
+        r = self._call(
+            self._retrieval.Search,
+            retrieval_pb2.SearchRequest(
+                index=index,
+                queries=list(queries),
+                k=k,
+                languages=list(languages or ()),
+                scoring=SCORINGS[scoring],
+                params=retrieval_pb2.SearchParams(nprobe=nprobe or 0, ef_search=ef_search or 0),
+                kind=KINDS[kind],
+            ),
+        )
+        return [
+            [Hit(h.id, h.score, h.text, h.language, _struct(h.metadata)) for h in q.hits]
+            for q in r.results
+        ]
+
+    def mine(
+        self,
+        src_texts: Sequence[str] | None,
+        tgt_texts: Sequence[str] | None,
+        k: int = 4,
+        margin: str = "ratio",
+        retrieval: str = "max",
+        threshold: float | None = None,
+        model: str = "default",
+        *,
+        src_index: str | None = None,
+        tgt_index: str | None = None,
+        timeout: float | None = None,
+    ) -> list[MinedPair]:
+        """Bitext mining on the server: margin-scored pairs, best first.
+
+        Each side is a list of sentences, or (``src_index=`` / ``tgt_index=``) every document of
+        an index on the server. Pairs carry positions in the lists (``src_index``,
+        ``tgt_index``) and, for index sides, document ids.
+        """
+
+        def side(texts: Sequence[str] | None, index: str | None, field: str):
+            if (texts is None) == (index is None):
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"give either {field}_texts or {field}_index",
+                    f"{field}_texts",
+                )
+            if index is not None:
+                return retrieval_pb2.MineSide(index=index)
+            return retrieval_pb2.MineSide(texts=retrieval_pb2.TextList(texts=list(texts)))
+
+        if threshold is not None and not math.isfinite(threshold):
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "threshold must be finite", "threshold")
+        req = retrieval_pb2.MineRequest(
+            src=side(src_texts, src_index, "src"),
+            tgt=side(tgt_texts, tgt_index, "tgt"),
+            k=k,
+            margin=margin,
+            retrieval=retrieval,
+            model="" if model == "default" else model,
+        )
+        if threshold is not None:
+            req.threshold = threshold
+        try:
+            return [
+                MinedPair(
+                    p.score, p.src_index, p.tgt_index, p.src_id, p.tgt_id, p.src_text, p.tgt_text
+                )
+                for p in self._retrieval.Mine(req, timeout=timeout, metadata=self._metadata or None)
+            ]
+        except grpc.RpcError as e:
+            _raise(e)
