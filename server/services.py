@@ -19,6 +19,7 @@ from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
 
 from stilts import __version__
+from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -312,6 +313,38 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             else:
                 v.document_proto(doc, resp.documents.add())
         return resp
+
+    def SetMarginReference(self, request, context):
+        request = check(request)
+        si = self.s.indexes.get(request.index)
+        k = v.k_value(request.k, self.s.config, default=4)
+        vectors = None
+        if request.texts:
+            model = self.s.indexes.model_for(si)
+            c = self.s.config
+            if len(request.texts) > c.max_mine_texts:
+                raise StiltsError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"texts has {len(request.texts)} items, more than the limit of "
+                    f"{c.max_mine_texts} (--max-mine-texts)",
+                    "texts",
+                )
+            texts = list(request.texts)
+            for i, t in enumerate(texts):
+                v.check_text(t, c, f"texts[{i}]")
+            vectors = np.concatenate(
+                list(
+                    model.batcher.embed_chunks(
+                        texts,
+                        si.query_kind,
+                        deadline=deadline_of(context),
+                        is_cancelled=lambda: not context.is_active(),
+                    )
+                )
+            )
+        si.index.set_margin_reference(vectors, k=k)
+        si.writes += 1
+        return self._info(si)
 
 
 class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):

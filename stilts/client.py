@@ -452,6 +452,19 @@ class Client:
         found = {d.id: Document(d.id, d.text, d.language, _struct(d.metadata)) for d in r.documents}
         return [found.get(i) for i in ids]
 
+    def set_margin_reference(
+        self, index: str, texts: Sequence[str] | None = None, k: int = 4
+    ) -> IndexInfo:
+        """Enable ``scoring="margin"`` on an index: a reference set of typical queries
+        (``texts``), or None for a sample of the index itself."""
+        return _index_info(
+            self._call(
+                self._index.SetMarginReference,
+                index_pb2.SetMarginReferenceRequest(index=index, k=k, texts=list(texts or ())),
+                timeout=None,
+            )
+        )
+
     # -- retrieval -------------------------------------------------------------------------
 
     def search(

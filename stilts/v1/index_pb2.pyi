@@ -129,3 +129,13 @@ class GetDocumentsResponse(_message.Message):
     documents: _containers.RepeatedCompositeFieldContainer[_types_pb2.Document]
     missing_ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, documents: _Optional[_Iterable[_Union[_types_pb2.Document, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SetMarginReferenceRequest(_message.Message):
+    __slots__ = ("index", "k", "texts")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    k: int
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[str] = ..., k: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -69,6 +69,11 @@ class IndexServiceStub:
                 request_serializer=stilts_dot_v1_dot_index__pb2.GetDocumentsRequest.SerializeToString,
                 response_deserializer=stilts_dot_v1_dot_index__pb2.GetDocumentsResponse.FromString,
                 _registered_method=True)
+        self.SetMarginReference = channel.unary_unary(
+                '/stilts.v1.IndexService/SetMarginReference',
+                request_serializer=stilts_dot_v1_dot_index__pb2.SetMarginReferenceRequest.SerializeToString,
+                response_deserializer=stilts_dot_v1_dot_index__pb2.IndexInfo.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -120,6 +125,15 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMarginReference(self, request, context):
+        """Enable Search with scoring MARGIN: store per document its mean similarity to its k nearest
+        neighbours in a reference set (the given texts, or a sample of the index's own documents).
+        Documents added later get theirs on arrival.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +171,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.GetDocuments,
                     request_deserializer=stilts_dot_v1_dot_index__pb2.GetDocumentsRequest.FromString,
                     response_serializer=stilts_dot_v1_dot_index__pb2.GetDocumentsResponse.SerializeToString,
+            ),
+            'SetMarginReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMarginReference,
+                    request_deserializer=stilts_dot_v1_dot_index__pb2.SetMarginReferenceRequest.FromString,
+                    response_serializer=stilts_dot_v1_dot_index__pb2.IndexInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +367,33 @@ class IndexService:
             '/stilts.v1.IndexService/GetDocuments',
             stilts_dot_v1_dot_index__pb2.GetDocumentsRequest.SerializeToString,
             stilts_dot_v1_dot_index__pb2.GetDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMarginReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stilts.v1.IndexService/SetMarginReference',
+            stilts_dot_v1_dot_index__pb2.SetMarginReferenceRequest.SerializeToString,
+            stilts_dot_v1_dot_index__pb2.IndexInfo.FromString,
             options,
             channel_credentials,
             insecure,
