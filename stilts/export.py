@@ -6,6 +6,7 @@ This is the only core module that needs torch (the ``train`` extra); it is impor
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -99,10 +100,12 @@ class PooledEncoder:
                     pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
                 return pooled
 
-        # Layers above the pooled one cannot change its output: drop them from the graph.
+        # Layers above the pooled one cannot change its output: drop them from the graph
+        # (on a copy, so the caller's model stays whole).
         layers = getattr(getattr(model, "encoder", None), "layer", None)
         if layers is not None and layer < len(layers):
-            model.encoder.layer = layers[:layer]
+            model = copy.deepcopy(model)
+            model.encoder.layer = model.encoder.layer[:layer]
             model.config.num_hidden_layers = layer
         return _Pooled().eval(), layer
 
