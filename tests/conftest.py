@@ -40,7 +40,9 @@ def default_model_dir() -> Path:
     """The installed default model (``make test`` installs it first)."""
     from stilts.models import models_dir
 
-    return _need(models_dir() / "default", "the default model (run `stilts models install default`)")
+    return _need(
+        models_dir() / "default", "the default model (run `stilts models install default`)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,9 @@ def test_order_follows_input_whatever_the_length_sorting(encoder, encoder_fp32):
     together = encoder_fp32.encode(texts, batch_size=2)
     alone = np.stack([encoder_fp32.encode([t])[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-4)
-    np.testing.assert_allclose(encoder_fp32.encode([texts[i] for i in perm]), together[perm], atol=1e-4)
+    np.testing.assert_allclose(
+        encoder_fp32.encode([texts[i] for i in perm]), together[perm], atol=1e-4
+    )
     # int8 quantises activations per batch, so batch company moves vectors slightly, never the order.
     q = encoder.encode(texts, batch_size=2)
     q_perm = encoder.encode([texts[i] for i in perm], batch_size=3)
