@@ -139,3 +139,15 @@ def test_manifest_matches_files(default_model_dir, encoder):
     m.verify_files(default_model_dir)
     assert m.parity["fp32_vs_torch_max_abs_diff"] < 1e-4
     assert m.parity["int8_vs_fp32_cosine_mean"] >= 0.99
+
+
+def test_cuda_request_falls_back_to_cpu_when_absent(default_model_dir, caplog):
+    import onnxruntime as ort
+
+    enc = Encoder(default_model_dir, device="cuda", precision=None)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert enc.provider == "CUDAExecutionProvider" and enc.precision == "fp32"
+    else:
+        assert enc.provider == "CPUExecutionProvider" and enc.precision == "int8"
+        assert "using CPU" in caplog.text
+    assert enc.encode(["hola"]).shape == (1, 384)
