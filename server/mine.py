@@ -84,11 +84,21 @@ def _index_side(server: Server, si: ServedIndex, field: str) -> _Side:
             field,
         )
     ids, texts, vecs = [], [], []
-    for block_ids, docs, block_vecs in si.index.iter_documents():
-        ids.append(np.asarray(block_ids, dtype=np.int64))
-        texts.extend(d.text for d in docs)
-        vecs.append(block_vecs)
-    return _Side(np.concatenate(vecs), texts, np.concatenate(ids))
+    # VectorIndex has no public "every document" iterator yet; its store (the SQLite source of
+    # truth) yields live rows in blocks, which is what mining needs.
+    store = si.index._store
+    for seqs, block_vecs in store.iter_vectors(block=16384):
+        rows = store.rows_by_seq(seqs.tolist())
+        live = [int(s) for s in seqs if int(s) in rows]
+        ids.extend(int(rows[s][1]) for s in live)
+        texts.extend(rows[s][2] for s in live)
+        keep = np.isin(seqs, live)
+        vecs.append(block_vecs[keep])
+    if not vecs:
+        raise StiltsError(
+            ErrorCode.FAILED_PRECONDITION, f"{field}: index {si.name!r} is empty", field
+        )
+    return _Side(np.concatenate(vecs), texts, np.asarray(ids, dtype=np.int64))
 
 
 def mine_request(
@@ -101,6 +111,7 @@ def mine_request(
     threshold = v.threshold(request.threshold if request.HasField("threshold") else None)
     margin = request.margin or "ratio"
     retrieval = request.retrieval or "max"
+    mining.check_options(k, margin, retrieval, threshold)
     model = server.models.get(request.model)
     sides = []
     for field, side in (("src", request.src), ("tgt", request.tgt)):
