@@ -20,8 +20,9 @@ install: $(STAMP)
 model: install
 	$(STILTS) models install default
 
+# Serve the default model on localhost:50051 with a demo index of examples/sentences.tsv (Ctrl-C stops).
 run: model
-	$(PY) examples/neighbours.py
+	$(PY) -m stilts.server.demo
 
 test: model
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
