@@ -109,18 +109,34 @@ def _hash(sentence: str) -> int:
 
 
 def detect_ids(path: str | os.PathLike) -> bool:
-    """Whether a file is in the BUCC layout: its first non-empty lines all hold a TAB."""
-    seen = 0
+    """Whether a file is in the BUCC layout: its first non-empty lines all hold a TAB.
+
+    Raises:
+        StiltsError: INVALID_ARGUMENT when most but not all of them do (a broken ids file).
+    """
+    seen = with_tab = 0
+    first_without = None
     with open(path, "rb") as f:
-        for raw in f:
+        for line, raw in enumerate(f):
             if not raw.strip():
                 continue
-            if b"\t" not in raw:
-                return False
             seen += 1
+            if b"\t" in raw:
+                with_tab += 1
+            elif first_without is None:
+                first_without = line
             if seen >= DETECT_LINES:
                 break
-    return seen > 0
+    if seen and with_tab == seen:
+        return True
+    if with_tab > seen // 2:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{path}:{first_without + 1}: expected id<TAB>sentence like most lines; "
+            "pass --input-format lines or ids",
+            "input",
+        )
+    return False
 
 
 def scan(path: str | os.PathLike, input_format: str = "auto", progress: bool = False) -> Side:
