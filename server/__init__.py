@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,12 @@ class ServerProcess:
                 args += [flag, str(value)]
         full_env = {**os.environ, **(env or {})}
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.log_path = Path(log_path) if log_path else Path(data_dir).with_suffix(".server.log")
+        if log_path is None:
+            import tempfile
+
+            fd, log_path = tempfile.mkstemp(prefix="stilts-serve-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop/kill)
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._log, env=full_env, text=True
@@ -149,7 +153,8 @@ class ServerProcess:
         return self.proc.pid
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 60.0) -> int:
@@ -177,18 +182,3 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def wait_for_port(address: str, timeout: float = 30.0) -> None:
-    """Block until ``address`` accepts TCP connections (or raise TimeoutError)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(address)

@@ -133,7 +133,9 @@ class IndexRegistry:
         settings_path = path / SETTINGS_NAME
         settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
         idx = VectorIndex.open(path, device="cpu")
-        return ServedIndex(path.name, path, idx, settings)
+        # Opening may have replayed rows newer than the FAISS snapshot (after a crash): count
+        # the index as written so the next snapshot round (or the graceful stop) refreshes it.
+        return ServedIndex(path.name, path, idx, settings, writes=1)
 
     def save(self, force: bool = False) -> int:
         """Write FAISS snapshots of the indices written since their last one; returns how many."""
