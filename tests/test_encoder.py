@@ -124,11 +124,10 @@ def test_bad_input_is_a_clear_error(encoder):
 
 
 def test_int8_loads_fast_and_reports_provider(default_model_dir):
-    t0 = time.perf_counter()
-    enc = Encoder(default_model_dir, precision="int8")
-    elapsed = time.perf_counter() - t0
-    assert enc.provider == "CPUExecutionProvider"
-    assert enc.load_seconds < 3.0, elapsed  # ~1 s measured on 2 cores
+    # Best of two loads: the first may pay for a cold page cache (~1 s measured on 2 quiet cores).
+    loads = [Encoder(default_model_dir, precision="int8") for _ in range(2)]
+    assert all(e.provider == "CPUExecutionProvider" for e in loads)
+    assert min(e.load_seconds for e in loads) < 2.5, [e.load_seconds for e in loads]
 
 
 def test_manifest_matches_files(default_model_dir, encoder):
