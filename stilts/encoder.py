@@ -123,6 +123,8 @@ class Encoder:
         self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.manifest.max_len)
+        pad = self.tokenizer.token_to_id("<pad>")
+        self.pad_id = 0 if pad is None else pad
         self.max_chars = max(4096, self.manifest.max_len * 32)
         self.truncated_total = 0
         self.load_seconds = time.perf_counter() - t0
@@ -182,11 +184,6 @@ class Encoder:
             mask[row, : len(t)] = 1
         (emb,) = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
         return np.ascontiguousarray(emb, dtype=np.float32)
-
-    @property
-    def pad_id(self) -> int:
-        pid = self.tokenizer.token_to_id("<pad>")
-        return 0 if pid is None else pid
 
     def encode(
         self,
