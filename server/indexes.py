@@ -228,32 +228,16 @@ class IndexRegistry:
                 raise StiltsError(
                     ErrorCode.ALREADY_EXISTS, f"name: an index called {name!r} exists", "name"
                 )
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.data_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-            try:
-                idx = VectorIndex.create(
-                    tmp,
-                    model.encoder.dim,
-                    kind=kind or "auto",
-                    manifest=model.encoder.manifest.to_dict(),
-                    device="cpu",
-                )
-                settings = {
-                    "model": model.name,
-                    "kind": kind or "auto",
-                    "document_kind": document_kind,
-                    "query_kind": query_kind or default_query_kind(document_kind),
-                    "created": time.time(),
-                }
-                (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
-                idx.save()
-                idx.close()
-                _fsync_dir(tmp)
-                os.replace(tmp, final)
-                _fsync_dir(self.data_dir)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            build_index(
+                self.data_dir,
+                name,
+                model.name,
+                model.encoder.manifest.to_dict(),
+                (),
+                kind=kind or "auto",
+                document_kind=document_kind,
+                query_kind=query_kind,
+            )
             si = self._open(final)
             self._indexes[name] = si
             LOG.info("created index %r (%s, model %r)", name, kind, model.name)
@@ -272,3 +256,64 @@ class IndexRegistry:
         shutil.rmtree(grave, ignore_errors=True)
         LOG.info("dropped index %r (%d documents)", name, n)
         return n
+
+
+def build_index(
+    data_dir: str | os.PathLike,
+    name: str,
+    model_name: str,
+    manifest: dict[str, Any],
+    blocks,
+    kind: str = "auto",
+    document_kind: str = "passage",
+    query_kind: str | None = None,
+) -> int:
+    """Build an index offline in a (stopped) server's data directory, atomically: the index is
+    written hidden and renamed into place, so a server started later serves it.
+
+    For bulk loads from vectors computed elsewhere (``stilts encode``, a mining cache) and for
+    benchmarks (synthetic vectors).
+
+    Args:
+        data_dir: the server's ``--data-dir``.
+        name: index name.
+        model_name: served model name the index belongs to.
+        manifest: that model's manifest (``Encoder.manifest.to_dict()``); it fixes the vector
+            space (fingerprint) the server checks.
+        blocks: iterable of (ids, vectors, documents) blocks.
+        kind, document_kind, query_kind: as for CreateIndex.
+
+    Returns:
+        The number of documents stored.
+    """
+    check_name(name)
+    data_dir = Path(data_dir)
+    final = data_dir / name
+    if final.exists():
+        raise StiltsError(ErrorCode.ALREADY_EXISTS, f"{final} exists", "name")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        idx = VectorIndex.create(
+            tmp, int(manifest["dim"]), kind=kind, manifest=manifest, device="cpu"
+        )
+        n = 0
+        for ids, vectors, docs in blocks:
+            n += idx.add(ids, vectors, docs)
+        settings = {
+            "model": model_name,
+            "kind": kind,
+            "document_kind": document_kind,
+            "query_kind": query_kind or default_query_kind(document_kind),
+            "created": time.time(),
+        }
+        (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+        idx.save()
+        idx.close()
+        _fsync_dir(tmp)
+        os.replace(tmp, final)
+        _fsync_dir(data_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n

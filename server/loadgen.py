@@ -1,0 +1,322 @@
+"""Load generation and the serving speed figures (issue 4, section 6).
+
+- :func:`closed_loop`: N concurrent clients, each sending one request after the other for a fixed
+  time; throughput, latency percentiles and errors by status code.
+- :func:`measure_speed`: the three serving figures, each a ratio against a baseline measured in
+  the same process (medians of repeated blocks, so machine noise cancels out):
+
+  1. ``embed_latency_ratio``: p50 of a gRPC Embed of one sentence / p50 of an in-process
+     ``Encoder.encode`` of the same sentence (goal <= 1.15);
+  2. ``concurrent_throughput_ratio``: sentences/s of 64 concurrent single-sentence clients /
+     sentences/s of an offline ``Encoder.encode`` of the same sentences (goal >= 0.9);
+  3. ``search_p99_ms``: p99 latency of one-query Search RPCs on a 100k-document index
+     (synthetic unit vectors stored under the model's fingerprint; the query is embedded live).
+
+The server runs as a subprocess (``stilts serve``) on a free loopback port so that it does not
+share this process's GIL with the load generator.
+
+Run: ``python -m stilts.server.loadgen [--docs 100000] [--clients 64] [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What a closed-loop run measured."""
+
+    clients: int
+    seconds: float
+    requests: int
+    errors: dict[str, int]
+    latencies_ms: dict[str, float]
+    items: int
+
+    @property
+    def throughput(self) -> float:
+        """Items (sentences) per second."""
+        return self.items / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["throughput"] = self.throughput
+        return d
+
+
+def percentiles(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max in milliseconds."""
+    if not len(values_s):
+        return {}
+    a = np.asarray(values_s) * 1000.0
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+    }
+
+
+def closed_loop(
+    make_call: Callable[[int], Callable[[int], int]],
+    clients: int = 64,
+    seconds: float = 10.0,
+    warmup: float = 1.0,
+) -> LoadResult:
+    """Run ``clients`` threads, each calling its ``make_call(client_no)(i)`` in a loop.
+
+    Each call returns how many items it carried; a raised ``RemoteError`` / ``RpcError`` counts as
+    an error by status name. Calls that start during ``warmup`` are not measured.
+    """
+    start_gate = threading.Barrier(clients + 1)
+    stop = threading.Event()
+    lock = threading.Lock()
+    lat: list[float] = []
+    errors: Counter = Counter()
+    counts = {"requests": 0, "items": 0}
+    t_measure = [0.0]
+
+    def worker(n: int) -> None:
+        call = make_call(n)
+        start_gate.wait()
+        i = 0
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                items = call(i)
+                err = None
+            except Exception as e:  # counted, never raised: the run must finish
+                items = 0
+                status = getattr(e, "status", None)
+                if status is None and callable(getattr(e, "code", None)):
+                    status = e.code()
+                err = status.name if status is not None else type(e).__name__
+            t1 = time.perf_counter()
+            i += 1
+            if t0 < t_measure[0] or stop.is_set():
+                continue
+            with lock:
+                if err is None:
+                    lat.append(t1 - t0)
+                    counts["requests"] += 1
+                    counts["items"] += items
+                else:
+                    errors[err] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    t_measure[0] = time.perf_counter() + 1e9
+    start_gate.wait()
+    t_measure[0] = time.perf_counter() + warmup
+    time.sleep(warmup + seconds)
+    stop.set()
+    elapsed = time.perf_counter() - t_measure[0]
+    for t in threads:
+        t.join(60)
+    return LoadResult(
+        clients=clients,
+        seconds=elapsed,
+        requests=counts["requests"],
+        errors=dict(errors),
+        latencies_ms=percentiles(lat),
+        items=counts["items"],
+    )
+
+
+def sample_sentences(n: int = 1000, seed: int = 0) -> list[str]:
+    """Real multilingual sentences: the dev pack's Tatoeba files when present (beside the
+    project), else the examples file repeated with numbering."""
+    root = Path(__file__).resolve().parent.parent
+    pack = root.parent / "shared" / "data" / "bitext-dev" / "tatoeba"
+    out: list[str] = []
+    if pack.is_dir():
+        for f in sorted(pack.glob("*-en.tsv"))[:40]:
+            for line in f.open(encoding="utf-8"):
+                cols = line.rstrip("\n").split("\t")
+                out.extend(c for c in cols[:2] if c.strip())
+    if not out:
+        rows = (root / "examples" / "sentences.tsv").read_text(encoding="utf-8").splitlines()
+        out = [r.split("\t", 1)[1] for r in rows if "\t" in r]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(out), size=n, replace=n > len(out))
+    return [out[i] for i in picked]
+
+
+def _median_of_blocks(fn: Callable[[], None], blocks: int, per_block: int) -> list[float]:
+    meds = []
+    for _ in range(blocks):
+        ts = []
+        for _ in range(per_block):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        meds.append(float(np.median(ts)))
+    return meds
+
+
+def measure_speed(
+    model: str = "default",
+    clients: int = 64,
+    seconds: float = 10.0,
+    docs: int = 100_000,
+    repeats: int = 5,
+    data_dir: str | None = None,
+    server_args: dict | None = None,
+) -> dict:
+    """Measure the three serving figures (see the module docstring); returns a dict of them
+    with their raw inputs."""
+    from stilts.server import start_server
+    from stilts.server.indexes import build_index
+
+    from stilts.client import Client
+    from stilts.encoder import Encoder
+
+    enc = Encoder(model)
+    tmp = tempfile.TemporaryDirectory(prefix="stilts-loadgen-")
+    data = Path(data_dir or tmp.name) / "data"
+    out: dict = {"model": model, "precision": enc.precision, "threads": enc.threads}
+
+    # a 100k-document index of synthetic unit vectors in the model's space
+    t0 = time.perf_counter()
+    if docs and not (data / "bench100k").exists():
+        rng = np.random.default_rng(0)
+
+        def blocks(block: int = 20_000):
+            for start in range(0, docs, block):
+                n = min(block, docs - start)
+                v = rng.standard_normal((n, enc.dim), dtype=np.float32)
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+                ids = np.arange(start, start + n)
+                from stilts.index import Document
+
+                yield ids, v, [Document(int(i), f"synthetic document {i}", "xx") for i in ids]
+
+        build_index(data, "bench100k", "default", enc.manifest.to_dict(), blocks())
+    out["index_build_seconds"] = time.perf_counter() - t0
+
+    srv = start_server(data, subprocess=True, metrics_port=0, **(server_args or {}))
+    try:
+        sentence = "The file could not be opened because permission was denied."
+        with Client(srv.address) as c:
+            for _ in range(20):  # warm both paths
+                c.embed([sentence])
+                enc.encode([sentence])
+            # 1. single-sentence latency, alternating blocks
+            rpc, local = [], []
+            for _ in range(repeats):
+                local += _median_of_blocks(lambda: enc.encode([sentence]), 1, 40)
+                rpc += _median_of_blocks(lambda: c.embed([sentence]), 1, 40)
+            out["encode_p50_ms"] = float(np.median(local) * 1000)
+            out["embed_rpc_p50_ms"] = float(np.median(rpc) * 1000)
+            out["embed_latency_ratio"] = out["embed_rpc_p50_ms"] / out["encode_p50_ms"]
+
+            # 3. Search p99 on the 100k index (one query per RPC, sequential)
+            if docs:
+                queries = sample_sentences(300, seed=1)
+                ts = []
+                for q in queries:
+                    t0 = time.perf_counter()
+                    c.search("bench100k", [q], k=10)
+                    ts.append(time.perf_counter() - t0)
+                out["search_index_documents"] = c.describe_index("bench100k").documents
+                out["search_latency_ms"] = percentiles(ts[20:])
+                out["search_p99_ms"] = out["search_latency_ms"]["p99"]
+
+        # 2. concurrent single-sentence clients vs offline batch encode of the same sentences
+        sents = sample_sentences(4000, seed=2)
+        offline = []
+        for _ in range(max(1, repeats // 2)):
+            t0 = time.perf_counter()
+            enc.encode(sents[:1000], batch_size=32)
+            offline.append(1000 / (time.perf_counter() - t0))
+        out["offline_sentences_per_s"] = float(np.median(offline))
+
+        def make_call(n: int):
+            client = Client(srv.address, timeout=60)
+            mine = sents[n::clients]
+
+            def call(i: int) -> int:
+                client.embed([mine[i % len(mine)]])
+                return 1
+
+            return call
+
+        res = closed_loop(make_call, clients=clients, seconds=seconds)
+        out["concurrent"] = res.to_dict()
+        out["concurrent_sentences_per_s"] = res.throughput
+        out["concurrent_throughput_ratio"] = res.throughput / out["offline_sentences_per_s"]
+        out["metrics"] = _batch_stats(srv.metrics_url)
+    finally:
+        srv.stop()
+        tmp.cleanup()
+    return out
+
+
+def _batch_stats(url: str | None) -> dict:
+    """Mean dynamic batch size and tokens from the server's /metrics."""
+    if not url:
+        return {}
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    vals = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in (
+                "stilts_batch_size_sum",
+                "stilts_batch_size_count",
+                "stilts_batch_tokens_sum",
+            ):
+                vals[s.name] = vals.get(s.name, 0.0) + s.value
+    n = vals.get("stilts_batch_size_count", 0.0)
+    return {
+        "batches": n,
+        "mean_batch_size": vals.get("stilts_batch_size_sum", 0.0) / n if n else 0.0,
+        "mean_batch_tokens": vals.get("stilts_batch_tokens_sum", 0.0) / n if n else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Measure the serving speed figures (issue 4, §6).")
+    p.add_argument("--model", default="default", help="model to serve")
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds of load")
+    p.add_argument("--docs", type=int, default=100_000, help="documents in the Search index")
+    p.add_argument("--repeats", type=int, default=5, help="blocks per latency measurement")
+    p.add_argument("--max-wait-ms", type=float, default=None, help="server --max-wait-ms")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    server_args = {}
+    if args.max_wait_ms is not None:
+        server_args["max_wait_ms"] = args.max_wait_ms
+    res = measure_speed(
+        args.model, args.clients, args.seconds, args.docs, args.repeats, server_args=server_args
+    )
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
