@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -200,6 +201,9 @@ class Client:
             (None with ``tls=True``: the system roots).
         timeout: seconds per unary RPC (None: no deadline); streams take their own.
         server_name: TLS name to verify when it differs from the address's host.
+
+    ``token`` and ``root_certificates`` default to the ``STILTS_AUTH_TOKEN`` and ``STILTS_TLS_CA``
+    environment variables, so every tool built on the client works with a protected server.
     """
 
     def __init__(
@@ -214,6 +218,10 @@ class Client:
     ):
         self.address = address
         self.timeout = timeout
+        if token is None:
+            token = os.environ.get("STILTS_AUTH_TOKEN") or None
+        if root_certificates is None and os.environ.get("STILTS_TLS_CA"):
+            root_certificates = os.environ["STILTS_TLS_CA"]
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [
             ("grpc.max_receive_message_length", -1),
@@ -413,13 +421,21 @@ class Client:
         if batch < 1:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch must be >= 1", "batch")
 
+        failure: list[BaseException] = []
+
         def messages() -> Iterator[index_pb2.AddDocumentsRequest]:
+            # grpc consumes this on its own thread and would swallow an error into CANCELLED:
+            # keep it, end the stream cleanly, and raise it below (what was sent is stored)
             msg = index_pb2.AddDocumentsRequest(index=index, upsert=upsert)
-            for d in documents:
-                _doc_proto(d, msg.documents.add())
-                if len(msg.documents) >= batch:
-                    yield msg
-                    msg = index_pb2.AddDocumentsRequest(upsert=upsert)
+            try:
+                for d in documents:
+                    _doc_proto(d, msg.documents.add())
+                    if len(msg.documents) >= batch:
+                        yield msg
+                        msg = index_pb2.AddDocumentsRequest(upsert=upsert)
+            except Exception as e:
+                failure.append(e)
+                return
             if len(msg.documents):
                 yield msg
 
@@ -433,6 +449,8 @@ class Client:
                     on_ack(ack)
         except grpc.RpcError as e:
             _raise(e)
+        if failure:
+            raise failure[0]
         return AddResult(added, n, size)
 
     def delete_documents(self, index: str, ids: Sequence[int]) -> int:
