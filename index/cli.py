@@ -47,6 +47,22 @@ def _read_side(path: str, input_format: str) -> tuple[list[str] | None, list[str
     return (ids if has_ids else None), texts
 
 
+def _unique(texts: list[str], all_lines: bool) -> tuple[list[str], list[list[int]]]:
+    """Unique non-empty (stripped) sentences and, per unique sentence, its lines."""
+    first: dict[str, int] = {}
+    lines: list[list[int]] = []
+    for n, t in enumerate(texts):
+        t = t.strip()
+        if not t:
+            continue
+        if t not in first:
+            first[t] = len(lines)
+            lines.append([n])
+        elif all_lines:
+            lines[first[t]].append(n)
+    return list(first), lines
+
+
 def _mine_on_server(args: argparse.Namespace) -> dict:
     from stilts.index.minefiles import write_text_pairs
 
@@ -63,18 +79,30 @@ def _mine_on_server(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     s_ids, s_texts = _read_side(args.src, args.input_format)
     t_ids, t_texts = _read_side(args.tgt, args.input_format)
+    # As the local engine: unique non-empty sentences go out; duplicates come back as every
+    # line holding them (ids layout) or once (sentences).
+    s_uniq, s_lines = _unique(s_texts, s_ids is not None)
+    t_uniq, t_lines = _unique(t_texts, t_ids is not None)
+    for name, uniq in (("src", s_uniq), ("tgt", t_uniq)):
+        if not uniq:
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"{name}: no sentences", name)
     client = Client(args.server)
     try:
         results = client.mine(
-            s_texts,
-            t_texts,
+            s_uniq,
+            t_uniq,
             k=args.k,
             margin=args.margin,
             retrieval=args.retrieval,
             threshold=args.threshold,
             model=args.model,
         )
-        rows = [(float(r.score), int(r.src_index), int(r.tgt_index)) for r in results]
+        rows = [
+            (float(r.score), a, b)
+            for r in results
+            for a in s_lines[int(r.src_index)]
+            for b in t_lines[int(r.tgt_index)]
+        ]
     finally:
         close = getattr(client, "close", None)
         if close is not None:
@@ -83,7 +111,7 @@ def _mine_on_server(args: argparse.Namespace) -> dict:
     n = write_text_pairs(rows, s_ids or s_texts, t_ids or t_texts, out)
     summary = {
         "output": str(out),
-        "pairs": n,
+        "pairs": len(results),
         "lines": n,
         "server": args.server,
         "model": args.model,

@@ -385,7 +385,8 @@ def write_text_pairs(
     tgt_labels: Sequence[str],
     output: Path,
 ) -> int:
-    """Write (score, src row, tgt row) triples as ``score<TAB>src<TAB>tgt``, sorted by score."""
+    """Write (score, src line, tgt line) triples as ``score<TAB>src<TAB>tgt``, sorted by score
+    (ties by line numbers), with the lines' labels (ids or sentences)."""
     ordered = sorted(rows, key=lambda r: (-r[0], r[1], r[2]))
     tmp = output.with_name(f".{output.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

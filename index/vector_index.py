@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -551,6 +551,23 @@ class VectorIndex:
             r = rows.get(int(i))
             out.append(None if r is None else Document(int(r[1]), r[2], r[3], json.loads(r[4])))
         return out
+
+    def iter_documents(self, block: int = 16384) -> Iterator[tuple[list[Document], np.ndarray]]:
+        """Every live document with its stored (normalised) vector, in insertion order.
+
+        Yields:
+            (documents, (len(documents), dim) float32 vectors) per block.
+        """
+        self._check_open()
+        for seqs, vecs in self._store.iter_vectors(block=block):
+            rows = self._store.rows_by_seq(seqs.tolist())
+            keep = np.array([int(s) in rows for s in seqs], dtype=bool)
+            docs = [
+                Document(int(r[1]), r[2], r[3], json.loads(r[4]))
+                for r in (rows[int(s)] for s in seqs[keep])
+            ]
+            if docs:
+                yield docs, vecs[keep]
 
     def vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """Stored (normalised) vectors by id.

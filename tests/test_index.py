@@ -51,6 +51,10 @@ def test_flat_matches_numpy_brute_force(tmp_path):
     top = hits[0][0]
     assert top.text == f"text {top.id}" and top.metadata == {"n": top.id, "tag": ["a", "ü"]}
     assert idx.recall(k=10, sample=100) == 1.0
+    idx.delete(ids[:10])
+    blocks = list(idx.iter_documents(block=300))
+    assert [d.id for docs, _ in blocks for d in docs] == ids[10:].tolist()
+    np.testing.assert_allclose(np.concatenate([v for _, v in blocks]), x[10:], atol=1e-6)
     idx.close()
 
 

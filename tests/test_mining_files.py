@@ -209,3 +209,29 @@ def test_cli_help_lists_every_flag(capsys):
         "--engine", "--ray-address", "--server", "--input-format", "--cache-dir",
     ):  # fmt: skip
         assert flag in text
+
+
+@pytest.mark.slow
+def test_cli_mines_on_a_server(small_pair, encoder, tmp_path, capsys):
+    """``--server``: the files go to a real stilts server on a loopback port; same format."""
+    from stilts.server import start_server
+
+    d, gold, _ = small_pair
+    srv = start_server(tmp_path / "data", encoders={"default": encoder})
+    try:
+        out = tmp_path / "remote.tsv"
+        args = ["mine", str(d / "de.txt"), str(d / "en.txt"), "-o", str(out)]
+        assert main([*args, "--server", srv.address, "--quiet"]) == 0
+    finally:
+        srv.stop(5)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["engine"] == "server" and summary["pairs"] > 0
+    rows = read_tsv(out)
+    assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+    top = [(a, b) for _, a, b in rows[:60]]
+    assert sum(p in gold for p in top) >= 50, "ids, not sentences, and mostly gold pairs"
+    local = tmp_path / "local.tsv"
+    mine_files(d / "de.txt", d / "en.txt", local, model=encoder, progress=False)
+    remote_pairs = {(a, b) for _, a, b in rows}
+    local_pairs = {(a, b) for _, a, b in read_tsv(local) if a != "de-dup"}
+    assert len(remote_pairs & local_pairs) >= 0.9 * len(local_pairs)
