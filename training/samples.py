@@ -424,7 +424,7 @@ def write_samples(root: str | Path) -> dict[str, list[Path]]:
     add("mnli", _jsonl(d / "multinli_1.0_dev_matched.jsonl", mnli_rows(NLI_DEV)))
     d = root / "anli_plus"
     for r in (1, 2, 3):
-        add("anli_plus", _jsonl(d / f"anli_v1.0/R{r}/train.jsonl", anli_rows(NLI[r::3])))
+        add("anli_plus", _jsonl(d / f"anli_v1.0/R{r}/train.jsonl", anli_rows(NLI[r - 1 :: 3])))
         add("anli_plus", _jsonl(d / f"anli_v1.0/R{r}/dev.jsonl", anli_rows(NLI_DEV[r - 1 :: 3])))
     add("anli_plus", _jsonl(d / "multinli_1.0_train.jsonl", mnli_rows(NLI[:6])))
     add("anli_plus", _jsonl(d / "snli_1.0_train.jsonl", mnli_rows(NLI[6:], genre="snli")))

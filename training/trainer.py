@@ -242,26 +242,39 @@ def _default_name(base: str, tasks: list[str]) -> str:
     return f"{base}-stilts-{suffix}"
 
 
-class _StepTimer:
-    """Callback factory: wall time of each optimizer step (for the time-per-step figure)."""
+def _build_callbacks(progress: bool):
+    """Step timer, a logger for the training loss (stderr; stdout is left to the CLI's JSON),
+    and progress bars without the Trainer's printed dicts."""
+    from transformers import ProgressCallback, TrainerCallback
 
-    @staticmethod
-    def build():
-        from transformers import TrainerCallback
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step (data, forward, backward, optimizer)."""
 
-        class StepTimer(TrainerCallback):
-            def __init__(self):
-                self.times: list[float] = []
-                self._t0 = None
+        def __init__(self):
+            self.times: list[float] = []
+            self._t0: float | None = None
 
-            def on_step_begin(self, args, state, control, **kwargs):
-                self._t0 = time.perf_counter()
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
 
-            def on_step_end(self, args, state, control, **kwargs):
-                if self._t0 is not None:
-                    self.times.append(time.perf_counter() - self._t0)
+        def on_step_end(self, args, state, control, **kwargs):
+            if self._t0 is not None:
+                self.times.append(time.perf_counter() - self._t0)
 
-        return StepTimer()
+    class LogToLogger(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if (
+                state.is_world_process_zero
+                and logs
+                and not any(k.startswith("eval_") for k in logs)
+            ):
+                LOG.info("step %d: %s", state.global_step, json.dumps(logs))
+
+    class Bars(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return StepTimer(), [LogToLogger()] + ([Bars()] if progress else [])
 
 
 def _build_trainer_class():
@@ -315,6 +328,14 @@ def _build_trainer_class():
                 "tasks": results,
             }
             self.last_eval = record
+            LOG.info(
+                "eval at step %d: %s",
+                record["step"],
+                "; ".join(
+                    f"{t} " + " ".join(f"{k}={v:.4g}" for k, v in r.items() if k != "n")
+                    for t, r in results.items()
+                ),
+            )
             if self.is_world_process_zero():
                 with self.metrics_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
@@ -484,7 +505,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         tmp.write_text(json.dumps(run, indent=2) + "\n")
         os.replace(tmp, run_file)
 
-    timer = _StepTimer.build()
+    timer, extra_callbacks = _build_callbacks(cfg.progress)
     trainer = _build_trainer_class()(
         model=model,
         args=args,
@@ -498,6 +519,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         metrics_path=cfg.output / METRICS_FILE,
         progress=cfg.progress,
     )
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    for cb in extra_callbacks:
+        trainer.add_callback(cb)
     result = trainer.train(resume_from_checkpoint=resume_from)
     summary: dict[str, Any] = {
         "output": str(cfg.output),
