@@ -252,14 +252,16 @@ def _build_callbacks(progress: bool):
 
         def __init__(self):
             self.times: list[float] = []
-            self._t0: float | None = None
+            self.cpu: list[float] = []
+            self._t0: tuple[float, float] | None = None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
+            self._t0 = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
             if self._t0 is not None:
-                self.times.append(time.perf_counter() - self._t0)
+                self.times.append(time.perf_counter() - self._t0[0])
+                self.cpu.append(time.process_time() - self._t0[1])
 
     class LogToLogger(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -532,6 +534,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "max_steps": max_steps,
         "train_loss": result.training_loss,
         "seconds_per_step_median": statistics.median(timer.times) if timer.times else None,
+        "cpu_seconds_per_step_median": statistics.median(timer.cpu) if timer.cpu else None,
         "steps_timed": len(timer.times),
         "last_eval": trainer.last_eval,
         "task_probabilities": probs,
