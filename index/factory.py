@@ -27,6 +27,7 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 16
 MIN_POINTS_PER_CENTROID = 39
+GPU_MAX_K = 2048  # FAISS GPU's largest k
 
 
 def nlist_for(n: int) -> int:
@@ -210,7 +211,7 @@ def gpu_capable(index: faiss.Index) -> bool:
 
 
 def to_device(index: faiss.Index, device: str, shard: bool = False) -> tuple[faiss.Index, str]:
-    """Move ``index`` to all GPUs when ``device`` is ``gpu``/``auto`` and GPUs exist.
+    """Clone ``index`` to all GPUs when ``device`` is ``gpu``/``auto`` and GPUs exist.
 
     Args:
         index: a CPU index.
@@ -228,8 +229,3 @@ def to_device(index: faiss.Index, device: str, shard: bool = False) -> tuple[fai
     options.shard = shard
     options.useFloat16 = False
     return faiss.index_cpu_to_all_gpus(index, co=options), "gpu"
-
-
-def to_cpu(index: faiss.Index, device: str) -> faiss.Index:
-    """The CPU copy of ``index`` (for saving)."""
-    return faiss.index_gpu_to_cpu(index) if device == "gpu" else index

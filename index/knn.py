@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
+from stilts.index.factory import GPU_MAX_K, gpu_count
 
 from stilts.errors import ErrorCode, StiltsError
 
@@ -20,6 +21,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 8192
 DEFAULT_SHARD = 262_144
+_gpu_resources = None
 Shards = np.ndarray | Iterable[np.ndarray] | Callable[[], Iterator[np.ndarray]]
 
 
@@ -41,13 +43,22 @@ def merge_topk(
 def knn_tile(
     queries: np.ndarray, shard: np.ndarray, k: int, offset: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner products of ``queries`` in one ``shard``; labels offset to global rows."""
+    """Exact top-``k`` inner products of ``queries`` in one ``shard``; labels offset to global rows.
+
+    Runs on the GPU when FAISS has one, else on the CPU (BLAS).
+    """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     x = np.ascontiguousarray(shard, dtype=np.float32)
     kk = min(k, len(x))
     if kk == 0 or len(q) == 0:
         return empty_topk(len(q), k)
-    d, i = faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    if gpu_count() > 0 and kk <= GPU_MAX_K:  # faiss-gpu: brute force on the first GPU
+        global _gpu_resources
+        if _gpu_resources is None:
+            _gpu_resources = faiss.StandardGpuResources()
+        d, i = faiss.knn_gpu(_gpu_resources, q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        d, i = faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
     i = i.astype(np.int64) + offset
     if kk < k:
         pad_d, pad_i = empty_topk(len(q), k - kk)

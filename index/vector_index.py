@@ -138,6 +138,8 @@ class VectorIndex:
         self.device = "cpu"
         self._cpu: faiss.Index | None = None  # the trained main index (CPU copy)
         self._index: faiss.Index | None = None  # what we search (GPU clone or the CPU one)
+        self._gpu_stale = False  # the GPU clone lags the CPU index (refreshed before a search)
+        self._gpu_lock = threading.Lock()
         self._pending = _flat(self.dim)  # exact buffer for vectors the main index lacks
         self._tomb: set[int] = set()  # labels deleted from SQLite but still in an HNSW graph
         self._lock = _RWLock()
@@ -272,6 +274,7 @@ class VectorIndex:
     def _install(self, cpu: faiss.Index, trained_n: int) -> None:
         self._cpu = cpu
         self._index, self.device = fx.to_device(cpu, self._want_device, self._shard)
+        self._gpu_stale = False
         self._trained_n = trained_n
 
     def _replay(self) -> None:
@@ -445,8 +448,9 @@ class VectorIndex:
         return len(seqs)
 
     def _insert_faiss(self, seqs: np.ndarray, vecs: np.ndarray) -> None:
-        if self._index is not None:
-            self._index.add_with_ids(vecs, seqs)
+        if self._cpu is not None:
+            self._cpu.add_with_ids(vecs, seqs)
+            self._gpu_stale = self.device == "gpu"
         else:
             self._pending.add_with_ids(vecs, seqs)
             if self._pending.ntotal >= int(self._meta.get("train_size") or DEFAULT_TRAIN_SIZE):
@@ -456,14 +460,23 @@ class VectorIndex:
         seqs = np.ascontiguousarray(seqs, dtype=np.int64)
         if self._pending.ntotal:
             self._pending.remove_ids(seqs)
-        if self._index is None:
+        if self._cpu is None:
             return
         if fx.supports_remove(self._cpu):
-            self._index.remove_ids(seqs)
-            if self._index is not self._cpu:  # GPU clone: keep the CPU copy in step
-                self._cpu.remove_ids(seqs)
+            self._cpu.remove_ids(seqs)
+            self._gpu_stale = self.device == "gpu"
         else:
             self._tomb.update(int(s) for s in seqs)
+
+    def _searchable(self) -> faiss.Index | None:
+        """The index to search: the CPU index, or its GPU clone refreshed after writes (the CPU
+        index stays the one that is written, removed from and saved)."""
+        if self.device == "gpu" and self._gpu_stale:
+            with self._gpu_lock:
+                if self._gpu_stale:
+                    self._index, _ = fx.to_device(self._cpu, "gpu", self._shard)
+                    self._gpu_stale = False
+        return self._index
 
     def _maybe_grow(self) -> None:
         """``auto``: leave exact search past ~100k vectors; HNSW: compact when 20% are tombstones."""
@@ -635,7 +648,7 @@ class VectorIndex:
                 )
             fetch = k
             if scoring == "margin":
-                fetch = candidates or max(4 * k, 32)
+                fetch = max(k, candidates or max(4 * k, 32))
             scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
             rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
             r_q = self._query_margins(q) if scoring == "margin" else None
@@ -671,25 +684,26 @@ class VectorIndex:
             if len(allowed) <= max(EXACT_FILTER_MAX, k):
                 return self._exact_subset(q, allowed, k)
         best_d, best_i = empty_topk(len(q), k)
-        for index in (self._index, self._pending):
+        main = self._searchable()
+        for index in (main, self._pending):
             if index is None or index.ntotal == 0:
                 continue
-            on_gpu = index is self._index and self.device == "gpu"
+            on_gpu = index is main and self.device == "gpu"
             sel = None
             fetch = k
             if on_gpu:  # GPU indices take no selector: over-fetch and filter below
                 fetch = min(
-                    index.ntotal, k + len(self._tomb) + (3 * k if allowed is not None else 0)
+                    index.ntotal,
+                    k + len(self._tomb) + (3 * k if allowed is not None else 0),
+                    fx.GPU_MAX_K,
                 )
             elif allowed is not None:
                 sel = faiss.IDSelectorBatch(allowed)
-            elif self._tomb and index is self._index:
+            elif self._tomb and index is main:
                 sel = faiss.IDSelectorNot(
                     faiss.IDSelectorBatch(np.fromiter(self._tomb, dtype=np.int64))
                 )
-            params = fx.search_params(
-                self._cpu if index is self._index else index, nprobe, ef_search, sel
-            )
+            params = fx.search_params(self._cpu if index is main else index, nprobe, ef_search, sel)
             d, i = index.search(q, min(fetch, max(index.ntotal, 1)), params=params)
             if on_gpu:
                 bad = np.isin(i, np.fromiter(self._tomb, dtype=np.int64))
@@ -805,7 +819,7 @@ class VectorIndex:
             self._store.set_meta(factory=self._factory, trained_n=0)
             return
         tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
-        cpu = fx.to_cpu(self._index, self.device) if self.device == "gpu" else self._cpu
+        cpu = self._cpu
         faiss.write_index(cpu, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
