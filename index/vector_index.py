@@ -42,6 +42,26 @@ MARGIN_SAMPLE = 20_000
 COMPACT_RATIO = 0.2
 
 
+# Below this many queries a search runs on one OpenMP thread: FAISS parallelises even one query
+# (and IndexIDMap's label translation), and on a busy machine the thread hand-off costs more than
+# the search (measured: 1.4 ms vs 32 ms p50 for one query on 20k vectors under load).
+SINGLE_THREAD_BELOW = 16
+
+
+@contextmanager
+def _omp_threads(n: int | None):
+    """Set this thread's OpenMP thread count for FAISS calls (per-thread ICV), then restore it."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 class _RWLock:
     """Many readers (searches) or one writer (add, delete, train)."""
 
@@ -649,9 +669,10 @@ class VectorIndex:
             fetch = k
             if scoring == "margin":
                 fetch = max(k, candidates or max(4 * k, 32))
-            scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
+            with _omp_threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
+                scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
+                r_q = self._query_margins(q) if scoring == "margin" else None
             rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
-            r_q = self._query_margins(q) if scoring == "margin" else None
         out: list[list[Hit]] = []
         for qi in range(len(q)):
             hits = []
