@@ -20,7 +20,20 @@ Additions beyond the agreed API (no deviations from it):
 - ``search(..., candidates=N)``: cosine candidates re-ranked under margin scoring.
 """
 
+from typing import TYPE_CHECKING
+
 from stilts.index.types import Document, Hit
-from stilts.index.vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from stilts.index.vector_index import VectorIndex
 
 __all__ = ["Document", "Hit", "VectorIndex"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that ``stilts --help`` (which imports stilts.index.cli) does not load FAISS.
+    if name == "VectorIndex":
+        from stilts.index.vector_index import VectorIndex
+
+        return VectorIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
