@@ -61,6 +61,7 @@ def serve(config, encoders=None, on_ready=None) -> int:
     Prints one JSON line ``{"event": "ready", "address": ..., "metrics_url": ...}`` on stdout
     when it serves (what :class:`stilts.server.ServerProcess` waits for).
     """
+    import os
     import signal
     import threading
 
@@ -70,7 +71,9 @@ def serve(config, encoders=None, on_ready=None) -> int:
     stop = threading.Event()
 
     def on_signal(signum, frame):
-        LOG.info("received %s", signal.Signals(signum).name)
+        if stop.is_set():  # a second signal while draining: leave now (acknowledged data is
+            os._exit(128 + signum)  # durable already; snapshots are rebuilt on the next start)
+        LOG.info("received %s; again to exit at once", signal.Signals(signum).name)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -47,6 +47,7 @@ class LoadResult:
     errors: dict[str, int]
     latencies_ms: dict[str, float]
     items: int
+    probe_delta: float | None = None
 
     @property
     def throughput(self) -> float:
@@ -77,11 +78,13 @@ def closed_loop(
     clients: int = 64,
     seconds: float = 10.0,
     warmup: float = 1.0,
+    probe: Callable[[], float] | None = None,
 ) -> LoadResult:
     """Run ``clients`` threads, each calling its ``make_call(client_no)(i)`` in a loop.
 
     Each call returns how many items it carried; a raised ``RemoteError`` / ``RpcError`` counts as
-    an error by status name. Calls that start during ``warmup`` are not measured.
+    an error by status name. Calls that start during ``warmup`` are not measured. ``probe`` (e.g.
+    the server's CPU seconds) is read when measuring starts and stops; its difference is returned.
     """
     start_gate = threading.Barrier(clients + 1)
     stop = threading.Event()
@@ -124,7 +127,10 @@ def closed_loop(
     t_measure[0] = time.perf_counter() + 1e9
     start_gate.wait()
     t_measure[0] = time.perf_counter() + warmup
-    time.sleep(warmup + seconds)
+    time.sleep(warmup)
+    p0 = probe() if probe else None
+    time.sleep(max(0.0, t_measure[0] + seconds - time.perf_counter()))
+    p1 = probe() if probe else None
     stop.set()
     elapsed = time.perf_counter() - t_measure[0]
     for t in threads:
@@ -136,6 +142,7 @@ def closed_loop(
         errors=dict(errors),
         latencies_ms=percentiles(lat),
         items=counts["items"],
+        probe_delta=None if p0 is None else p1 - p0,
     )
 
 
@@ -158,24 +165,16 @@ def sample_sentences(n: int = 1000, seed: int = 0) -> list[str]:
     return [out[i] for i in picked]
 
 
-def _median_of_blocks(fn: Callable[[], None], blocks: int, per_block: int) -> list[float]:
-    meds = []
-    for _ in range(blocks):
-        ts = []
-        for _ in range(per_block):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        meds.append(float(np.median(ts)))
-    return meds
-
-
 def measure_speed(
     model: str = "default",
     clients: int = 64,
-    seconds: float = 10.0,
+    seconds: float = 15.0,
     docs: int = 100_000,
-    repeats: int = 5,
+    repeats: int = 30,
+    block: int = 10,
+    throughput_rounds: int = 3,
+    search_kinds: Sequence[str] = ("auto", "hnsw"),
+    search_queries: int = 300,
     data_dir: str | None = None,
     server_args: dict | None = None,
 ) -> dict:
@@ -192,22 +191,25 @@ def measure_speed(
     data = Path(data_dir or tmp.name) / "data"
     out: dict = {"model": model, "precision": enc.precision, "threads": enc.threads}
 
-    # a 100k-document index of synthetic unit vectors in the model's space
+    # 100k-document indices of synthetic unit vectors in the model's space, one per kind
     t0 = time.perf_counter()
-    if docs and not (data / "bench100k").exists():
-        rng = np.random.default_rng(0)
+    from stilts.index import Document
 
-        def blocks(block: int = 20_000):
-            for start in range(0, docs, block):
-                n = min(block, docs - start)
+    for kind in search_kinds if docs else ():
+        name = f"bench-{kind}"
+        if (data / name).exists():
+            continue
+
+        def doc_blocks(size: int = 20_000):
+            rng = np.random.default_rng(0)
+            for start in range(0, docs, size):
+                n = min(size, docs - start)
                 v = rng.standard_normal((n, enc.dim), dtype=np.float32)
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 ids = np.arange(start, start + n)
-                from stilts.index import Document
-
                 yield ids, v, [Document(int(i), f"synthetic document {i}", "xx") for i in ids]
 
-        build_index(data, "bench100k", "default", enc.manifest.to_dict(), blocks())
+        build_index(data, name, "default", enc.manifest.to_dict(), doc_blocks(), kind=kind)
     out["index_build_seconds"] = time.perf_counter() - t0
 
     srv = start_server(data, subprocess=True, metrics_port=0, **(server_args or {}))
@@ -217,38 +219,54 @@ def measure_speed(
             for _ in range(20):  # warm both paths
                 c.embed([sentence])
                 enc.encode([sentence])
-            # 1. single-sentence latency, alternating blocks
+            # 1. single-sentence latency: short blocks of each, alternated (ABBA) so that load
+            # from other processes hits both alike; medians over all calls
             rpc, local = [], []
-            for _ in range(repeats):
-                local += _median_of_blocks(lambda: enc.encode([sentence]), 1, 40)
-                rpc += _median_of_blocks(lambda: c.embed([sentence]), 1, 40)
+            for r in range(repeats):
+                pair = [
+                    (local, lambda: enc.encode([sentence])),
+                    (rpc, lambda: c.embed([sentence])),
+                ]
+                for sink, fn in pair if r % 2 == 0 else pair[::-1]:
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        fn()
+                        sink.append(time.perf_counter() - t0)
             out["encode_p50_ms"] = float(np.median(local) * 1000)
             out["embed_rpc_p50_ms"] = float(np.median(rpc) * 1000)
             out["embed_latency_ratio"] = out["embed_rpc_p50_ms"] / out["encode_p50_ms"]
+            out["latency_calls"] = len(rpc)
 
-            # 3. Search p99 on the 100k index (one query per RPC, sequential)
-            if docs:
-                queries = sample_sentences(300, seed=1)
+            # 3. Search latency on the 100k indices (one query per RPC, sequential)
+            queries = sample_sentences(search_queries + 20, seed=1)
+            out["search"] = {}
+            for kind in search_kinds if docs else ():
+                name = f"bench-{kind}"
                 ts = []
                 for q in queries:
                     t0 = time.perf_counter()
-                    c.search("bench100k", [q], k=10)
+                    c.search(name, [q], k=10)
                     ts.append(time.perf_counter() - t0)
-                out["search_index_documents"] = c.describe_index("bench100k").documents
-                out["search_latency_ms"] = percentiles(ts[20:])
-                out["search_p99_ms"] = out["search_latency_ms"]["p99"]
+                info = c.describe_index(name)
+                out["search"][kind] = {
+                    "documents": info.documents,
+                    "factory": info.details.get("factory"),
+                    "latency_ms": percentiles(ts[20:]),
+                }
+            if docs:
+                first = out["search"][search_kinds[0]]
+                out["search_index_documents"] = first["documents"]
+                out["search_p99_ms"] = first["latency_ms"]["p99"]
 
-        # 2. concurrent single-sentence clients vs offline batch encode of the same sentences
+        # 2. concurrent single-sentence clients vs offline batch encode of the same sentences,
+        # alternated in rounds; the figure is the median of the per-round ratios
         sents = sample_sentences(4000, seed=2)
-        offline = []
-        for _ in range(max(1, repeats // 2)):
-            t0 = time.perf_counter()
-            enc.encode(sents[:1000], batch_size=32)
-            offline.append(1000 / (time.perf_counter() - t0))
-        out["offline_sentences_per_s"] = float(np.median(offline))
+
+        opened: list = []
 
         def make_call(n: int):
             client = Client(srv.address, timeout=60)
+            opened.append(client)
             mine = sents[n::clients]
 
             def call(i: int) -> int:
@@ -257,15 +275,61 @@ def measure_speed(
 
             return call
 
-        res = closed_loop(make_call, clients=clients, seconds=seconds)
-        out["concurrent"] = res.to_dict()
-        out["concurrent_sentences_per_s"] = res.throughput
-        out["concurrent_throughput_ratio"] = res.throughput / out["offline_sentences_per_s"]
+        rounds = []
+        for r in range(throughput_rounds):
+            part = sents[r * 500 : (r + 1) * 500]
+            t0, c0 = time.perf_counter(), time.process_time()
+            enc.encode(part, batch_size=32)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            offline = len(part) / wall
+            res = closed_loop(
+                make_call,
+                clients=clients,
+                seconds=seconds / throughput_rounds,
+                probe=lambda: _cpu_seconds(srv.pid),
+            )
+            server_cpu = res.probe_delta
+            for client in opened:
+                client.close()
+            opened.clear()
+            # sentences per CPU-second: what each path costs, whatever share of a busy machine
+            # it got
+            per_cpu_offline = len(part) / cpu
+            per_cpu_server = res.items / server_cpu if server_cpu else 0.0
+            rounds.append(
+                {
+                    "offline_sentences_per_s": offline,
+                    "concurrent_sentences_per_s": res.throughput,
+                    "ratio": res.throughput / offline,
+                    "offline_sentences_per_cpu_s": per_cpu_offline,
+                    "server_sentences_per_cpu_s": per_cpu_server,
+                    "cpu_ratio": per_cpu_server / per_cpu_offline,
+                    "errors": res.errors,
+                    "latencies_ms": res.latencies_ms,
+                }
+            )
+        out["throughput_rounds"] = rounds
+        out["offline_sentences_per_s"] = float(
+            np.median([r["offline_sentences_per_s"] for r in rounds])
+        )
+        out["concurrent_sentences_per_s"] = float(
+            np.median([r["concurrent_sentences_per_s"] for r in rounds])
+        )
+        out["concurrent_throughput_ratio"] = float(np.median([r["ratio"] for r in rounds]))
+        out["concurrent_cpu_efficiency_ratio"] = float(np.median([r["cpu_ratio"] for r in rounds]))
         out["metrics"] = _batch_stats(srv.metrics_url)
     finally:
         srv.stop()
         tmp.cleanup()
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _batch_stats(url: str | None) -> dict:
@@ -298,18 +362,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Measure the serving speed figures (issue 4, §6).")
     p.add_argument("--model", default="default", help="model to serve")
     p.add_argument("--clients", type=int, default=64, help="concurrent clients")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds of load")
+    p.add_argument(
+        "--seconds", type=float, default=15.0, help="measured seconds of load (all rounds)"
+    )
     p.add_argument("--docs", type=int, default=100_000, help="documents in the Search index")
-    p.add_argument("--repeats", type=int, default=5, help="blocks per latency measurement")
+    p.add_argument("--repeats", type=int, default=30, help="alternated latency blocks")
+    p.add_argument("--block", type=int, default=10, help="calls per latency block")
+    p.add_argument("--rounds", type=int, default=3, help="alternated throughput rounds")
     p.add_argument("--max-wait-ms", type=float, default=None, help="server --max-wait-ms")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="keep the benchmark indices here and reuse them on the next run (default: a temp dir)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     server_args = {}
     if args.max_wait_ms is not None:
         server_args["max_wait_ms"] = args.max_wait_ms
     res = measure_speed(
-        args.model, args.clients, args.seconds, args.docs, args.repeats, server_args=server_args
+        args.model,
+        args.clients,
+        args.seconds,
+        args.docs,
+        args.repeats,
+        args.block,
+        args.rounds,
+        data_dir=args.data_dir,
+        server_args=server_args,
     )
     text = json.dumps(res, indent=2)
     print(text)

@@ -54,10 +54,32 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
     return None if left is None else time.monotonic() + left
 
 
-def wait(job: Job, context: grpc.ServicerContext) -> np.ndarray:
-    """Wait for a batcher job; the RPC ending (cancel, deadline) cancels the job's queued texts."""
-    context.add_callback(job.cancel)
-    return job.result(remaining(context))
+def wait(job: Job, context: grpc.ServicerContext, current: _Current | None = None) -> np.ndarray:
+    """Wait for a batcher job; the RPC ending (cancel, deadline) cancels the job's queued texts.
+
+    Streams pass their :class:`_Current` (one callback per stream, not one per message).
+    """
+    if current is None:
+        context.add_callback(job.cancel)
+        return job.result(remaining(context))
+    current.job = job
+    try:
+        return job.result(remaining(context))
+    finally:
+        current.job = None
+
+
+class _Current:
+    """The job a stream is waiting on, cancelled when the RPC ends."""
+
+    def __init__(self, context: grpc.ServicerContext):
+        self.job: Job | None = None
+        context.add_callback(self.cancel)
+
+    def cancel(self) -> None:
+        job = self.job
+        if job is not None:
+            job.cancel()
 
 
 def pipelined(
@@ -170,8 +192,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
             model, job = self._submit(request, BULK, context)
             return request, model, job
 
+        current = _Current(context)
         for request, model, job in pipelined(request_iterator, prepare, context):
-            vecs = wait(job, context)
+            vecs = wait(job, context, current)
             yield self._respond(request, model.name, vecs, job)
 
     def Info(self, request, context):
@@ -279,10 +302,11 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             return si, model, docs, job, request.upsert
 
         acknowledged = 0
+        current = _Current(context)
         for seq, (si, model, docs, job, upsert) in enumerate(
             pipelined(request_iterator, prepare, context)
         ):
-            vecs = wait(job, context)
+            vecs = wait(job, context, current)
             added = si.index.add(
                 [d.id for d in docs], vecs, docs, upsert=upsert, fingerprint=model.fingerprint
             )

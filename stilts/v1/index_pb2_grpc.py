@@ -107,7 +107,8 @@ class IndexServiceServicer:
 
     def AddDocuments(self, request_iterator, context):
         """Stream documents into an index. Each request message is embedded, stored and committed before
-        its response is sent, so an acknowledged message survives kill -9 of the server.
+        its response is sent, so an acknowledged message survives kill -9 of the server. After a broken
+        stream, resend the unacknowledged messages with upsert = true (some may have been stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
