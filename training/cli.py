@@ -52,6 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         gradient_checkpointing=args.gradient_checkpointing,
         num_workers=args.num_workers,
+        threads=args.threads,
         resume=args.resume,
         layer=args.layer,
         name=args.name,
@@ -165,6 +166,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    env_flag(
+        g,
+        "--threads",
+        env="STILTS_THREADS",
+        default=None,
+        type=int,
+        help="torch threads on CPU (default: all cores; on a busy machine fewer is faster)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("export")
     g.add_argument(

@@ -77,11 +77,9 @@ def featurize_spans(
     ):
         question = tok.cut(ex.question, max_query)
         for enc in tok.encode_windows(question, ex.context, max_len, stride):
-            n = len(enc.ids)
-            offsets = np.full((n, 2), -1, dtype=np.int32)
-            for t, (sid, off) in enumerate(zip(enc.sequence_ids, enc.offsets, strict=True)):
-                if sid == 1:
-                    offsets[t] = off
+            offsets = np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
+            in_context = np.fromiter((s == 1 for s in enc.sequence_ids), bool, len(offsets))
+            offsets[~in_context] = -1
             start = end = 0
             ctx = np.flatnonzero(offsets[:, 0] >= 0)
             if ex.answers and len(ctx):

@@ -71,6 +71,7 @@ class TrainConfig:
         sampling: ``proportional``, ``uniform`` or ``temperature:T``.
         sampling_cap: cap on a task's size when weighting tasks (None: no cap).
         max_train_examples / max_eval_examples: read at most N examples per task and split.
+        threads: torch intra-op threads on CPU (None: torch's default, all cores).
         resume: continue from the last checkpoint in ``output`` (or this checkpoint path).
         layer: hidden layer the exported encoder pools (default: the starting model's manifest,
             else the paper's middle layer).
@@ -109,6 +110,7 @@ class TrainConfig:
     fp16: bool = False
     gradient_checkpointing: bool = False
     num_workers: int = 0
+    threads: int | None = None
     resume: str | None = None
     layer: int | None = None
     name: str | None = None
@@ -147,6 +149,7 @@ class TrainConfig:
                 "must be >= 1",
             ),
             ("doc_stride", self.doc_stride >= 0, "must be >= 0"),
+            ("threads", self.threads is None or self.threads >= 1, "must be >= 1"),
             ("bf16", not (self.bf16 and self.fp16), "bf16 and fp16 exclude each other"),
         ]
         for field, ok, message in checks:
@@ -355,19 +358,139 @@ def _build_trainer_class():
     return StiltsTrainer
 
 
+def _check_max_len(cfg: TrainConfig, config) -> None:
+    max_pos = getattr(config, "max_position_embeddings", cfg.max_seq_len)
+    if getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+        max_pos -= config.pad_token_id + 1  # RoBERTa positions start after the padding index
+    if cfg.max_seq_len > max_pos:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"max_seq_len {cfg.max_seq_len} exceeds the model's {max_pos} positions",
+            field="max_seq_len",
+        )
+
+
+def _training_arguments(cfg: TrainConfig, max_steps: int, has_dev: bool, n_tasks: int):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(cfg.output / TRAINER_DIR),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_steps=max_steps,
+        lr_scheduler_type="linear",
+        warmup_steps=int(round(cfg.warmup * max_steps)),
+        logging_steps=cfg.log_every,
+        eval_strategy="steps" if has_dev else "no",
+        eval_steps=(cfg.eval_every or max_steps) if has_dev else None,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        dataloader_num_workers=cfg.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        # one head per task: a step leaves the other heads without gradients
+        ddp_find_unused_parameters=n_tasks > 1,
+        disable_tqdm=not cfg.progress,
+        report_to="none",
+    )
+
+
+def _prepare_metrics_log(path: Path, resume_from: str | None) -> None:
+    """A fresh run starts an empty log; a resumed one drops evaluations made after its
+    checkpoint (they are made again)."""
+    if resume_from is None:
+        path.unlink(missing_ok=True)
+        return
+    if not path.is_file():
+        return
+    state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line)["step"] <= state["global_step"]
+    ]
+    path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer) -> dict:
+    """Save the encoder with the manifest it will be exported with, then export it."""
+    from stilts.training.finalize import base_manifest, export_checkpoint, save_checkpoint
+
+    config = model.encoder.config
+    base = base_manifest(model_path, config.num_hidden_layers, config.hidden_size)
+    if cfg.layer is not None:
+        base.layer = cfg.layer
+    base_name = base.name
+    base.name = cfg.name or _default_name(base_name, cfg.tasks)
+    base.source = {**base.source, "base_model": cfg.model if cfg.model != "default" else base_name}
+    base.training = {
+        "method": "STILTs intermediate-task training (Phang et al. 2020)",
+        "base_model": base_name,
+        "tasks": cfg.tasks,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "batches_per_epoch": run["batches_per_epoch"],
+        "task_sizes": run["task_sizes"],
+        "task_probabilities": run["task_probabilities"],
+        "sampling": cfg.sampling,
+        "sampling_cap": cfg.sampling_cap,
+        "learning_rate": cfg.learning_rate,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "world_size": trainer.args.world_size,
+        "max_seq_len": cfg.max_seq_len,
+        "warmup": cfg.warmup,
+        "max_grad_norm": cfg.max_grad_norm,
+        "weight_decay": cfg.weight_decay,
+        "seed": cfg.seed,
+        "freeze_embeddings": cfg.freeze_embeddings,
+        "max_train_examples": cfg.max_train_examples,
+        "data_files": run["data_files"],
+        "dev_metrics": trainer.last_eval["tasks"] if trainer.last_eval else None,
+    }
+    out: dict[str, Any] = {}
+    ckpt = save_checkpoint(model, tok_json, cfg.output / CHECKPOINT_DIR, base)
+    out["checkpoint"] = str(ckpt)
+    if cfg.export:
+        manifest = export_checkpoint(ckpt, cfg.output / MODEL_DIR)
+        out.update(model=str(cfg.output / MODEL_DIR), name=manifest.name, parity=manifest.parity)
+    return out
+
+
 def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Run STILTs training end to end; returns a summary (paths, steps, metrics, timing).
+
+    Args:
+        cfg: the run's settings.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
 
     Raises:
         StiltsError: bad settings, missing / malformed data, a run already in ``output`` without
             ``resume``, a resume with different settings, or a failed export parity check.
     """
     cfg.validate()
+    from stilts.training.sampling import parse_sampling
     from stilts.training.tasks import parse_tasks
 
     specs = parse_tasks(cfg.tasks)
     cfg.tasks = [s.name for s in specs]
     cfg.output = Path(cfg.output)
+    parse_sampling(cfg.sampling)
     resume_from = _resume_point(cfg)
     run_file = cfg.output / RUN_FILE
     saved = None
@@ -384,19 +507,18 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     import torch
     from stilts.training.batches import MultiTaskCollator
     from stilts.training.data import describe_files, load_task
-    from stilts.training.finalize import base_manifest, export_checkpoint, save_checkpoint
     from stilts.training.model import MultiTaskModel, load_encoder
     from stilts.training.sampling import (
         MultiTaskBatchSampler,
         MultiTaskDataset,
         epoch_batches,
-        parse_sampling,
         task_probabilities,
     )
     from stilts.training.text import TextTokenizer, tokenizer_file
-    from transformers import TrainingArguments, set_seed
+    from transformers import PrinterCallback, ProgressCallback, set_seed
 
-    parse_sampling(cfg.sampling)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
     model_path = resolve_model(cfg.model)
     tok_json = tokenizer_file(model_path)
@@ -420,15 +542,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
 
     set_seed(cfg.seed)
     encoder = load_encoder(model_path)
-    max_pos = getattr(encoder.config, "max_position_embeddings", cfg.max_seq_len)
-    if getattr(encoder.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
-        max_pos -= encoder.config.pad_token_id + 1
-    if cfg.max_seq_len > max_pos:
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"max_seq_len {cfg.max_seq_len} exceeds the model's {max_pos} positions",
-            field="max_seq_len",
-        )
+    _check_max_len(cfg, encoder.config)
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     model = MultiTaskModel(
@@ -444,16 +558,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
     sampler = MultiTaskBatchSampler(sizes, cfg.batch_size, probs, per_epoch, cfg.seed)
     has_dev = any(td.dev_features for td in task_data)
-    eval_every = cfg.eval_every or max_steps
-
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    data_files = {
-        td.name: {
-            "train": describe_files(td.train_files),
-            "dev": describe_files(td.dev_files),
-        }
-        for td in task_data
-    }
     run = {
         "config": cfg.to_dict(),
         "model_path": model_path,
@@ -462,7 +566,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "task_probabilities": probs,
         "batches_per_epoch": per_epoch,
         "max_steps": max_steps,
-        "data_files": data_files,
+        "data_files": {
+            td.name: {"train": describe_files(td.train_files), "dev": describe_files(td.dev_files)}
+            for td in task_data
+        },
     }
     LOG.info(
         "training %s on %s: %d steps, %d batches per epoch, p=%s",
@@ -472,40 +579,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         per_epoch,
         {k: round(v, 4) for k, v in probs.items()},
     )
-
-    args = TrainingArguments(
-        output_dir=str(cfg.output / TRAINER_DIR),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        max_steps=max_steps,
-        lr_scheduler_type="linear",
-        warmup_steps=int(round(cfg.warmup * max_steps)),
-        logging_steps=cfg.log_every,
-        eval_strategy="steps" if has_dev else "no",
-        eval_steps=eval_every if has_dev else None,
-        save_strategy="steps",
-        save_steps=cfg.save_every,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        bf16=cfg.bf16,
-        fp16=cfg.fp16,
-        dataloader_num_workers=cfg.num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=len(task_data) > 1,
-        disable_tqdm=not cfg.progress,
-        report_to="none",
-    )
+    args = _training_arguments(cfg, max_steps, has_dev, len(task_data))
     if args.should_save:
-        if saved is None:
-            (cfg.output / METRICS_FILE).unlink(missing_ok=True)
-        tmp = run_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run, indent=2) + "\n")
-        os.replace(tmp, run_file)
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        _prepare_metrics_log(cfg.output / METRICS_FILE, resume_from)
+        _write_json(run_file, run)
 
     timer, extra_callbacks = _build_callbacks(cfg.progress)
     trainer = _build_trainer_class()(
@@ -521,8 +599,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         metrics_path=cfg.output / METRICS_FILE,
         progress=cfg.progress,
     )
-    from transformers import PrinterCallback, ProgressCallback
-
+    # The summary goes to stdout as JSON: logs go to stderr, bars without printed dicts.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     for cb in extra_callbacks:
@@ -539,44 +616,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "last_eval": trainer.last_eval,
         "task_probabilities": probs,
     }
-    if not trainer.is_world_process_zero():
-        return summary
-
-    base = base_manifest(model_path, encoder.config.num_hidden_layers, encoder.config.hidden_size)
-    if cfg.layer is not None:
-        base.layer = cfg.layer
-    base_name = base.name
-    base.name = cfg.name or _default_name(base_name, cfg.tasks)
-    base.source = {**base.source, "base_model": cfg.model if cfg.model != "default" else base_name}
-    base.training = {
-        "method": "STILTs intermediate-task training (Phang et al. 2020)",
-        "base_model": base_name,
-        "tasks": cfg.tasks,
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "batches_per_epoch": per_epoch,
-        "task_probabilities": probs,
-        "sampling": cfg.sampling,
-        "sampling_cap": cfg.sampling_cap,
-        "learning_rate": cfg.learning_rate,
-        "batch_size": cfg.batch_size,
-        "grad_accum": cfg.grad_accum,
-        "world_size": args.world_size,
-        "max_seq_len": cfg.max_seq_len,
-        "warmup": cfg.warmup,
-        "max_grad_norm": cfg.max_grad_norm,
-        "seed": cfg.seed,
-        "freeze_embeddings": cfg.freeze_embeddings,
-        "max_train_examples": cfg.max_train_examples,
-        "data_files": data_files,
-        "dev_metrics": trainer.last_eval["tasks"] if trainer.last_eval else None,
-    }
-    ckpt = save_checkpoint(model, tok_json, cfg.output / CHECKPOINT_DIR, base)
-    summary["checkpoint"] = str(ckpt)
-    if cfg.export:
-        manifest = export_checkpoint(ckpt, cfg.output / MODEL_DIR)
-        summary["model"] = str(cfg.output / MODEL_DIR)
-        summary["parity"] = manifest.parity
-        summary["name"] = manifest.name
+    if trainer.is_world_process_zero():
+        summary.update(_finish(cfg, model, model_path, tok_json, run, trainer))
     summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
     return summary
