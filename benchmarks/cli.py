@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_encode)
 
     _register_accuracy(bsub)
+    _register_speed(bsub)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
@@ -349,3 +350,224 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
     _add_output_flags(p)
     p.set_defaults(func=_cmd_accuracy)
+
+
+# --- speed ------------------------------------------------------------------------------------
+
+SECTIONS = ("encode", "search", "mining", "grpc")
+# full run / --quick run
+PRESETS = {
+    "repeats": (3, 2),
+    "encode_n": (1000, 256),
+    "batch_sizes": ("1,8,32,128", "1,32"),
+    "search_sizes": ("10000,100000", "10000"),
+    "queries": (500, 200),
+    "mining_max": (None, 600),
+    "max_requests": (3000, 300),
+    "max_seconds": (15.0, 4.0),
+}
+
+
+def _ints(value: str, field: str) -> list[int]:
+    from stilts.errors import ErrorCode, StiltsError
+
+    try:
+        out = [int(x) for x in str(value).split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or any(x < 1 for x in out):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--{field} must be positive integers, comma-separated",
+            field,
+        )
+    return out
+
+
+def _choices(value: str, allowed: tuple[str, ...], field: str) -> list[str]:
+    from stilts.errors import ErrorCode, StiltsError
+
+    out = [x.strip() for x in value.split(",") if x.strip()]
+    bad = [x for x in out if x not in allowed]
+    if bad or not out:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--{field}: {', '.join(bad) or 'empty'}; choose from {', '.join(allowed)}",
+            field,
+        )
+    return out
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from stilts.benchmarks import environment, speed_report
+
+    from stilts.errors import ErrorCode, StiltsError
+
+    q = 1 if args.quick else 0
+    for key, values in PRESETS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, values[q])
+    sections = _choices(args.sections, SECTIONS, "sections")
+    baselines = () if args.no_baselines else tuple(args.baseline or ("st", "use"))
+    if args.repeats < 1:
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "--repeats must be >= 1", "repeats")
+    if args.faiss_threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.faiss_threads)
+    header = environment.header(["stilts", *sys.argv[1:]])
+    out: dict = {"header": header, "settings": dict(vars(args)), "sections": {}}
+    out["settings"].pop("func", None)
+
+    if "encode" in sections:
+        from stilts.benchmarks import encode_speed, speed_encode
+
+        sentences = encode_speed.dev_sentences(Path(args.tatoeba), args.encode_n)
+        out["sections"]["encode"] = speed_encode.run(
+            sentences,
+            _ints(args.batch_sizes, "batch-sizes"),
+            args.repeats,
+            args.model,
+            args.kind,
+            baselines,
+            args.st_checkpoint,
+        )
+    if "search" in sections:
+        from stilts.benchmarks import speed_search
+
+        sizes = _ints(args.search_sizes, "search-sizes")
+        if args.million and 1_000_000 not in sizes:
+            sizes.append(1_000_000)
+        kinds = _choices(args.index_kinds, ("flat", "ivf", "hnsw", "ivfpq"), "index-kinds")
+        out["sections"]["search"] = speed_search.run(
+            sizes, tuple(kinds), n_queries=args.queries, repeats=args.repeats
+        )
+        import faiss
+
+        out["sections"]["search"]["faiss_threads"] = faiss.omp_get_max_threads()
+    if "mining" in sections:
+        from stilts.benchmarks import data as bdata
+        from stilts.benchmarks import speed_mining
+
+        splits = bdata.read_bucc(args.bucc, [args.mining_pair])[args.mining_pair]
+        s = splits[bdata.eval_split(splits)].subsample(args.mining_max)
+        out["sections"]["mining"] = speed_mining.run(
+            s,
+            args.model,
+            args.precision,
+            args.repeats,
+            with_st="st" in baselines,
+            checkpoint=args.st_checkpoint,
+        )
+    if "grpc" in sections:
+        from stilts.benchmarks import encode_speed, speed_grpc
+
+        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        out["sections"]["grpc"] = speed_grpc.run(
+            sentences,
+            _ints(args.concurrency, "concurrency"),
+            tuple(_choices(args.workloads, ("embed", "search"), "workloads")),
+            args.max_requests,
+            args.max_seconds,
+            args.request_timeout,
+            args.model,
+            args.precision,
+            repeats=args.repeats,
+        )
+    try:
+        out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    _write_outputs(out, args, speed_report)
+    return 0
+
+
+def _register_speed(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser(
+        "speed",
+        help="encode / search / mining / gRPC-under-load speed, ratios vs baselines",
+        description="Speed, every figure a median of repeats with ratios against a baseline run "
+        "in the same invocation: encode (stilts int8/fp32 vs sentence-transformers and "
+        "USE-multilingual, by batch size), search (latency percentiles, QPS and recall@10 per "
+        "index kind on synthetic vectors), mining (`stilts mine` vs encode+kNN and vs the "
+        "sentence-transformers recipe on a BUCC pair), gRPC (own server on loopback, bounded "
+        "load at several concurrencies, server metrics before/after). --quick: small sizes.",
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes for a run of a few minutes")
+    env_flag(p, "--model", env="STILTS_MODEL", default="default", help="stilts model name or dir")
+    env_flag(
+        p,
+        "--precision",
+        env="STILTS_PRECISION",
+        default="int8",
+        choices=["int8", "fp32"],
+        help="graph for mining and serving (encode times both)",
+    )
+    p.add_argument(
+        "--kind", default="bitext", choices=["bitext", "query", "passage"], help="encode prefix"
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        choices=("st", "use"),
+        default=None,
+        help="baselines (default: st and use)",
+    )
+    p.add_argument("--no-baselines", action="store_true", help="time stilts only")
+    p.add_argument(
+        "--st-checkpoint",
+        default=None,
+        help="transformers checkpoint for sentence-transformers (default: the model's source)",
+    )
+    p.add_argument(
+        "--tatoeba",
+        default=str(Path(DEFAULT_DEV_PACK) / "tatoeba"),
+        help="Tatoeba-layout dir the encode/gRPC sentences come from (round-robin over languages)",
+    )
+    g = p.add_argument_group("encode")
+    g.add_argument("--encode-n", type=int, default=None, help="sentences (1000; quick 256)")
+    g.add_argument(
+        "--batch-sizes", default=None, help="comma-separated batch sizes (1,8,32,128; quick 1,32)"
+    )
+    g = p.add_argument_group("search")
+    g.add_argument("--search-sizes", default=None, help="index sizes (10000,100000; quick 10000)")
+    g.add_argument("--million", action="store_true", help="also 1,000,000 vectors")
+    g.add_argument(
+        "--index-kinds",
+        default="flat,ivf,hnsw",
+        help="kinds to time: flat, ivf, hnsw, ivfpq (ivfpq trains OPQ: minutes)",
+    )
+    g.add_argument("--queries", type=int, default=None, help="timed queries (500; quick 200)")
+    g.add_argument(
+        "--faiss-threads", type=int, default=None, help="FAISS OpenMP threads (default: FAISS's)"
+    )
+    g = p.add_argument_group("mining")
+    g.add_argument(
+        "--bucc",
+        default=str(Path(DEFAULT_DEV_PACK) / "bucc"),
+        help="BUCC 2017 directory the mining pair comes from",
+    )
+    g.add_argument("--mining-pair", default="de", help="language pair (xx of xx-en)")
+    g.add_argument(
+        "--mining-max",
+        type=int,
+        default=None,
+        help="subsample to N xx sentences (default: all; quick 600)",
+    )
+    g = p.add_argument_group("gRPC")
+    g.add_argument("--concurrency", default="1,8,64", help="concurrent clients per run")
+    g.add_argument("--workloads", default="embed,search", help="embed and/or search")
+    g.add_argument("--max-requests", type=int, default=None, help="request limit per run")
+    g.add_argument("--max-seconds", type=float, default=None, help="time limit per run")
+    g.add_argument("--request-timeout", type=float, default=10.0, help="deadline per request, s")
+    _add_output_flags(p)
+    p.set_defaults(func=_cmd_speed)

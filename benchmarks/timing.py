@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -24,3 +25,25 @@ def interleaved_medians(
     return {
         name: {"median_seconds": statistics.median(ts), "seconds": ts} for name, ts in times.items()
     }
+
+
+def round_ratio(slow: dict, fast: dict) -> float:
+    """Median over rounds of ``slow`` seconds / ``fast`` seconds (> 1: ``fast`` is faster).
+
+    Both dicts come from one :func:`interleaved_medians` call, so round i of each ran back to
+    back; the per-round ratio cancels slow drifts of the machine better than a ratio of medians.
+    """
+    ratios = [a / b for a, b in zip(slow["seconds"], fast["seconds"], strict=True) if b > 0]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
+def percentiles(latencies: list[float], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    """``{"p50": ..., ...}`` of a list of latencies (nearest-rank on the sorted values)."""
+    if not latencies:
+        return {f"p{q:g}": float("nan") for q in qs}
+    xs = sorted(latencies)
+    out = {}
+    for q in qs:
+        rank = max(1, math.ceil(q / 100 * len(xs)))
+        out[f"p{q:g}"] = xs[rank - 1]
+    return out

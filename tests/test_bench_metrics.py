@@ -78,3 +78,32 @@ def test_oracle_with_no_candidates_and_bad_input():
 def test_mean_skips_missing():
     assert metrics.mean([0.5, None, 1.0]) == 0.75
     assert metrics.mean([None]) is None
+
+
+def test_calibration_source_order():
+    """sample split first, then --calibrate-on (same pair, else pooled), else leave-one-out."""
+    from stilts.benchmarks.accuracy import Candidates, _calibration_source
+
+    def cands(scores, correct, n_gold):
+        return Candidates(np.array(scores, float), np.array(correct, bool), n_gold)
+
+    evals = {
+        "de": cands([1.2, 1.1, 1.0], [True, True, False], 2),
+        "fr": cands([1.3, 1.05], [True, False], 1),
+        "ja": cands([1.15, 0.9], [True, False], 2),
+    }
+    sample = {"de": cands([1.0, 0.9], [True, False], 1)}
+    c, src = _calibration_source("de", sample, None, None, evals)
+    assert src == "sample split" and c is sample["de"]
+    calib = {"fr": cands([1.1], [True], 1), "es": cands([1.2], [True], 1)}
+    c, src = _calibration_source("fr", sample, calib, "/c", evals)
+    assert c is calib["fr"] and "fr-en" in src
+    c, src = _calibration_source("ja", sample, calib, "/c", evals)
+    assert "pooled: es, fr" in src and c.n_gold == 2 and len(c.scores) == 2
+    c, src = _calibration_source("ja", sample, None, None, evals)
+    assert src == "leave-one-out (pooled: de, fr)"
+    assert c.n_gold == 3 and list(c.scores) == [1.2, 1.1, 1.0, 1.3, 1.05]
+    # pooled oracle: keep 1.3, 1.2, 1.1 (3 correct of 3 gold): threshold half-way to 1.05
+    assert c.oracle().f1 == 1.0 and c.oracle().threshold == pytest.approx(1.075)
+    c, src = _calibration_source("de", {}, None, None, {"de": evals["de"]})
+    assert c is None and src.startswith("none")
