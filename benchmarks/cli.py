@@ -144,7 +144,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 
     from stilts.benchmarks import accuracy, accuracy_report, environment
     from stilts.benchmarks import data as bdata
-    from stilts.benchmarks.systems import StiltsSystem, model_label
+    from stilts.benchmarks.systems import StiltsSystem, model_labels
 
     from stilts.errors import ErrorCode, StiltsError
 
@@ -164,14 +164,16 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     calib = bdata.read_bucc(args.calibrate_on) if args.calibrate_on else None
 
     models = args.model or ["default"]
-    names = [model_label(m) for m in models]
+    names = model_labels(models)
     if len(set(names)) != len(names):
         raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT, f"two --model values share a name: {names}", "model"
+            ErrorCode.INVALID_ARGUMENT, f"--model given twice: {', '.join(models)}", "model"
         )
     systems = [
-        StiltsSystem(m, precision=args.precision, kind=args.kind, batch_size=args.batch_size)
-        for m in models
+        StiltsSystem(
+            m, precision=args.precision, kind=args.kind, batch_size=args.batch_size, name=n
+        )
+        for m, n in zip(models, names, strict=True)
     ]
     systems += _baseline_systems(args, systems[0] if systems else None)
     settings = accuracy.Settings(

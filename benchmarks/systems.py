@@ -138,6 +138,20 @@ def model_label(model: str | os.PathLike) -> str:
     return p.name if (p.is_dir() or os.sep in str(model)) else str(model)
 
 
+def model_labels(models: list[str]) -> list[str]:
+    """Distinct report names for several ``--model`` values: the directory's name, with as many
+    parent directories as it takes to tell them apart (``run-a/model`` vs ``run-b/model``)."""
+    labels = [model_label(m) for m in models]
+    depth = 1
+    while len(set(labels)) < len(labels) and depth < 8:
+        depth += 1
+        labels = [
+            "/".join(Path(m).resolve().parts[-depth:]) if model_label(m) != str(m) else str(m)
+            for m in models
+        ]
+    return labels
+
+
 class SentenceTransformersSystem(System):
     """The same weights in sentence-transformers (PyTorch, fp32), cosine on its own vectors."""
 

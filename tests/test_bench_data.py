@@ -107,3 +107,13 @@ def test_bucc_subsample_keeps_gold_share(tmp_path):
     assert {e for _, e in sub.gold} <= set(sub.en_ids)
     assert len(sub.en_ids) == 10 + 20  # partners + 20% of the 100 loners
     assert full.subsample(None) is full
+
+
+def test_model_labels_tell_run_directories_apart(tmp_path):
+    from stilts.benchmarks.systems import model_labels
+
+    a, b = tmp_path / "run-a" / "model", tmp_path / "run-b" / "model"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    assert model_labels(["default", str(a), str(b)]) == ["default", "run-a/model", "run-b/model"]
+    assert model_labels(["default", str(tmp_path / "run-a")]) == ["default", "run-a"]
