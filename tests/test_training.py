@@ -109,18 +109,27 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("task", ["mnli", "squad_v2", "hellaswag", "ccg"])
 def test_every_head_overfits_one_batch(toy, data_dir, task):
+    """Each head fits one batch of its task; evaluated on that batch, the metric is then 1."""
+    import dataclasses
+
     from stilts.training.batches import COLLATE
-    from stilts.training.data import load_task
+    from stilts.training.data import load_task, read_examples
+    from stilts.training.evaluation import evaluate_task
+    from stilts.training.features import featurize
     from stilts.training.model import MultiTaskModel, load_encoder
+    from stilts.training.tasks import resolve_files
     from stilts.training.text import TextTokenizer
 
     spec = TASKS[task]
     tok = TextTokenizer(toy / "tokenizer.json")
-    td = load_task(spec, tok, data_dir, max_len=64)
+    td = load_task(spec, tok, data_dir, max_len=128)
+    examples = read_examples(spec, resolve_files(spec, "train", data_dir))[:6]
+    feats = featurize(spec, examples, tok, td.labels, 128)
+    assert len(feats) == 6  # one SQuAD window per question at 128 tokens
     torch.manual_seed(0)
     model = MultiTaskModel(load_encoder(toy), {task: (spec.kind, td.num_labels)})
     model.eval()  # no dropout: one fixed batch must be fitted
-    batch = COLLATE[spec.kind](task, td.train_features[:6], tok.pad_id).to_dict()
+    batch = COLLATE[spec.kind](task, feats, tok.pad_id).to_dict()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
@@ -131,7 +140,8 @@ def test_every_head_overfits_one_batch(toy, data_dir, task):
         losses.append(out["loss"].item())
     assert losses[-1] < 0.1 * losses[0], losses[::10]
     with torch.no_grad():
-        logits = model(**batch)["logits"]
+        final = model(**batch)
+    logits = final["logits"]
     if spec.kind == "span":
         assert torch.equal(logits[..., 0].argmax(-1), batch["start_positions"])
         assert torch.equal(logits[..., 1].argmax(-1), batch["end_positions"])
@@ -140,6 +150,12 @@ def test_every_head_overfits_one_batch(toy, data_dir, task):
         assert torch.equal(logits.argmax(-1)[m], batch["labels"][m])
     else:
         assert torch.equal(logits.argmax(-1), batch["labels"])
+    # the model now reproduces the gold labels, so the evaluation must score it perfect
+    fitted = dataclasses.replace(td, dev_examples=examples, dev_features=feats)
+    result = evaluate_task(model, fitted, 6, "cpu", tok.pad_id)
+    score = result["exact_match"] if spec.kind == "span" else result["accuracy"]
+    assert score == 1.0 and result["n"] == 6
+    assert result["loss"] == pytest.approx(final["loss"].item(), rel=1e-4)
 
 
 def test_freeze_embeddings_leaves_only_the_embeddings_fixed(toy):
@@ -165,7 +181,6 @@ def run_a(toy, data_dir, tmp_path_factory):
     return out, summary
 
 
-@pytest.mark.slow
 def test_multitask_run_logs_metrics_per_evaluation(run_a):
     out, summary = run_a
     assert summary["steps"] == 6 and summary["steps_timed"] == 6
@@ -193,7 +208,6 @@ def test_multitask_run_logs_metrics_per_evaluation(run_a):
     assert not (out / "model").exists()  # export=False
 
 
-@pytest.mark.slow
 def test_resume_continues_where_it_stopped(run_a, toy, data_dir, tmp_path):
     """A run stopped after its step-3 checkpoint and resumed ends with the same weights and
     metrics as the uninterrupted run (the batch order, dropout and schedule all resume)."""
@@ -259,7 +273,6 @@ def _torch_pooled(checkpoint: Path, ids: list[np.ndarray], layer: int) -> np.nda
     return np.stack(out)
 
 
-@pytest.mark.slow
 def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path):
     from stilts.training.trainer import train
 
@@ -381,7 +394,6 @@ def _bucc_sample(dev_pack: Path, n: int) -> tuple[list[str], list[str]]:
     return [f"{a}\t{de[a]}" for a, _ in pairs], [f"{b}\t{en[b]}" for _, b in pairs]
 
 
-@pytest.mark.slow
 def test_cli_train_export_encode_mine(toy, data_dir, dev_pack, tmp_path, capsys):
     """train (a few steps) -> export -> encode -> mine on a dev-pack sample, all through the CLI."""
     from stilts import Encoder
