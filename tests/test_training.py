@@ -449,3 +449,30 @@ def test_cli_train_export_encode_mine(toy, data_dir, dev_pack, tmp_path, capsys)
     scores = [float(r[0]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     assert all(len(r) == 3 and r[1] in src_ids and r[2] in tgt_ids for r in rows), rows[:3]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_form_one_ddp_job(toy, data_dir, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU (gloo): one job of world size 2, batches split
+    between the processes, one metrics log, one export by the first process."""
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "ddp"
+    cmd = [
+        str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "stilts.cli", "train",
+        "--model", str(toy), "--tasks", "mnli,squad_v2,hellaswag,ccg",
+        "--data-dir", str(data_dir), "--output", str(out),
+        "--max-steps", "4", "--batch-size", "4", "--max-seq-len", "64", "--lr", "1e-3",
+        "--eval-every", "2", "--save-every", "2", "--threads", "1", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = Manifest.load(out / "model")
+    assert m.training["world_size"] == 2 and m.training["steps"] == 4
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 4]
+    # each process takes every other batch of the epoch
+    per_epoch = json.loads((out / "run.json").read_text())["batches_per_epoch"]
+    assert lines[-1]["epoch"] == pytest.approx(4 / -(-per_epoch // 2))

@@ -333,17 +333,18 @@ def _build_trainer_class():
                 "tasks": results,
             }
             self.last_eval = record
-            LOG.info(
-                "eval at step %d: %s",
-                record["step"],
-                "; ".join(
-                    f"{t} " + " ".join(f"{k}={v:.4g}" for k, v in r.items() if k != "n")
-                    for t, r in results.items()
-                ),
-            )
+            # Every process evaluates (no collectives needed); the first one logs.
             if self.is_world_process_zero():
                 with self.metrics_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
+                LOG.info(
+                    "eval at step %d: %s",
+                    record["step"],
+                    "; ".join(
+                        f"{t} " + " ".join(f"{k}={v:.4g}" for k, v in r.items() if k != "n")
+                        for t, r in results.items()
+                    ),
+                )
             flat = {
                 f"{metric_key_prefix}_{task}_{k}": v
                 for task, res in results.items()
@@ -396,6 +397,8 @@ def _training_arguments(cfg: TrainConfig, max_steps: int, has_dev: bool, n_tasks
         fp16=cfg.fp16,
         dataloader_num_workers=cfg.num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without a GPU, torchrun processes need accelerate's CPU (gloo) mode to form one DDP job
+        use_cpu=not torch.cuda.is_available() and not torch.backends.mps.is_available(),
         remove_unused_columns=False,
         # one head per task: a step leaves the other heads without gradients
         ddp_find_unused_parameters=n_tasks > 1,
