@@ -200,6 +200,10 @@ def test_multitask_run_logs_metrics_per_evaluation(run_a):
         }
         for res in x["tasks"].values():
             assert np.isfinite(res["loss"])
+        # three optimizer steps of one batch each between evaluations
+        assert sum(x["train_batches"].values()) == 3
+        assert set(x["train_loss"]) == set(x["train_batches"]) <= set(x["tasks"])
+        assert all(np.isfinite(v) and v > 0 for v in x["train_loss"].values())
         assert 0 <= x["tasks"]["mnli"]["accuracy"] <= 1
         assert {"exact_match", "f1", "no_answer_f1"} <= set(x["tasks"]["squad_v2"])
     assert summary["last_eval"]["tasks"] == lines[-1]["tasks"]
@@ -234,6 +238,8 @@ def test_resume_continues_where_it_stopped(run_a, toy, data_dir, tmp_path):
     assert [x["step"] for x in lb] == [3, 6]
     for task, res in la[1]["tasks"].items():
         assert lb[1]["tasks"][task] == pytest.approx(res, abs=1e-5)
+    assert lb[1]["train_batches"] == la[1]["train_batches"]
+    assert lb[1]["train_loss"] == pytest.approx(la[1]["train_loss"], abs=1e-5)
 
 
 def test_resume_and_output_guards(run_a, toy, data_dir, tmp_path):

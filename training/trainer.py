@@ -298,6 +298,25 @@ def _build_trainer_class():
             self.metrics_path = Path(metrics_path)
             self.progress = progress
             self.last_eval: dict[str, Any] | None = None
+            self._train_losses: dict[str, tuple[Any, int]] = {}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            task = inputs.get("task")
+            out = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+            if model.training and task is not None:
+                # kept as tensors (no device sync per step); read at the next evaluation
+                loss = (out[0] if return_outputs else out).detach().float()
+                total, n = self._train_losses.get(task, (0.0, 0))
+                self._train_losses[task] = (total + loss, n + 1)
+            return out
+
+        def _take_train_losses(self) -> tuple[dict[str, float], dict[str, int]]:
+            losses = {t: float(total) / n for t, (total, n) in self._train_losses.items()}
+            counts = {t: n for t, (_, n) in self._train_losses.items()}
+            self._train_losses = {}
+            return losses, counts
 
         def get_train_dataloader(self):
             loader = torch.utils.data.DataLoader(
@@ -324,11 +343,12 @@ def _build_trainer_class():
                 for td in self.task_data
                 if td.dev_features
             }
-            losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+            train_loss, train_batches = self._take_train_losses()
             record = {
                 "step": self.state.global_step,
                 "epoch": self.state.epoch,
-                "train_loss": losses[-1] if losses else None,
+                "train_loss": train_loss,
+                "train_batches": train_batches,
                 "eval_seconds": round(time.perf_counter() - t0, 3),
                 "tasks": results,
             }
