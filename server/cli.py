@@ -37,6 +37,7 @@ def config_from_args(args: argparse.Namespace):
         precision=args.precision,
         device=args.device,
         threads=args.threads,
+        ort_spinning=args.ort_spinning,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
@@ -195,6 +196,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         type=int,
         help="ONNX intra-op threads per model (default: all cores)",
+    )
+    env_flag(
+        g,
+        "--ort-spinning",
+        env="STILTS_ORT_SPINNING",
+        default=False,
+        action="store_true",
+        help="let ONNX Runtime threads spin-wait between calls (faster alone, slower under load)",
     )
     g = p.add_argument_group("dynamic batching")
     for flag, kind, text in (

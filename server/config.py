@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
@@ -30,6 +29,8 @@ class ServerConfig:
         precision: ``int8`` or ``fp32`` graphs (None: int8 on CPU, fp32 on CUDA).
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: ONNX Runtime intra-op threads per model (None: all cores).
+        ort_spinning: let ONNX Runtime's threads spin-wait between calls (off: they yield the
+            cores to the gRPC threads, see :func:`stilts.server.models.without_spinning`).
         max_batch_tokens: most padded tokens per encoder batch.
         max_batch_size: most texts per encoder batch.
         max_wait_ms: longest a text waits for company before a partial batch runs.
@@ -55,6 +56,7 @@ class ServerConfig:
     precision: str | None = "int8"
     device: str = "auto"
     threads: int | None = None
+    ort_spinning: bool = False
     max_batch_tokens: int = 16384
     max_batch_size: int = 128
     max_wait_ms: float = 2.0
@@ -126,10 +128,3 @@ class ServerConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
