@@ -177,30 +177,34 @@ def test_info(client, encoder):
 
 
 @pytest.mark.parametrize("kind", ["query", "passage", "bitext"])
-def test_embed_equals_in_process_encoder(client, encoder, kind):
+@pytest.mark.parametrize("model", ["default", "fp32"])
+def test_embed_equals_in_process_encoder(client, encoder, encoder_fp32, kind, model):
+    enc = encoder_fp32 if model == "fp32" else encoder
     texts = ["Guten Morgen", "The network connection was lost.", "ネットワーク接続が失われました。"]
-    got = client.embed(texts, kind=kind)
-    want = encoder.encode(texts, kind=kind)
-    assert got.shape == want.shape == (3, encoder.dim)
-    np.testing.assert_allclose(got, want, atol=2e-5)
+    got = client.embed(texts, kind=kind, model=model)
+    want = enc.encode(texts, kind=kind)
+    assert got.shape == want.shape == (3, enc.dim)
+    assert_same_vectors(got, want, exact=model == "fp32")
 
 
-def test_embed_floats_encoding_and_truncation_flags(stubs, encoder):
+def test_embed_floats_encoding_and_truncation_flags(stubs, encoder_fp32):
     long = "word " * 600  # > max_len tokens
     r = stubs[0].Embed(
         embedding_pb2.EmbedRequest(
             texts=["short", long],
             kind=types_pb2.TEXT_KIND_PASSAGE,
+            model="fp32",
             encoding=embedding_pb2.EMBEDDING_ENCODING_FLOATS,
             request_id=7,
         ),
         timeout=60,
     )
-    assert r.request_id == 7 and r.model == "default" and r.dim == encoder.dim
+    assert r.request_id == 7 and r.model == "fp32" and r.dim == encoder_fp32.dim
     assert list(r.truncated) == [False, True]
     got = np.array([e.values for e in r.embeddings], dtype=np.float32)
-    np.testing.assert_allclose(got, encoder.encode(["short", long], kind="passage"), atol=2e-5)
-    assert r.tokens == sum(len(t) for t in encoder.tokenize(["short", long], "passage"))
+    want = encoder_fp32.encode(["short", long], kind="passage")
+    assert_same_vectors(got, want, exact=True)
+    assert r.tokens == sum(len(t) for t in encoder_fp32.tokenize(["short", long], "passage"))
 
 
 @pytest.mark.parametrize("model", ["default", "fp32"])
