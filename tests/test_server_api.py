@@ -668,8 +668,11 @@ def test_server_healthy_after_all_bad_inputs(server, client, stubs, demo):
 # -- metrics ----------------------------------------------------------------------------------
 
 
-def test_metrics_scraped_and_parsed(server, client, demo):
+def test_metrics_scraped_and_parsed(server, client, stubs, demo):
     client.search("demo", ["Delete all selected messages?"], k=2)
+    client.embed(["word " * 600])  # truncated
+    with pytest.raises(grpc.RpcError):
+        stubs[0].Embed(E.EmbedRequest(), timeout=10)  # INVALID_ARGUMENT
     fams = scrape(server)
     for name in (
         "stilts_requests",
