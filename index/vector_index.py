@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,10 @@ import faiss
 import numpy as np
 from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk
+from stilts.index.margin import MarginReference
+from stilts.index.margin import ratio as margin_ratio
 from stilts.index.store import DB_NAME, Store
+from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
 from stilts.index.types import Document, Hit
 
 from stilts.errors import ErrorCode, StiltsError
@@ -40,62 +42,6 @@ DEFAULT_TRAIN_SIZE = 50_000
 EXACT_FILTER_MAX = 4096
 MARGIN_SAMPLE = 20_000
 COMPACT_RATIO = 0.2
-
-
-# Below this many queries a search runs on one OpenMP thread: FAISS parallelises even one query
-# (and IndexIDMap's label translation), and on a busy machine the thread hand-off costs more than
-# the search (measured: 1.4 ms vs 32 ms p50 for one query on 20k vectors under load).
-SINGLE_THREAD_BELOW = 16
-
-
-@contextmanager
-def _omp_threads(n: int | None):
-    """Set this thread's OpenMP thread count for FAISS calls (per-thread ICV), then restore it."""
-    if n is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-class _RWLock:
-    """Many readers (searches) or one writer (add, delete, train)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            while self._writer:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 def _invalid(message: str, field: str) -> StiltsError:
@@ -162,13 +108,12 @@ class VectorIndex:
         self._gpu_lock = threading.Lock()
         self._pending = _flat(self.dim)  # exact buffer for vectors the main index lacks
         self._tomb: set[int] = set()  # labels deleted from SQLite but still in an HNSW graph
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._closed = False
         self._count = store.count()
         self._trained_n = int(meta.get("trained_n", 0))
         self._margin_k = int(meta.get("margin_k", 0))
-        self._ref: faiss.Index | None = None
-        self._ref_seqs = np.zeros(0, dtype=np.int64)
+        self._margin: MarginReference | None = None
 
     # --- construction -------------------------------------------------------------------------
 
@@ -443,7 +388,7 @@ class VectorIndex:
                     f"{len(existing)} ids already exist (e.g. {some}); delete them or upsert",
                     "ids",
                 )
-            margin_r = self._doc_margins(vecs, None) if self._ref is not None else None
+            margin_r = self._margin.doc_terms(vecs) if self._margin is not None else None
             old = np.asarray(sorted(existing.values()), dtype=np.int64)
             seqs = self._store.insert(id_arr, vecs, texts, langs, metas, margin_r, old.tolist())
             if len(old):
@@ -660,7 +605,7 @@ class VectorIndex:
                 raise _invalid("languages must be a list of strings", "languages")
             languages = list(languages)
         with self._lock.read():
-            if scoring == "margin" and self._ref is None:
+            if scoring == "margin" and self._margin is None:
                 raise StiltsError(
                     ErrorCode.FAILED_PRECONDITION,
                     "scoring='margin' needs a margin reference: call set_margin_reference()",
@@ -669,9 +614,9 @@ class VectorIndex:
             fetch = k
             if scoring == "margin":
                 fetch = max(k, candidates or max(4 * k, 32))
-            with _omp_threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
+            with omp_threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
                 scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
-                r_q = self._query_margins(q) if scoring == "margin" else None
+                r_q = self._margin.query_terms(q) if scoring == "margin" else None
             rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
         out: list[list[Hit]] = []
         for qi in range(len(q)):
@@ -683,7 +628,7 @@ class VectorIndex:
                 score = float(s)
                 if r_q is not None:
                     r_doc = r[5] if r[5] is not None else r_q[qi]
-                    score = score / max((float(r_q[qi]) + float(r_doc)) / 2.0, 1e-6)
+                    score = margin_ratio(score, float(r_q[qi]), float(r_doc))
                 hits.append(Hit(int(r[1]), score, r[2], r[3], json.loads(r[4])))
             if r_q is not None:
                 hits.sort(key=lambda h: -h.score)
@@ -782,43 +727,17 @@ class VectorIndex:
             self._margin_k = int(k)
             self._meta["margin_k"] = self._margin_k
             self._store.set_meta(margin_k=self._margin_k)
-            self._set_ref(ref, seqs)
+            self._margin = MarginReference(ref, seqs, self._margin_k)
             for block_seqs, vecs in self._store.iter_vectors(block=16384):
-                self._store.set_margins(block_seqs, self._doc_margins(vecs, block_seqs))
+                self._store.set_margins(block_seqs, self._margin.doc_terms(vecs, block_seqs))
         LOG.info("margin reference: %d vectors, k=%d", len(ref), k)
-
-    def _set_ref(self, ref: np.ndarray, seqs: np.ndarray) -> None:
-        index = faiss.IndexFlatIP(self.dim)
-        index.add(ref)
-        self._ref = index
-        self._ref_seqs = seqs
 
     def _load_reference(self) -> None:
         if not self._margin_k:
             return
         ref, seqs = self._store.reference()
         if len(ref):
-            self._set_ref(ref, seqs)
-
-    def _query_margins(self, q: np.ndarray) -> np.ndarray:
-        k = min(self._margin_k, self._ref.ntotal)
-        d, _ = self._ref.search(q, k)
-        return d.mean(axis=1)
-
-    def _doc_margins(self, vecs: np.ndarray, seqs: np.ndarray | None) -> np.ndarray:
-        """Mean cosine of each vector to its k nearest reference vectors (itself excluded)."""
-        k = min(self._margin_k, self._ref.ntotal)
-        self_ref = bool((self._ref_seqs >= 0).any())
-        kk = min(k + 1, self._ref.ntotal) if self_ref else k
-        d, i = self._ref.search(np.ascontiguousarray(vecs), kk)
-        if not self_ref or seqs is None:
-            return d[:, :k].mean(axis=1)
-        own = self._ref_seqs[np.clip(i, 0, None)] == np.asarray(seqs)[:, None]
-        out = np.empty(len(vecs), dtype=np.float32)
-        for row in range(len(vecs)):
-            keep = d[row][~own[row]][:k]
-            out[row] = keep.mean() if len(keep) else 0.0
-        return out
+            self._margin = MarginReference(ref, seqs, self._margin_k)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -856,7 +775,7 @@ class VectorIndex:
         with self._lock.write():
             self._closed = True
             self._store.close()
-            self._index = self._cpu = self._ref = None
+            self._index = self._cpu = self._margin = None
 
     def __enter__(self) -> VectorIndex:
         return self
@@ -907,8 +826,8 @@ class VectorIndex:
             "tombstones": len(self._tomb),
             "exact": self._factory == "Flat" or self._cpu is None,
             "params": params,
-            "margin": {"k": self._margin_k, "reference": int(self._ref.ntotal)}
-            if self._ref is not None
+            "margin": {"k": self._margin_k, "reference": self._margin.size}
+            if self._margin is not None
             else None,
         }
 

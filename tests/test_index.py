@@ -350,3 +350,21 @@ def test_concurrent_searches_and_writes():
         t.join()
     assert not errors
     assert len(idx) == 3000 - 8
+
+
+def test_self_reference_margin_excludes_the_document_itself():
+    """CSLS-style reference = the index itself: r(doc) averages its k nearest *other* docs."""
+    x = clustered(60, clusters=6)
+    q = clustered(3, clusters=6, seed=8)
+    idx = VectorIndex.create(None, DIM, kind="flat")
+    idx.add(np.arange(60), x)
+    idx.set_margin_reference(None, k=3)
+    assert idx.describe()["margin"] == {"k": 3, "reference": 60}
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    r_doc = np.sort(sims, axis=1)[:, -3:].mean(axis=1)
+    r_q = np.sort(q @ x.T, axis=1)[:, -3:].mean(axis=1)
+    for qi, hits in enumerate(idx.search(q, k=5, scoring="margin")):
+        for h in hits:
+            want = float(q[qi] @ x[h.id]) / ((r_q[qi] + r_doc[h.id]) / 2)
+            assert h.score == pytest.approx(want, rel=1e-4)
