@@ -42,7 +42,8 @@ def sentence_transformers_model(checkpoint: str | Path, pooling: str = "mean", m
 
     hf_logging.set_verbosity_error()
     transformer = models.Transformer(str(checkpoint), max_seq_length=max_len)
-    dim = transformer.get_word_embedding_dimension()
+    get_dim = getattr(transformer, "get_embedding_dimension", None)
+    dim = get_dim() if get_dim else transformer.get_word_embedding_dimension()
     return SentenceTransformer(
         modules=[transformer, models.Pooling(dim, pooling), models.Normalize()], device="cpu"
     )

@@ -179,7 +179,8 @@ class SentenceTransformersSystem(System):
         self.prefix = prefix
         self.name = name
         self.batch_size = batch_size
-        self.dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        self.dim = get_dim() if get_dim else self.model.get_sentence_embedding_dimension()
 
     def encode(self, texts: list[str], lang: str) -> np.ndarray:
         vecs = self.model.encode(
