@@ -1,0 +1,149 @@
+"""`stilts bench speed` end to end at tiny sizes (real encoder, FAISS, server), and `bench encode`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from stilts.benchmarks import speed_search
+
+from stilts.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_synthetic_vectors_are_unit_and_clustered():
+    v = speed_search.synthetic(2000, 64, centres=20, seed=1)
+    assert v.shape == (2000, 64)
+    assert abs(float((v * v).sum(1).mean()) - 1) < 1e-5
+    # clustered: a vector's nearest neighbour is far closer than a random pair
+    sims = v[:100] @ v.T
+    sims[range(100), range(100)] = -1
+    assert sims.max(1).mean() > 0.5 > abs(float((v[:100] @ v[100:200].T).mean()))
+
+
+@pytest.mark.slow
+def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
+    out = tmp_path / "speed.json"
+    rc = main(
+        [
+            "bench",
+            "speed",
+            "--model",
+            str(default_model_dir),
+            "--tatoeba",
+            str(dev_pack / "tatoeba"),
+            "--bucc",
+            str(dev_pack / "bucc"),
+            "--no-baselines",
+            "--repeats",
+            "1",
+            "--encode-n",
+            "32",
+            "--batch-sizes",
+            "1,8",
+            "--search-sizes",
+            "2000",
+            "--queries",
+            "50",
+            "--mining-max",
+            "150",
+            "--concurrency",
+            "1,4",
+            "--workloads",
+            "embed",
+            "--max-requests",
+            "20",
+            "--max-seconds",
+            "20",
+            "--output",
+            str(out),
+            "--report",
+            str(tmp_path / "speed.md"),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    res = json.loads(out.read_text())
+    s = res["sections"]
+    enc = s["encode"]["by_batch_size"]
+    assert set(enc) == {"1", "8"} and set(enc["8"]) == {"stilts-int8", "stilts-fp32"}
+    for row in enc.values():
+        for r in row.values():
+            assert (
+                r["sentences_per_second"] > 0 and r["tokens_per_second"] > r["sentences_per_second"]
+            )
+        assert row["stilts-int8"]["vs"]["stilts-fp32"] > 0
+
+    kinds = s["search"]["by_size"]["2000"]["kinds"]
+    assert set(kinds) == {"flat", "ivf", "hnsw"}
+    assert kinds["flat"]["recall_at_10"] == 1.0 and kinds["flat"]["p50_vs_flat"] == 1.0
+    assert kinds["hnsw"]["recall_at_10"] > 0.8
+    for k in kinds.values():
+        lat = k["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] and k["qps_batch"] > 0
+
+    m = s["mining"]
+    assert m["n_src"] == 150 and set(m["systems"]) == {"stilts mine", "encode+knn"}
+    assert m["systems"]["stilts mine"]["f1_oracle"] > 0.5
+    assert m["overhead_vs_encode_knn"] > 0.5  # mine does at least the floor's work
+
+    g = s["grpc"]
+    for conc in ("1", "4"):
+        r = g["workloads"]["embed"][conc]
+        assert r["ok"] == 20 and r["errors"] == {} and r["stopped_by"] == "count"
+        assert r["throughput_vs_offline"] > 0 and r["server_metrics"]["derived"]["requests"] >= 20
+    assert g["server"]["exit_code"] == 0  # its own server, stopped gracefully
+
+    md = (tmp_path / "speed.md").read_text()
+    for title in ("## Encode", "## Search", "## Mining", "## gRPC under load"):
+        assert title in md
+    assert len(res["plots"]) == 5
+    for p in res["plots"]:
+        with open(p, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+
+
+def test_bench_encode_still_works(dev_pack, default_model_dir, tmp_path, capsys):
+    out = tmp_path / "enc.json"
+    rc = main(
+        [
+            "bench",
+            "encode",
+            "--model",
+            str(default_model_dir),
+            "--tatoeba",
+            str(dev_pack / "tatoeba"),
+            "--n",
+            "16",
+            "--repeats",
+            "1",
+            "--no-baseline",
+            "--output",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["n"] == 16 and r["systems"]["stilts-int8"]["sentences_per_second"] > 0
+
+
+def test_speed_bad_flags(capsys):
+    assert main(["bench", "speed", "--sections", "encode,bogus", "--output", "x.json"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "bench",
+                "speed",
+                "--batch-sizes",
+                "0",
+                "--sections",
+                "encode",
+                "--no-baselines",
+                "--output",
+                "x.json",
+            ]
+        )
+        == 2
+    )
