@@ -30,7 +30,7 @@ class ServerConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: ONNX Runtime intra-op threads per model (None: all cores).
         ort_spinning: let ONNX Runtime's threads spin-wait between calls (off: they yield the
-            cores to the gRPC threads, see :func:`stilts.server.models.without_spinning`).
+            cores to the gRPC threads, see :class:`stilts.Encoder`'s ``spin``).
         max_batch_tokens: most padded tokens per encoder batch.
         max_batch_size: most texts per encoder batch.
         max_wait_ms: longest a text waits for company before a partial batch runs.

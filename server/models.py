@@ -30,27 +30,6 @@ class ServedModel:
         return self.encoder.manifest.fingerprint
 
 
-def without_spinning(enc: Encoder) -> Encoder:
-    """Rebuild the encoder's ONNX Runtime session with intra-op spin-waiting off.
-
-    ORT's pool threads spin after each run by default. Offline that is free, but a server runs
-    many short calls between which the gRPC threads need the cores: measured on 2 cores with 64
-    clients, turning spinning off cut server CPU per single-sentence Embed from ~5.5 to ~3 ms and
-    doubled requests per second.
-    """
-    import onnxruntime as ort
-
-    from stilts.manifest import FP32_NAME, INT8_NAME
-
-    opts = enc.session.get_session_options()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    graph = enc.path / (INT8_NAME if enc.precision == "int8" else FP32_NAME)
-    enc.session = ort.InferenceSession(
-        str(graph), sess_options=opts, providers=enc.session.get_providers()
-    )
-    return enc
-
-
 def parse_spec(spec: str) -> tuple[str, str]:
     """``NAME=DIR`` -> (NAME, DIR); an installed name -> (name, name); a directory -> (its name, dir)."""
     if "=" in spec:
@@ -98,9 +77,13 @@ class ModelRegistry:
                 )
             enc = self.preloaded.get(name)
             if enc is None:  # preloaded encoders are shared: leave them as they are
-                enc = Encoder(path, precision=c.precision, device=c.device, threads=c.threads)
-                if not c.ort_spinning:
-                    without_spinning(enc)
+                enc = Encoder(
+                    path,
+                    precision=c.precision,
+                    device=c.device,
+                    threads=c.threads,
+                    spin=c.ort_spinning,
+                )
             batcher = Batcher(
                 enc,
                 max_batch_tokens=c.max_batch_tokens,
