@@ -125,8 +125,20 @@ def run_tatoeba(
     langs = [x for x in sets if clock.system.covers(x)]
     bar = _bar(langs, f"tatoeba {clock.system.name}", progress)
     for xx in bar:
+        t0 = time.perf_counter()
         per[xx] = tatoeba_language(clock, sets[xx], settings)
-        LOG.debug("tatoeba %s %s: %s", clock.system.name, xx, per[xx])
+        v = per[xx]
+        LOG.info(
+            "tatoeba %s %s: xx->en %.3f / %.3f, en->xx %.3f / %.3f (cosine / margin, %d pairs, %.1fs)",
+            clock.system.name,
+            xx,
+            v["cosine"]["xx2en"],
+            v["margin"]["xx2en"],
+            v["cosine"]["en2xx"],
+            v["margin"]["en2xx"],
+            v["n"],
+            time.perf_counter() - t0,
+        )
     return {
         "scoring": settings.scoring,
         "k": settings.k,
@@ -218,6 +230,13 @@ def run_bucc(
         evals[xx] = _label(s, *scoring.candidates(nb, settings.margin, settings.retrieval))
         evals_cos[xx] = _label(s, *scoring.candidates(nb, "absolute", settings.retrieval))
         sizes[xx] = {"n_src": len(s.src), "n_en": len(s.en), "n_gold": len(s.gold)}
+        LOG.info(
+            "bucc %s %s-en: oracle F1 %.3f (margin), %.3f (cosine)",
+            system.name,
+            xx,
+            evals[xx].oracle().f1,
+            evals_cos[xx].oracle().f1,
+        )
         if "sample" in sets[xx] and split != "sample":
             sample[xx] = bucc_candidates(clock, sets[xx]["sample"], settings, settings.margin)
     calib: dict[str, Candidates] | None = None
