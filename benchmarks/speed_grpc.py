@@ -34,11 +34,9 @@ class _Baseline:
     configures its own (ORT spin-waiting off), so the ratio isolates the cost of serving."""
 
     def __init__(self, model: str, precision: str, sentences: list[str]):
-        from stilts.server.models import without_spinning
-
         from stilts import Encoder
 
-        self.enc = without_spinning(Encoder(model, precision=precision))
+        self.enc = Encoder(model, precision=precision, spin=False)
         self.sentences = sentences
         self.enc.encode(sentences[:64], kind="query")
         self.runs: list[dict] = []
