@@ -25,7 +25,8 @@ AUTO_IVF_MAX = 10_000_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-IVF_NPROBE = 16
+IVF_NPROBE_MIN = 16
+IVF_NPROBE_MAX = 256
 MIN_POINTS_PER_CENTROID = 39
 GPU_MAX_K = 2048  # FAISS GPU's largest k
 
@@ -33,6 +34,12 @@ GPU_MAX_K = 2048  # FAISS GPU's largest k
 def nlist_for(n: int) -> int:
     """IVF lists for ``n`` vectors: ~4*sqrt(N), at most N/39 so k-means has enough points."""
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // MIN_POINTS_PER_CENTROID))
+
+
+def nprobe_for(nlist: int) -> int:
+    """Default lists visited: nlist/8 within [16, 256]. Real sentence embeddings are not tightly
+    clustered: on 16k dev-pack vectors (IVF412) recall@10 was 0.73 at nprobe 16, 0.93 at 64."""
+    return min(nlist, max(IVF_NPROBE_MIN, min(IVF_NPROBE_MAX, nlist // 8)))
 
 
 def pq_m_for(dim: int) -> int:
@@ -106,7 +113,7 @@ def build(factory: str, dim: int) -> faiss.Index:
         hnsw.hnsw.efSearch = HNSW_EF_SEARCH
     ivf = ivf_of(index)
     if ivf is not None:
-        ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+        ivf.nprobe = nprobe_for(ivf.nlist)
     return index
 
 

@@ -112,7 +112,7 @@ def _approx_knn(
         index.add(np.ascontiguousarray(database[start : start + DEFAULT_SHARD], dtype=np.float32))
     ivf = fx.ivf_of(index)
     if ivf is not None:
-        ivf.nprobe = min(max(fx.IVF_NPROBE, ivf.nlist // 16), ivf.nlist)
+        ivf.nprobe = fx.nprobe_for(ivf.nlist)
     hnsw = fx.hnsw_of(index)
     if hnsw is not None:
         hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)

@@ -193,12 +193,14 @@ def test_recall_check_and_per_query_nprobe():
     full = idx.recall(k=10, sample=200, nprobe=nlist)
     assert full == pytest.approx(1.0)
     assert low < 0.95 < idx.recall(k=10, sample=200, nprobe=32)
-    # The recall figure agrees with a recall computed here from search() and numpy.
-    q = x[:100]
+    # With real (not stored) queries the figure equals one computed here from search() + numpy.
+    q = clustered(100, clusters=200, seed=11)
     got = [[h.id for h in hs] for hs in idx.search(q, k=10, nprobe=1)]
     want, _ = brute(q, x, np.arange(20000), 10)
     mine = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
-    assert abs(mine - low) < 0.1
+    assert idx.recall(k=10, queries=q, nprobe=1) == pytest.approx(mine)
+    assert mine < low, "stored vectors as queries read higher (they find themselves)"
+    assert idx.describe()["params"]["nprobe"] == fx.nprobe_for(nlist)
 
 
 def test_auto_leaves_exact_search_past_the_threshold(monkeypatch):
