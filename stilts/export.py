@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_directory
 from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
 
 LOG = logging.getLogger(__name__)
@@ -170,13 +171,19 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """Dynamic int8 quantisation, per-channel weights (MatMul and the embedding Gather)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(fp32_path),
-        str(int8_path),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gather"],
-    )
+    root = logging.getLogger()  # the quantiser logs every node on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(fp32_path),
+            str(int8_path),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+        )
+    finally:
+        root.setLevel(level)
 
 
 def export(
@@ -216,10 +223,7 @@ def export(
     pooled, layer = PooledEncoder.build(model, layer, pooling, normalize)
     dim = model.config.hidden_size
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    work.chmod(0o755)
-    try:
+    with atomic_directory(out_dir) as work:
         shutil.copyfile(tokenizer_file, work / TOKENIZER_NAME)
         ids, mask = _batch(work / TOKENIZER_NAME, PARITY_SAMPLE, max_len)
         with torch.no_grad():
@@ -288,12 +292,6 @@ def export(
         )
         manifest.record_files(work)
         manifest.save(work)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     LOG.info(
         "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f",
         out_dir,
@@ -315,6 +313,7 @@ def export_checkpoint(
     name: str | None = None,
     license: str | None = None,
     training: dict[str, Any] | None = None,
+    min_int8_cosine: float = MIN_INT8_COSINE,
 ) -> Manifest:
     """``stilts export``: a checkpoint directory (or hub id) into the contract.
 
@@ -340,4 +339,5 @@ def export_checkpoint(
         source={**base.get("source", {}), "checkpoint": str(checkpoint)},
         license=license or base.get("license", "unknown"),
         training=training if training is not None else base.get("training"),
+        min_int8_cosine=min_int8_cosine,
     )

@@ -3,7 +3,8 @@
 ``OUTPUT/checkpoint`` holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and a
 ``stilts.json`` carrying the starting model's pooling, layer and prefixes (for a raw MLM checkpoint
 such as XLM-R: mean pooling of the paper's middle layer, 14 of 24 scaled), so ``stilts export
---checkpoint OUTPUT/checkpoint`` reproduces ``OUTPUT/model`` exactly.
+--checkpoint OUTPUT/checkpoint`` (:func:`stilts.export.export_checkpoint`, which the trainer calls)
+reproduces ``OUTPUT/model`` exactly.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
+from stilts.fsutil import atomic_directory
 from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
 
 LOG = logging.getLogger(__name__)
@@ -58,50 +58,9 @@ def save_checkpoint(
         manifest: pooling / layer / prefixes / training record for the export.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as work:
         model.save_encoder(work)
         shutil.copyfile(tokenizer_json, work / TOKENIZER_NAME)
         manifest.save(work)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     LOG.info("saved the encoder checkpoint to %s", out)
     return out
-
-
-def export_checkpoint(
-    checkpoint: str | os.PathLike,
-    model_dir: str | os.PathLike,
-    layer: int | None = None,
-    min_int8_cosine: float | None = None,
-) -> Manifest:
-    """Export a checkpoint written by :func:`save_checkpoint` with ``stilts.export.export``.
-
-    The same as ``stilts export --checkpoint CHECKPOINT --out MODEL_DIR`` (pooling, layer,
-    prefixes, name, licence and the training record come from the checkpoint's ``stilts.json``),
-    plus ``min_int8_cosine`` for the int8 parity floor.
-    """
-    from stilts.export import MIN_INT8_COSINE, export, load_checkpoint
-
-    base = Manifest.load(checkpoint)
-    encoder, tok_file = load_checkpoint(checkpoint)
-    source: dict[str, Any] = {**base.source, "checkpoint": str(Path(checkpoint).resolve())}
-    return export(
-        encoder,
-        tok_file,
-        model_dir,
-        name=base.name,
-        layer=base.layer if layer is None else layer,
-        pooling=base.pooling,
-        prefixes=base.prefixes,
-        max_len=base.max_len,
-        source=source,
-        license=base.license,
-        training=base.training,
-        min_int8_cosine=MIN_INT8_COSINE if min_int8_cosine is None else min_int8_cosine,
-    )

@@ -452,7 +452,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer) -> dict:
     """Save the encoder with the manifest it will be exported with, then export it."""
-    from stilts.training.finalize import base_manifest, export_checkpoint, save_checkpoint
+    from stilts.training.finalize import base_manifest, save_checkpoint
+
+    from stilts.export import export_checkpoint
 
     config = model.encoder.config
     base = base_manifest(model_path, config.num_hidden_layers, config.hidden_size)
