@@ -76,6 +76,9 @@ def _mine_on_server(args: argparse.Namespace) -> dict:
             f"--server needs the stilts gRPC client (stilts.client), which is not available: {e}",
             "server",
         ) from None
+    from stilts.index.mining import check_options
+
+    check_options(args.k, args.margin, args.retrieval, args.threshold)
     t0 = time.perf_counter()
     s_ids, s_texts = _read_side(args.src, args.input_format)
     t_ids, t_texts = _read_side(args.tgt, args.input_format)

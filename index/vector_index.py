@@ -176,7 +176,10 @@ class VectorIndex:
                 raise StiltsError(
                     ErrorCode.ALREADY_EXISTS, f"{p} already holds an index; open it", "path"
                 )
-            p.mkdir(parents=True, exist_ok=True)
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _invalid(f"{p}: cannot create the index directory: {e}", "path") from None
         if train_size is not None and train_size < 1:
             raise _invalid("train_size must be >= 1", "train_size")
         meta = {
@@ -221,16 +224,27 @@ class VectorIndex:
         store = Store(p / DB_NAME, int(meta["dim"]))
         self = cls(p, store, meta, device, shard)
         snap = p / FAISS_NAME
+        cpu = None
         if snap.is_file():
-            cpu = faiss.read_index(str(snap))
-            if cpu.d != self.dim:
+            try:
+                cpu = faiss.read_index(str(snap))
+            except RuntimeError as e:  # unreadable snapshot: the database has everything
+                LOG.warning("%s unreadable (%s); rebuilding from the database", snap, e)
+            if cpu is not None and cpu.d != self.dim:
                 raise StiltsError(
                     ErrorCode.FAILED_PRECONDITION,
                     f"{snap}: dimension {cpu.d} differs from the database's {self.dim}",
                 )
+        if cpu is not None:
             self._install(cpu, trained_n=self._trained_n)
         elif self._factory is not None:
-            self._install(fx.build(self._factory, self.dim), trained_n=0)
+            fresh = fx.build(self._factory, self.dim)
+            if not fresh.is_trained:  # a trained kind without its snapshot: retrain
+                with self._lock.write():
+                    self._rebuild_locked(self._factory)
+                self._load_reference()
+                return self
+            self._install(fresh, trained_n=0)
         self._replay()
         self._load_reference()
         LOG.info("opened %s: %s", p, self.describe())

@@ -370,3 +370,27 @@ def test_self_reference_margin_excludes_the_document_itself():
         for h in hits:
             want = float(q[qi] @ x[h.id]) / ((r_q[qi] + r_doc[h.id]) / 2)
             assert h.score == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_unreadable_snapshot_is_rebuilt_from_the_database(tmp_path, kind):
+    x = clustered(1200)
+    idx = VectorIndex.create(tmp_path, DIM, kind=kind, train_size=1000)
+    idx.add(np.arange(1200), x, docs_for(range(1200)))
+    idx.set_margin_reference(x[:100], k=4)
+    idx.save()
+    idx.close()
+    (tmp_path / "index.faiss").write_bytes(b"not a faiss index")
+    again = VectorIndex.open(tmp_path)
+    d = again.describe()
+    assert d["size"] == 1200 and d["trained"] and d["margin"] == {"k": 4, "reference": 100}
+    assert again.search(x[7:8], k=1, nprobe=64)[0][0].id == 7
+    assert again.get([7])[0].text == "text 7"
+    again.close()
+
+
+def test_create_in_an_unusable_path_names_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StiltsError) as e:
+        VectorIndex.create(tmp_path / "file" / "idx", DIM)
+    assert e.value.code is ErrorCode.INVALID_ARGUMENT and e.value.field == "path"
