@@ -84,16 +84,10 @@ def _index_side(server: Server, si: ServedIndex, field: str) -> _Side:
             field,
         )
     ids, texts, vecs = [], [], []
-    # VectorIndex has no public "every document" iterator yet; its store (the SQLite source of
-    # truth) yields live rows in blocks, which is what mining needs.
-    store = si.index._store
-    for seqs, block_vecs in store.iter_vectors(block=16384):
-        rows = store.rows_by_seq(seqs.tolist())
-        live = [int(s) for s in seqs if int(s) in rows]
-        ids.extend(int(rows[s][1]) for s in live)
-        texts.extend(rows[s][2] for s in live)
-        keep = np.isin(seqs, live)
-        vecs.append(block_vecs[keep])
+    for docs, block_vecs in si.index.iter_documents(block=16384):
+        ids.extend(d.id for d in docs)
+        texts.extend(d.text for d in docs)
+        vecs.append(block_vecs)
     if not vecs:
         raise StiltsError(
             ErrorCode.FAILED_PRECONDITION, f"{field}: index {si.name!r} is empty", field
