@@ -57,3 +57,16 @@ def encoder_fp32(default_model_dir):
     from stilts import Encoder
 
     return Encoder(default_model_dir, precision="fp32")
+
+
+def best_threshold(scored: list[tuple[float, tuple]], gold: set):
+    """The F1-optimal threshold over ``(score, pair)`` candidates (stilts.benchmarks.metrics)."""
+    from stilts.benchmarks.metrics import oracle_threshold
+
+    return oracle_threshold([s for s, _ in scored], [p in gold for _, p in scored], len(gold))
+
+
+def f1_of(predicted, gold: set) -> float:
+    from stilts.benchmarks.metrics import prf
+
+    return prf(predicted, gold)[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stilts.index.evaluate import best_threshold, prf
+from conftest import best_threshold, f1_of
 from stilts.index.knn import knn, knn_blocks
 from stilts.index.mining import MARGINS, RETRIEVALS, MinedPair, mine, neighbours
 
@@ -78,7 +78,7 @@ def test_threshold_and_quality_of_ratio_margin():
     best = best_threshold([(p.score, (p.src, p.tgt)) for p in every], gold)
     kept = mine(x, y, threshold=best.threshold)
     assert all(p.score >= best.threshold for p in kept)
-    assert prf([(p.src, p.tgt) for p in kept], gold).f1 == pytest.approx(best.f1)
+    assert f1_of([(p.src, p.tgt) for p in kept], gold) == pytest.approx(best.f1)
     assert best.f1 > 0.9, "noisy copies are found"
     want = reference(x, y, 4, "ratio", "max", threshold=best.threshold)
     assert [(p.src, p.tgt) for p in kept] == [(i, j) for _, i, j in want]
@@ -145,12 +145,3 @@ def test_small_sides_and_bad_options():
     with pytest.raises(StiltsError) as e:
         mine(x[:0], y)
     assert e.value.field == "src"
-
-
-def test_best_threshold_sweeps_like_laser():
-    gold = {("a", 1), ("b", 2), ("c", 3)}
-    scored = [(1.3, ("a", 1)), (1.2, ("b", 2)), (1.1, ("x", 9)), (1.0, ("c", 3)), (0.9, ("y", 8))]
-    best = best_threshold(scored, gold)
-    assert best.f1 == pytest.approx(2 * (3 / 4) * 1.0 / (3 / 4 + 1.0))
-    assert best.threshold == pytest.approx(0.95) and best.predicted == 4
-    assert prf([("a", 1), ("x", 9)], gold).precision == 0.5

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stilts.index.evaluate import best_threshold, prf
+from conftest import best_threshold, f1_of
 from stilts.index.mining import mine
 
 pytestmark = pytest.mark.slow
@@ -54,15 +54,15 @@ def test_ratio_margin_f1_and_beats_cosine(lang, bucc_vectors):
     # The threshold really gives that F1 when applied by the miner itself.
     x, y, sid, tid, _ = bucc_vectors[lang]
     kept = mine(x, y, threshold=best.threshold)
-    assert prf([(sid[p.src], tid[p.tgt]) for p in kept], gold).f1 == pytest.approx(best.f1)
+    assert f1_of([(sid[p.src], tid[p.tgt]) for p in kept], gold) == pytest.approx(best.f1)
 
 
 def test_threshold_calibrated_on_another_pair_transfers(bucc_vectors):
     de, de_gold = scored("de", bucc_vectors)
     fr, fr_gold = scored("fr", bucc_vectors)
     t = best_threshold(de, de_gold).threshold
-    transferred = prf([p for s, p in fr if s >= t], fr_gold, t)
-    assert transferred.f1 >= best_threshold(fr, fr_gold).f1 - 0.05, transferred
+    transferred = f1_of([p for s, p in fr if s >= t], fr_gold)
+    assert transferred >= best_threshold(fr, fr_gold).f1 - 0.05, transferred
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
