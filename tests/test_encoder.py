@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import read_tatoeba
+
 from stilts import Encoder, StiltsError
 
 LANGS = ["de", "fr", "es", "ru", "zh", "ja"]
