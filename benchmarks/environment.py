@@ -77,7 +77,8 @@ def machine() -> dict:
 def file_hashes(paths: Iterable[Path], root: Path | None = None) -> dict[str, str]:
     """sha256 per file, keyed by the path relative to ``root`` (or as given)."""
     out = {}
-    for p in sorted(set(Path(x) for x in paths)):
+    root = root.resolve() if root is not None else None
+    for p in sorted(set(Path(x).resolve() for x in paths)):
         key = str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else str(p)
         out[key] = sha256_file(p)
     return out
