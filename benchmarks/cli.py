@@ -445,7 +445,11 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             sizes.append(1_000_000)
         kinds = _choices(args.index_kinds, ("flat", "ivf", "hnsw", "ivfpq"), "index-kinds")
         out["sections"]["search"] = speed_search.run(
-            sizes, tuple(kinds), n_queries=args.queries, repeats=args.repeats
+            sizes,
+            tuple(kinds),
+            vectors_path=args.search_vectors,
+            n_queries=args.queries,
+            repeats=args.repeats,
         )
         import faiss
 
@@ -549,6 +553,12 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         help="kinds to time: flat, ivf, hnsw, ivfpq (ivfpq trains OPQ: minutes)",
     )
     g.add_argument("--queries", type=int, default=None, help="timed queries (500; quick 200)")
+    g.add_argument(
+        "--search-vectors",
+        default=None,
+        help="a .npy of real embeddings (e.g. from `stilts encode`) instead of synthetic vectors; "
+        "random rows become the held-out queries",
+    )
     g.add_argument(
         "--faiss-threads", type=int, default=None, help="FAISS OpenMP threads (default: FAISS's)"
     )

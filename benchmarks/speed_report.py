@@ -81,7 +81,7 @@ def _search(r: dict) -> list[str]:
         "",
         "k=10, one query per call through `VectorIndex.search` (documents fetched as a client "
         "gets them); QPS batch = batched throughput; recall@10 vs exact search on held-out "
-        "queries (clustered synthetic 384-d unit vectors).",
+        f"queries; vectors: {r.get('vectors', 'synthetic (clustered)')}.",
         "",
     ]
     header = [

@@ -47,7 +47,14 @@ def build(kind: str, vectors: np.ndarray):
     from stilts.index import VectorIndex
 
     t0 = time.perf_counter()
-    index = VectorIndex.create(None, vectors.shape[1], kind, device="cpu")
+    # kinds that train do it once, on all the vectors (train_size = n), so IVF gets its nlist for n
+    index = VectorIndex.create(
+        None,
+        vectors.shape[1],
+        kind,
+        device="cpu",
+        train_size=len(vectors) if kind != "flat" else None,
+    )
     step = 50_000
     for start in range(0, len(vectors), step):
         chunk = vectors[start : start + step]
@@ -85,12 +92,34 @@ def run_size(
     batch: int = 64,
     dim: int = 384,
     seed: int = 0,
+    real: np.ndarray | None = None,
 ) -> dict:
-    """Every kind on ``n`` vectors: build time, latency percentiles, QPS, recall@k vs exact."""
+    """Every kind on ``n`` vectors: build time, latency percentiles, QPS, recall@k vs exact.
+
+    Args:
+        real: real embeddings (e.g. ``stilts encode`` output) to use instead of synthetic ones:
+            ``n_queries`` random rows become the queries, ``n`` others the indexed vectors.
+    """
     from stilts.index.knn import knn
 
-    data = synthetic(n + n_queries, dim, seed=seed)
-    vectors, queries = data[:n], data[n:]
+    from stilts.errors import ErrorCode, StiltsError
+
+    if real is not None:
+        if real.ndim != 2 or len(real) < n + n_queries:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"search-vectors: need at least {n + n_queries} rows for {n} vectors + "
+                f"{n_queries} queries, the file has {len(real)}",
+                "search-vectors",
+            )
+        rows = np.random.default_rng(seed).permutation(len(real))[: n + n_queries]
+        data = np.ascontiguousarray(real[np.sort(rows)], dtype=np.float32)
+        data = data[np.random.default_rng(seed + 1).permutation(len(data))]
+        data /= np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
+        dim = data.shape[1]
+    else:
+        data = synthetic(n + n_queries, dim, seed=seed)
+    queries, vectors = data[:n_queries], data[n_queries:]
     _, exact = knn(queries, vectors, k)
     built = {}
     for kind in kinds:
@@ -132,6 +161,7 @@ def run_size(
             r["qps_batch_vs_flat"] = r["qps_batch"] / base["qps_batch"]
     return {
         "n": n,
+        "vectors": "real" if real is not None else "synthetic",
         "dim": dim,
         "queries": n_queries,
         "k": k,
@@ -141,6 +171,20 @@ def run_size(
     }
 
 
-def run(sizes: list[int], kinds: tuple[str, ...] = KINDS, **kw) -> dict:
-    """:func:`run_size` for each size: ``{"by_size": {n: ...}}``."""
-    return {"by_size": {str(n): run_size(n, kinds, **kw) for n in sizes}}
+def run(
+    sizes: list[int],
+    kinds: tuple[str, ...] = KINDS,
+    vectors_path: str | None = None,
+    **kw,
+) -> dict:
+    """:func:`run_size` for each size: ``{"by_size": {n: ...}}``.
+
+    Args:
+        sizes: index sizes.
+        kinds: index kinds.
+        vectors_path: a ``.npy`` of real embeddings (memory-mapped) instead of synthetic vectors.
+    """
+    real = np.load(vectors_path, mmap_mode="r") if vectors_path else None
+    out = {"by_size": {str(n): run_size(n, kinds, real=real, **kw) for n in sizes}}
+    out["vectors"] = str(vectors_path) if vectors_path else "synthetic (clustered)"
+    return out
