@@ -29,6 +29,19 @@ IVF_NPROBE_MIN = 16
 IVF_NPROBE_MAX = 256
 MIN_POINTS_PER_CENTROID = 39
 GPU_MAX_K = 2048  # FAISS GPU's largest k
+# Compressed kinds (PQ/SQ codes) fetch REFINE_FACTOR * k candidates and re-rank them exactly.
+REFINE_FACTOR = 10
+# Training budget (2 cores, minutes): IVF k-means on at most IVF_TRAIN_PER_LIST points per list
+# (>= 39, FAISS's minimum) for IVF_KMEANS_ITER iterations; each PQ sub-quantiser on
+# 256 * PQ_TRAIN_PER_CENTROID points; OPQ's rotation on OPQ_TRAIN_MAX points for OPQ_ITER
+# alternations. Measured by ``stilts bench speed --million`` (training seconds per kind).
+TRAIN_MIN = 65_536
+IVF_TRAIN_PER_LIST = 64
+IVF_KMEANS_ITER = 10
+PQ_KMEANS_ITER = 15
+PQ_TRAIN_PER_CENTROID = 64
+OPQ_ITER = 8
+OPQ_TRAIN_MAX = 16_384
 
 
 def nlist_for(n: int) -> int:
@@ -50,9 +63,18 @@ def pq_m_for(dim: int) -> int:
     return 1
 
 
-def resolve_kind(kind: str, n: int, dim: int) -> str:
+def resolve_kind(
+    kind: str,
+    n: int,
+    dim: int,
+    exact_max: int = AUTO_EXACT_MAX,
+    ivf_max: int = AUTO_IVF_MAX,
+) -> str:
     """Turn a kind (``auto``, ``flat``, ``ivf``, ``hnsw``, ``ivfpq`` or a factory string) into a
     FAISS factory string for ``n`` vectors of ``dim`` dimensions.
+
+    ``exact_max`` and ``ivf_max`` are ``auto``'s tier thresholds: exact search up to ``exact_max``
+    vectors, IVF-Flat up to ``ivf_max``, OPQ+IVF+PQ beyond.
 
     Raises:
         StiltsError: INVALID_ARGUMENT for an unknown kind or an invalid factory string.
@@ -61,12 +83,11 @@ def resolve_kind(kind: str, n: int, dim: int) -> str:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "kind must be a non-empty string", "kind")
     k = kind.lower()
     if k == "auto":
-        if n <= AUTO_EXACT_MAX:
+        if n <= exact_max:
             return "Flat"
-        if n <= AUTO_IVF_MAX:
+        if n <= ivf_max:
             return f"IVF{nlist_for(n)},Flat"
-        m = pq_m_for(dim)
-        return f"OPQ{m},IVF{nlist_for(n)},PQ{m}"
+        return resolve_kind("ivfpq", n, dim)
     if k == "flat":
         return "Flat"
     if k == "ivf":
@@ -97,6 +118,42 @@ def needs_training(factory: str) -> bool:
     return bool(re.search(r"IVF|PQ|OPQ|LSH|RQ|LSQ|SQ", factory, re.IGNORECASE))
 
 
+def is_compressed(factory: str | None) -> bool:
+    """Whether the factory stores lossy codes (PQ, SQ, ...), so its scores need re-ranking."""
+    return bool(factory) and bool(re.search(r"PQ|SQ|LSH|RQ|LSQ", factory, re.IGNORECASE))
+
+
+def tier(factory: str | None) -> int:
+    """``auto``'s tier of a factory: 0 exact, 1 IVF-Flat, 2 compressed."""
+    if not factory or not needs_training(factory):
+        return 0
+    return 2 if is_compressed(factory) else 1
+
+
+def tune_training(index: faiss.Index) -> faiss.Index:
+    """Set the training budget (sample sizes, iterations) of every trainable part of ``index``."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexPreTransform):
+        for i in range(inner.chain.size()):
+            vt = faiss.downcast_VectorTransform(inner.chain.at(i))
+            if isinstance(vt, faiss.OPQMatrix):
+                vt.niter = OPQ_ITER
+                vt.niter_pq_0 = OPQ_ITER
+                vt.max_train_points = OPQ_TRAIN_MAX
+    ivf = ivf_of(index)
+    if ivf is not None:
+        ivf.cp.niter = IVF_KMEANS_ITER
+        ivf.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST
+        inner_ivf = faiss.downcast_index(ivf)
+        if hasattr(inner_ivf, "do_polysemous_training"):
+            inner_ivf.do_polysemous_training = False  # minutes of annealing; unused by search
+        pq = getattr(inner_ivf, "pq", None)
+        if pq is not None:
+            pq.cp.niter = PQ_KMEANS_ITER
+            pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CENTROID
+    return index
+
+
 def is_sized(kind: str) -> bool:
     """Whether the factory for this kind depends on the number of vectors (trained at build)."""
     return kind.lower() in ("auto", "ivf", "ivfpq")
@@ -114,7 +171,7 @@ def build(factory: str, dim: int) -> faiss.Index:
     ivf = ivf_of(index)
     if ivf is not None:
         ivf.nprobe = nprobe_for(ivf.nlist)
-    return index
+    return tune_training(index)
 
 
 def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -193,9 +250,10 @@ def search_params(
 
 
 def train_rows(n: int, factory: str, seed: int = 1234) -> np.ndarray:
-    """Rows (sorted) of ``n`` to train on: at most 256 points per IVF list, at least 65k."""
+    """Rows (sorted) of ``n`` to train on: ``IVF_TRAIN_PER_LIST`` points per IVF list, at least
+    ``TRAIN_MIN`` (for OPQ/PQ)."""
     m = re.search(r"IVF(\d+)", factory)
-    cap = max(256 * int(m.group(1)) if m else n, 65536)
+    cap = max(IVF_TRAIN_PER_LIST * int(m.group(1)) if m else n, TRAIN_MIN)
     if n <= cap:
         return np.arange(n, dtype=np.int64)
     return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))

@@ -215,6 +215,10 @@ class Store:
                 out[int(r[0])] = r
         return out
 
+    def max_seq(self) -> int:
+        """The largest live seq (-1 when empty); rows added later have larger seqs."""
+        return int(self._read("SELECT COALESCE(MAX(seq), -1) FROM docs")[0][0])
+
     def seqs(self, languages: Sequence[str] | None = None) -> np.ndarray:
         """Live seqs, optionally only those whose language is in ``languages``."""
         if languages is None:

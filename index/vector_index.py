@@ -23,6 +23,7 @@ from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk
 from stilts.index.margin import MarginReference
 from stilts.index.margin import ratio as margin_ratio
+from stilts.index.rebuild import Background, build_from_store, rerank
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
 from stilts.index.types import Document, Hit
@@ -63,6 +64,21 @@ def _fsync_dir(path: Path) -> None:
 
 def _flat(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _thresholds(value: Any) -> tuple[int, int]:
+    """``auto``'s (exact_max, ivf_max), validated; None = the defaults."""
+    if value is None:
+        return fx.AUTO_EXACT_MAX, fx.AUTO_IVF_MAX
+    try:
+        exact_max, ivf_max = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise _invalid(
+            "auto_thresholds must be two integers (exact_max, ivf_max)", "auto_thresholds"
+        ) from None
+    if not 1 <= exact_max <= ivf_max:
+        raise _invalid("auto_thresholds must satisfy 1 <= exact_max <= ivf_max", "auto_thresholds")
+    return exact_max, ivf_max
 
 
 def _normalise(x: np.ndarray, field: str) -> np.ndarray:
@@ -114,6 +130,10 @@ class VectorIndex:
         self._trained_n = int(meta.get("trained_n", 0))
         self._margin_k = int(meta.get("margin_k", 0))
         self._margin: MarginReference | None = None
+        self._mapped = False  # self._cpu is memory-mapped from the snapshot (read-only lists)
+        self._want_mmap = False
+        self._growth = Background()
+        self._dropped_since: list[np.ndarray] | None = None  # deletions during a background build
 
     # --- construction -------------------------------------------------------------------------
 
@@ -128,6 +148,7 @@ class VectorIndex:
         device: str = "auto",
         shard: bool = False,
         train_size: int | None = None,
+        auto_thresholds: tuple[int, int] | None = None,
     ) -> VectorIndex:
         """Create an empty index.
 
@@ -142,6 +163,11 @@ class VectorIndex:
             shard: on several GPUs, split vectors across them instead of replicating.
             train_size: for kinds that need training, train once this many vectors were added
                 (they are searched exactly until then).
+            auto_thresholds: ``(exact_max, ivf_max)``, the sizes at which ``auto`` moves up a
+                tier (default ``(100_000, 10_000_000)``): exact search up to ``exact_max``
+                vectors, IVF-Flat up to ``ivf_max``, OPQ+IVF+PQ beyond. Each move is a rebuild
+                in the background (see :meth:`wait_for_rebuild`); searches keep using the old
+                structure until the new one is swapped in. Stored in the index's settings.
 
         Raises:
             StiltsError: INVALID_ARGUMENT (dim, kind, manifest), ALREADY_EXISTS (path).
@@ -182,6 +208,7 @@ class VectorIndex:
                 raise _invalid(f"{p}: cannot create the index directory: {e}", "path") from None
         if train_size is not None and train_size < 1:
             raise _invalid("train_size must be >= 1", "train_size")
+        thresholds = _thresholds(auto_thresholds)
         meta = {
             "format": FORMAT,
             "dim": dim,
@@ -193,6 +220,7 @@ class VectorIndex:
             "train_size": train_size
             or TRAIN_SIZE.get(kind.lower(), DEFAULT_TRAIN_SIZE if sized else 0),
             "next_seq": 0,
+            "auto_thresholds": list(thresholds),
         }
         store = Store(None if p is None else p / DB_NAME, dim)
         store.set_meta(**meta)
@@ -204,9 +232,24 @@ class VectorIndex:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, *, device: str = "auto", shard: bool = False
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str = "auto",
+        shard: bool = False,
+        mmap: bool = False,
     ) -> VectorIndex:
         """Load an index directory, replaying whatever the database holds beyond the snapshot.
+
+        Args:
+            path: the index directory.
+            device: ``auto``, ``cpu`` or ``gpu``.
+            shard: on several GPUs, split vectors across them.
+            mmap: memory-map the snapshot's IVF inverted lists instead of reading them into RAM
+                (CPU only), so an index larger than RAM serves from the page cache. The mapped
+                lists are read-only: vectors added later are searched exactly from an in-memory
+                buffer, deletions are masked, and :meth:`compact` (or an ``auto`` tier move)
+                writes a new snapshot and maps it. ``describe()["storage"]`` says which mode.
 
         Raises:
             StiltsError: NOT_FOUND when ``path`` holds no index.
@@ -222,12 +265,13 @@ class VectorIndex:
         if "dim" not in meta or "kind" not in meta:
             raise StiltsError(ErrorCode.FAILED_PRECONDITION, f"{p}: index settings are missing")
         store = Store(p / DB_NAME, int(meta["dim"]))
-        self = cls(p, store, meta, device, shard)
+        self = cls(p, store, meta, "cpu" if mmap else device, shard)
+        self._want_mmap = bool(mmap)
         snap = p / FAISS_NAME
         cpu = None
         if snap.is_file():
             try:
-                cpu = faiss.read_index(str(snap))
+                cpu = self._read_snapshot(snap)
             except RuntimeError as e:  # unreadable snapshot: the database has everything
                 LOG.warning("%s unreadable (%s); rebuilding from the database", snap, e)
             if cpu is not None and cpu.d != self.dim:
@@ -249,6 +293,15 @@ class VectorIndex:
         self._load_reference()
         LOG.info("opened %s: %s", p, self.describe())
         return self
+
+    def _read_snapshot(self, snap: Path) -> faiss.Index:
+        """Read the snapshot, memory-mapping IVF lists in mmap mode."""
+        if self._want_mmap:
+            cpu = faiss.read_index(str(snap), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            self._mapped = fx.ivf_of(cpu) is not None
+            return cpu
+        self._mapped = False
+        return faiss.read_index(str(snap))
 
     def _install(self, cpu: faiss.Index, trained_n: int) -> None:
         self._cpu = cpu
@@ -427,21 +480,25 @@ class VectorIndex:
         return len(seqs)
 
     def _insert_faiss(self, seqs: np.ndarray, vecs: np.ndarray) -> None:
-        if self._cpu is not None:
+        if self._cpu is not None and not self._mapped:
             self._cpu.add_with_ids(vecs, seqs)
             self._gpu_stale = self.device == "gpu"
-        else:
+        else:  # untrained, or mapped read-only lists: the exact buffer holds the rest
             self._pending.add_with_ids(vecs, seqs)
-            if self._pending.ntotal >= int(self._meta.get("train_size") or DEFAULT_TRAIN_SIZE):
+            if self._cpu is None and self._pending.ntotal >= int(
+                self._meta.get("train_size") or DEFAULT_TRAIN_SIZE
+            ):
                 self._train_locked()
 
     def _drop(self, seqs: np.ndarray) -> None:
         seqs = np.ascontiguousarray(seqs, dtype=np.int64)
+        if self._dropped_since is not None:
+            self._dropped_since.append(seqs.copy())
         if self._pending.ntotal:
             self._pending.remove_ids(seqs)
         if self._cpu is None:
             return
-        if fx.supports_remove(self._cpu):
+        if not self._mapped and fx.supports_remove(self._cpu):
             self._cpu.remove_ids(seqs)
             self._gpu_stale = self.device == "gpu"
         else:
@@ -458,20 +515,60 @@ class VectorIndex:
         return self._index
 
     def _maybe_grow(self) -> None:
-        """``auto``: leave exact search past ~100k vectors; HNSW: compact when 20% are tombstones."""
+        """``auto``: move up a tier in the background when a threshold is crossed; HNSW: compact
+        when 20% are tombstones."""
         if self._factory is None:
             return
-        if self.kind == "auto" and self._factory == "Flat":
-            want = fx.resolve_kind("auto", self._count, self.dim)
-            if want != "Flat":
+        if self.kind == "auto":
+            exact_max, ivf_max = _thresholds(self._meta.get("auto_thresholds"))
+            want = fx.resolve_kind("auto", self._count, self.dim, exact_max, ivf_max)
+            if fx.tier(want) > fx.tier(self._factory) and not self._growth.running:
                 LOG.info("auto index reached %d vectors: rebuilding as %s", self._count, want)
-                self._rebuild_locked(want)
+                self._start_rebuild(want)
                 return
         if self._tomb and len(self._tomb) > COMPACT_RATIO * max(self._count, 1):
             LOG.info("%d tombstones: compacting", len(self._tomb))
             self._rebuild_locked(self._factory)
 
     # --- training / rebuilding ----------------------------------------------------------------
+
+    def _start_rebuild(self, factory: str) -> None:
+        """Build ``factory`` on a thread (called under the write lock); swap it in when done."""
+        max_seq = int(self._store.max_seq())
+        self._dropped_since = []
+
+        def work() -> None:
+            cpu, _, _ = build_from_store(self._store, factory, self.dim, max_seq)
+            with self._lock.write():
+                dropped, self._dropped_since = self._dropped_since, None
+                if self._closed:
+                    return
+                if dropped:
+                    cpu.remove_ids(np.unique(np.concatenate(dropped)))
+                for seqs, vecs in self._store.iter_vectors(min_seq=max_seq):
+                    cpu.add_with_ids(vecs, seqs)
+                self._swap_locked(cpu, factory)
+                LOG.info("auto index now %s (%d vectors)", factory, cpu.ntotal)
+
+        if not self._growth.start(factory, work):
+            self._dropped_since = None
+
+    def wait_for_rebuild(self, timeout: float | None = None) -> bool:
+        """Wait for a background tier move (``auto``) to finish and be swapped in.
+
+        Returns:
+            True when no rebuild is running any more.
+
+        Raises:
+            StiltsError: INTERNAL when the rebuild failed (the old structure keeps serving).
+        """
+        done = self._growth.wait(timeout)
+        if done and self._growth.error is not None:
+            err, self._growth.error = self._growth.error, None
+            if isinstance(err, StiltsError):
+                raise err
+            raise StiltsError(ErrorCode.INTERNAL, f"background rebuild failed: {err}")
+        return done
 
     def train(self) -> None:
         """Train a kind that needs it now, on the vectors added so far (else it trains itself
@@ -505,28 +602,21 @@ class VectorIndex:
             self._rebuild_locked(factory)
 
     def _rebuild_locked(self, factory: str) -> None:
-        n = self._count
-        cpu = fx.build(factory, self.dim)
-        if not cpu.is_trained:
-            live = self._store.seqs()
-            xt = self._store.vectors(live[fx.train_rows(len(live), factory)].tolist())
-            LOG.info("training %s on %d vectors", factory, len(xt))
-            try:
-                cpu.train(xt)
-            except RuntimeError as e:
-                raise StiltsError(
-                    ErrorCode.FAILED_PRECONDITION,
-                    f"cannot train {factory} on {len(xt)} vectors: {str(e).splitlines()[0]}",
-                    "kind",
-                ) from None
-        for seqs, vecs in self._store.iter_vectors():
-            cpu.add_with_ids(vecs, seqs)
-        self._install(cpu, trained_n=n)
+        cpu, _, _ = build_from_store(self._store, factory, self.dim)
+        self._swap_locked(cpu, factory)
+
+    def _swap_locked(self, cpu: faiss.Index, factory: str) -> None:
+        """Make ``cpu`` (holding every live row) the main index; save it (and map it in mmap
+        mode)."""
+        self._mapped = False
+        self._install(cpu, trained_n=self._count)
         self._pending = _flat(self.dim)
         self._tomb = set()
         self._factory = factory
         if self.path is not None:
             self._save_locked()
+            if self._want_mmap and fx.ivf_of(cpu) is not None:
+                self._install(self._read_snapshot(self.path / FAISS_NAME), trained_n=self._count)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -684,7 +774,12 @@ class VectorIndex:
                     faiss.IDSelectorBatch(np.fromiter(self._tomb, dtype=np.int64))
                 )
             params = fx.search_params(self._cpu if index is main else index, nprobe, ef_search, sel)
+            refine = index is main and fx.is_compressed(self._factory)
+            if refine:
+                fetch = max(fetch, k * fx.REFINE_FACTOR)
             d, i = index.search(q, min(fetch, max(index.ntotal, 1)), params=params)
+            if refine:  # PQ scores are approximate: re-rank the candidates with stored vectors
+                d, i = rerank(q, i, self._store.vectors, min(k, i.shape[1]))
             if on_gpu:
                 bad = np.isin(i, np.fromiter(self._tomb, dtype=np.int64))
                 if allowed is not None:
@@ -772,6 +867,8 @@ class VectorIndex:
             target.unlink(missing_ok=True)
             self._store.set_meta(factory=self._factory, trained_n=0)
             return
+        if self._mapped:  # the snapshot is what is mapped; newer rows are in the database
+            return
         tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
         cpu = self._cpu
         faiss.write_index(cpu, str(tmp))
@@ -783,7 +880,10 @@ class VectorIndex:
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 
     def close(self) -> None:
-        """Close the database (the FAISS snapshot is not written: call :meth:`save` for that)."""
+        """Close the database (the FAISS snapshot is not written: call :meth:`save` for that).
+
+        A background rebuild still running is abandoned (the database has every row).
+        """
         if self._closed:
             return
         with self._lock.write():
@@ -839,6 +939,10 @@ class VectorIndex:
             "train_size": self._meta.get("train_size"),
             "tombstones": len(self._tomb),
             "exact": self._factory == "Flat" or self._cpu is None,
+            "storage": "mmap" if self._mapped else "memory",
+            "rerank": fx.is_compressed(self._factory),
+            "auto_thresholds": list(_thresholds(self._meta.get("auto_thresholds"))),
+            "rebuilding": self._growth.target if self._growth.running else None,
             "params": params,
             "margin": {"k": self._margin_k, "reference": self._margin.size}
             if self._margin is not None

@@ -203,12 +203,12 @@ def test_recall_check_and_per_query_nprobe():
     assert idx.describe()["params"]["nprobe"] == fx.nprobe_for(nlist)
 
 
-def test_auto_leaves_exact_search_past_the_threshold(monkeypatch):
-    monkeypatch.setattr(fx, "AUTO_EXACT_MAX", 3000)
-    idx = VectorIndex.create(None, DIM, kind="auto")
+def test_auto_leaves_exact_search_past_the_threshold():
+    idx = VectorIndex.create(None, DIM, kind="auto", auto_thresholds=(3000, 10**9))
     idx.add(np.arange(3000), clustered(3000))
     assert idx.describe()["factory"] == "Flat"
     idx.add(np.arange(3000, 4000), clustered(1000, seed=3))
+    assert idx.wait_for_rebuild(timeout=60)
     d = idx.describe()
     assert d["factory"] == f"IVF{fx.nlist_for(4000)},Flat" and d["size"] == 4000
     assert idx.recall(k=10, sample=100) > 0.8
