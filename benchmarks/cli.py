@@ -357,6 +357,8 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
 # --- speed ------------------------------------------------------------------------------------
 
 SECTIONS = ("encode", "search", "mining", "grpc")
+# not in the default run: hours at 1M vectors (--million or --sections scale)
+EXTRA_SECTIONS = ("scale",)
 # full run / --quick run
 PRESETS = {
     "repeats": (3, 2),
@@ -412,7 +414,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     for key, values in PRESETS.items():
         if getattr(args, key) is None:
             setattr(args, key, values[q])
-    sections = _choices(args.sections, SECTIONS, "sections")
+    sections = _choices(args.sections, SECTIONS + EXTRA_SECTIONS, "sections")
+    if args.million and "scale" not in sections:
+        sections.append("scale")
     baselines = () if args.no_baselines else tuple(args.baseline or ("st", "use"))
     if args.repeats < 1:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "--repeats must be >= 1", "repeats")
@@ -441,8 +445,6 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         from stilts.benchmarks import speed_search
 
         sizes = _ints(args.search_sizes, "search-sizes")
-        if args.million and 1_000_000 not in sizes:
-            sizes.append(1_000_000)
         kinds = _choices(args.index_kinds, ("flat", "ivf", "hnsw", "ivfpq"), "index-kinds")
         out["sections"]["search"] = speed_search.run(
             sizes,
@@ -482,6 +484,23 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             args.model,
             args.precision,
             repeats=args.repeats,
+        )
+    if "scale" in sections:
+        from stilts.benchmarks import speed_scale
+
+        n = 1_000_000 if args.million else args.scale_n
+        out["sections"]["scale"] = speed_scale.run(
+            n,
+            args.scale_dir,
+            args.tatoeba,
+            kinds=tuple(_choices(args.scale_kinds, speed_scale.SEARCH_KINDS, "scale-kinds")),
+            mine_kinds=tuple(_choices(args.mine_kinds, speed_scale.MINE_KINDS, "mine-kinds"))
+            if args.mine_kinds
+            else (),
+            n_queries=args.queries,
+            mine_n=args.mine_n,
+            mine_nprobe=args.mine_nprobe,
+            model=args.model,
         )
     try:
         out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -546,7 +565,6 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("search")
     g.add_argument("--search-sizes", default=None, help="index sizes (10000,100000; quick 10000)")
-    g.add_argument("--million", action="store_true", help="also 1,000,000 vectors")
     g.add_argument(
         "--index-kinds",
         default="flat,ivf,hnsw",
@@ -575,6 +593,28 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         default=None,
         help="subsample to N xx sentences (default: all; quick 600)",
     )
+    g = p.add_argument_group("scale (not in the default sections)")
+    g.add_argument(
+        "--million",
+        action="store_true",
+        help="run the scale section at 1,000,000 vectors: per kind build time, peak RSS, disk "
+        "size, latency, QPS, recall@10 (in memory and with memory-mapped IVF lists), and "
+        "1M x 1M mining from .npy files (hours on 2 cores)",
+    )
+    g.add_argument(
+        "--scale-n", type=int, default=100_000, help="vectors for --sections scale (not --million)"
+    )
+    g.add_argument(
+        "--scale-dir",
+        default="stilts-scale",
+        help="work directory for the scale section (vectors, indices; ~10 GB at 1M)",
+    )
+    g.add_argument("--scale-kinds", default="flat,ivf,ivfpq", help="index kinds to scale")
+    g.add_argument(
+        "--mine-kinds", default="ivf,ivfpq", help="stilts mine --index kinds ('' for none)"
+    )
+    g.add_argument("--mine-n", type=int, default=None, help="sentences per side (default: n)")
+    g.add_argument("--mine-nprobe", type=int, default=32, help="stilts mine --nprobe")
     g = p.add_argument_group("gRPC")
     g.add_argument("--concurrency", default="1,8,64", help="concurrent clients per run")
     g.add_argument("--workloads", default="embed,search", help="embed and/or search")

@@ -206,6 +206,104 @@ def _grpc(r: dict) -> list[str]:
     return lines + _table(header, rows) + [""]
 
 
+def _gib(v) -> str:
+    return "-" if v is None else f"{v / 2**30:.2f}"
+
+
+def _scale(r: dict) -> list[str]:
+    n, k = r["n"], r["k"]
+    v = r["vectors"]
+    lines = [
+        f"## Scale: {n:,} vectors (dim {r.get('dim', 384)})",
+        "",
+        f"Vectors: {v['method']}, from {v['real_pairs']:,} encoded real pairs. Real vs derived "
+        f"(medians): cosine of a true pair {v['real']['pair_cosine_median']:.3f} vs "
+        f"{v['derived']['pair_cosine_median']:.3f}; cosine to the nearest other vector "
+        f"{v['real']['nearest_other_cosine_median']:.3f} vs "
+        f"{v['derived']['nearest_other_cosine_median']:.3f} (the derived set is denser).",
+        f"Raw float32 vectors: {_gib(r['raw_vector_bytes'])} GiB. {r['queries']} queries "
+        f"(not indexed), k={k}; latency = one query per call, QPS = batches of 64.",
+        "",
+    ]
+    rows = []
+    for kind, s in r["search"].items():
+        for mode in ("memory", "mmap"):
+            m = s.get(mode)
+            if m is None:
+                continue
+            rss = m["rss_after_queries"]
+            rows.append(
+                [
+                    f"{kind} ({m['storage']})",
+                    f"`{s['factory']}`",
+                    _f(s["build_seconds"], 0),
+                    _f(s.get("training", {}).get("train_seconds"), 0),
+                    _gib(s["build_peak_rss"]),
+                    _gib(s["disk_bytes"]),
+                    _gib(rss.get("VmRSS")),
+                    _gib(rss.get("RssAnon")),
+                    _f(m["latency_ms"]["p50"], 2),
+                    _f(m["latency_ms"]["p99"], 2),
+                    _f(m["qps_batch"], 0),
+                    _f(m[f"recall_at_{k}"], 3),
+                ]
+            )
+    lines += _table(
+        [
+            "kind (lists)",
+            "factory",
+            "build s",
+            "train s",
+            "build peak GiB",
+            "disk GiB",
+            "serve RSS GiB",
+            "of it anon GiB",
+            "p50 ms",
+            "p99 ms",
+            "QPS",
+            f"recall@{k}",
+        ],
+        rows,
+    )
+    lines.append("")
+    if r.get("mining"):
+        rows = []
+        for kind, m in r["mining"].items():
+            rows.append(
+                [
+                    kind,
+                    f"{m['n']:,}",
+                    _f(m["wall_seconds"], 0),
+                    _gib(m["peak_rss"]),
+                    f"{m['pairs']:,}",
+                    _f(m["precision_vs_truth"], 3),
+                    _f(m["recall_vs_truth"], 3),
+                    _f(m["mined_target_in_exact_top4"], 3),
+                    _f(m["mined_target_is_exact_top1"], 3),
+                ]
+            )
+        lines += [
+            f"### Mining from .npy vector files (`{next(iter(r['mining'].values()))['command']}`)",
+            "",
+        ]
+        lines += _table(
+            [
+                "--index",
+                "per side",
+                "wall s",
+                "peak RSS GiB",
+                "pairs",
+                "precision (truth)",
+                "recall (truth)",
+                "in exact top-4",
+                "= exact top-1",
+            ],
+            rows,
+        )
+        lines.append("")
+    return lines
+
+
 def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | None = None) -> str:
     lines = _header(results)
     s = results.get("sections", {})
@@ -217,6 +315,8 @@ def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | N
         lines += _mining(s["mining"])
     if "grpc" in s:
         lines += _grpc(s["grpc"])
+    if "scale" in s:
+        lines += _scale(s["scale"])
     if plot_paths:
         lines += ["## Plots", ""]
         for p in plot_paths:

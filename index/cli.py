@@ -131,11 +131,55 @@ def _mine_on_server(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _vector_inputs(args: argparse.Namespace) -> bool:
+    """``--input-format npy``, or ``auto`` with both inputs being .npy files."""
+    from stilts.index.minevectors import is_npy
+
+    from stilts.errors import ErrorCode, StiltsError
+
+    if args.input_format == "npy":
+        return True
+    if args.input_format != "auto":
+        return False
+    npy = [is_npy(args.src), is_npy(args.tgt)]
+    if any(npy) and not all(npy):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            "SRC and TGT must both be .npy vector files or both text files",
+            "input",
+        )
+    return all(npy)
+
+
 def _cmd_mine(args: argparse.Namespace) -> int:
     if args.server:
         summary = _mine_on_server(args)
+    elif _vector_inputs(args):
+        from stilts.index.minevectors import mine_vector_files
+
+        summary = mine_vector_files(
+            args.src,
+            args.tgt,
+            args.output,
+            k=args.k,
+            margin=args.margin,
+            retrieval=args.retrieval,
+            threshold=args.threshold,
+            index=args.index,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            progress=not args.quiet,
+            nprobe=args.nprobe,
+        )
     else:
         from stilts.index.minefiles import mine_files
+
+        if args.nprobe is not None:
+            from stilts.errors import ErrorCode, StiltsError
+
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "--nprobe applies to .npy vector inputs", "nprobe"
+            )
 
         summary = mine_files(
             args.src,
@@ -205,6 +249,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "FAISS factory string",
     )
     p.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="IVF lists visited per query with --index ivf/ivfpq (default nlist/8 within "
+        "16..256; lower is faster, recall drops); .npy inputs only",
+    )
+    p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="run here, or on Ray"
     )
     env_flag(
@@ -222,9 +273,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--input-format",
-        choices=["auto", "lines", "ids"],
+        choices=["auto", "lines", "ids", "npy"],
         default="auto",
-        help="lines: one sentence per line; ids: id<TAB>sentence (BUCC); auto: detected",
+        help="lines: one sentence per line; ids: id<TAB>sentence (BUCC); npy: precomputed "
+        "(n, dim) float32 L2-normalised vectors, the encoder is skipped and pairs are written as "
+        "score<TAB>src_row<TAB>tgt_row; auto: detected",
     )
     p.add_argument(
         "--cache-dir", default=None, help="where embedding caches live (default OUTPUT.cache/)"

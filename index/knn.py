@@ -177,3 +177,29 @@ def search_index(
         best_i[start : start + len(q)] = i
     best_d[best_i < 0] = -np.inf
     return best_d, best_i
+
+
+def rerank(
+    q: np.ndarray, labels: np.ndarray, vectors: Callable[[list[int]], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (scores, labels) among each query's candidate ``labels`` (-1 = none).
+
+    Args:
+        q: (nq, dim) normalised queries.
+        labels: (nq, c) candidate labels.
+        vectors: the exact vectors of a list of labels (the store's).
+        k: results per query.
+    """
+    uniq = np.unique(labels[labels >= 0])
+    scores = np.full(labels.shape, -np.inf, dtype=np.float32)
+    if len(uniq):
+        vecs = vectors(uniq.tolist())
+        pos = np.searchsorted(uniq, np.clip(labels, 0, None))
+        ok = labels >= 0
+        for qi in range(len(q)):
+            rows = pos[qi][ok[qi]]
+            scores[qi, ok[qi]] = vecs[rows] @ q[qi]
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    s = np.take_along_axis(scores, order, 1)
+    lab = np.where(np.isfinite(s), np.take_along_axis(labels, order, 1), -1)
+    return s, lab

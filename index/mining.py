@@ -25,7 +25,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 from stilts.index import factory as fx
-from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
+from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
 
 from stilts.errors import ErrorCode, StiltsError
 
@@ -101,10 +101,16 @@ def check_options(k: int, margin: str, retrieval: str, threshold: float | None) 
 
 
 def _approx_knn(
-    queries: np.ndarray, database: np.ndarray, k: int, kind: str, block_size: int
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    kind: str,
+    block_size: int,
+    nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     factory = fx.resolve_kind(kind, len(database), database.shape[1])
     index = faiss.index_factory(database.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    fx.tune_training(index)
     if not index.is_trained:
         rows = fx.train_rows(len(database), factory)
         index.train(np.ascontiguousarray(database[rows], dtype=np.float32))
@@ -112,11 +118,33 @@ def _approx_knn(
         index.add(np.ascontiguousarray(database[start : start + DEFAULT_SHARD], dtype=np.float32))
     ivf = fx.ivf_of(index)
     if ivf is not None:
-        ivf.nprobe = fx.nprobe_for(ivf.nlist)
+        ivf.nprobe = min(ivf.nlist, nprobe or fx.nprobe_for(ivf.nlist))
     hnsw = fx.hnsw_of(index)
     if hnsw is not None:
         hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
+    if fx.is_compressed(factory):
+        return _refined_search(index, queries, database, k, block_size)
     return search_index(index, queries, k, block_size)
+
+
+def _refined_search(
+    index: faiss.Index, queries: np.ndarray, database: np.ndarray, k: int, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search a compressed index for ``REFINE_FACTOR * k`` candidates per query and keep the
+    exact top ``k`` among them (cosines from the database rows)."""
+
+    def rows(ids: list[int]) -> np.ndarray:
+        return np.asarray(database[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
+
+    fetch = min(len(database), k * fx.REFINE_FACTOR)
+    best_d, best_i = empty_topk(len(queries), k)
+    for start in range(0, len(queries), block_size):
+        q = np.ascontiguousarray(queries[start : start + block_size], dtype=np.float32)
+        _, cand = index.search(q, fetch)
+        d, i = rerank(q, cand, rows, k)
+        best_d[start : start + len(q)] = d
+        best_i[start : start + len(q)] = i
+    return best_d, best_i
 
 
 def neighbours(
@@ -128,10 +156,12 @@ def neighbours(
     block_size: int = DEFAULT_BLOCK,
     shard_size: int = DEFAULT_SHARD,
     progress: bool = False,
+    nprobe: int | None = None,
 ) -> Neighbours:
     """k-NN in both directions (exact for ``index="flat"``, else through that FAISS kind).
 
-    ``src`` and ``tgt`` may be memory maps; exact search reads them in blocks.
+    ``src`` and ``tgt`` may be memory maps; exact search reads them in blocks. ``nprobe``: IVF
+    lists visited per query (default :func:`stilts.index.factory.nprobe_for`).
     """
     for name, arr in (("src", src), ("tgt", tgt)):
         if arr.ndim != 2 or len(arr) == 0:
@@ -151,8 +181,8 @@ def neighbours(
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
     else:
-        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size)
-        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size)
+        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size, nprobe)
+        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size, nprobe)
     return Neighbours(fd, fi, bd, bi)
 
 

@@ -6,8 +6,6 @@
   caller swaps the result in under its write lock, after replaying the rows written meanwhile
   (rows with a larger ``seq`` are added, rows deleted meanwhile are removed). A crash at any point
   loses nothing: the database holds every row, and the snapshot file is only ever replaced whole.
-- :func:`rerank` re-scores the candidates of a compressed index (PQ codes) with the exact stored
-  vectors, so its recall is that of its candidate list rather than of its codes.
 """
 
 from __future__ import annotations
@@ -121,29 +119,3 @@ class Background:
         if t is not None:
             t.join(timeout)
         return not self.running
-
-
-def rerank(
-    q: np.ndarray, labels: np.ndarray, vectors: Callable[[list[int]], np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` (scores, labels) among each query's candidate ``labels`` (-1 = none).
-
-    Args:
-        q: (nq, dim) normalised queries.
-        labels: (nq, c) candidate labels.
-        vectors: the exact vectors of a list of labels (the store's).
-        k: results per query.
-    """
-    uniq = np.unique(labels[labels >= 0])
-    scores = np.full(labels.shape, -np.inf, dtype=np.float32)
-    if len(uniq):
-        vecs = vectors(uniq.tolist())
-        pos = np.searchsorted(uniq, np.clip(labels, 0, None))
-        ok = labels >= 0
-        for qi in range(len(q)):
-            rows = pos[qi][ok[qi]]
-            scores[qi, ok[qi]] = vecs[rows] @ q[qi]
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    s = np.take_along_axis(scores, order, 1)
-    lab = np.where(np.isfinite(s), np.take_along_axis(labels, order, 1), -1)
-    return s, lab

@@ -20,10 +20,10 @@ from typing import Any
 import faiss
 import numpy as np
 from stilts.index import factory as fx
-from stilts.index.knn import empty_topk, knn, merge_topk
+from stilts.index.knn import empty_topk, knn, merge_topk, rerank
 from stilts.index.margin import MarginReference
 from stilts.index.margin import ratio as margin_ratio
-from stilts.index.rebuild import Background, build_from_store, rerank
+from stilts.index.rebuild import Background, build_from_store
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
 from stilts.index.types import Document, Hit
