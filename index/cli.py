@@ -154,13 +154,8 @@ def _vector_inputs(args: argparse.Namespace) -> bool:
 def _cmd_mine(args: argparse.Namespace) -> int:
     if args.server:
         summary = _mine_on_server(args)
-    elif _vector_inputs(args):
-        from stilts.index.minevectors import mine_vector_files
-
-        summary = mine_vector_files(
-            args.src,
-            args.tgt,
-            args.output,
+    else:
+        common = dict(
             k=args.k,
             margin=args.margin,
             retrieval=args.retrieval,
@@ -169,38 +164,35 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             engine=args.engine,
             ray_address=args.ray_address,
             progress=not args.quiet,
-            nprobe=args.nprobe,
         )
-    else:
-        from stilts.index.minefiles import mine_files
+        if _vector_inputs(args):
+            from stilts.index.minevectors import mine_vector_files
 
-        if args.nprobe is not None:
+            summary = mine_vector_files(
+                args.src, args.tgt, args.output, nprobe=args.nprobe, **common
+            )
+        else:
+            from stilts.index.minefiles import mine_files
+
             from stilts.errors import ErrorCode, StiltsError
 
-            raise StiltsError(
-                ErrorCode.INVALID_ARGUMENT, "--nprobe applies to .npy vector inputs", "nprobe"
+            if args.nprobe is not None:
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT, "--nprobe applies to .npy vector inputs", "nprobe"
+                )
+            summary = mine_files(
+                args.src,
+                args.tgt,
+                args.output,
+                model=args.model,
+                precision=args.precision,
+                input_format=args.input_format,
+                cache_dir=args.cache_dir,
+                chunk_size=args.chunk_size,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                **common,
             )
-
-        summary = mine_files(
-            args.src,
-            args.tgt,
-            args.output,
-            model=args.model,
-            precision=args.precision,
-            k=args.k,
-            margin=args.margin,
-            retrieval=args.retrieval,
-            threshold=args.threshold,
-            index=args.index,
-            engine=args.engine,
-            ray_address=args.ray_address,
-            input_format=args.input_format,
-            cache_dir=args.cache_dir,
-            chunk_size=args.chunk_size,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            progress=not args.quiet,
-        )
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
