@@ -301,7 +301,41 @@ def _scale(r: dict) -> list[str]:
             rows,
         )
         lines.append("")
+    if r.get("plan"):
+        lines += _plan(r["plan"])
     return lines
+
+
+def _plan(rows: list[dict]) -> list[str]:
+    lines = [
+        "### Scale-out estimate (from the figures above; hours of k-NN per node, 2 cores each)",
+        "",
+    ]
+    body = [
+        [
+            f"{p['per_side']:,}",
+            str(p["nodes"]),
+            p["kind"],
+            _f(p["knn_hours_per_node"], 2),
+            _f(p["index_gib_per_node"], 2),
+            _f(p["received_gib_per_node"], 1),
+            _f(p["sent_gib_per_node"], 2),
+        ]
+        for p in rows
+    ]
+    lines += _table(
+        [
+            "per side",
+            "nodes",
+            "k-NN",
+            "k-NN hours/node",
+            "index GiB/node",
+            "in GiB/node",
+            "out GiB/node",
+        ],
+        body,
+    )
+    return lines + [""]
 
 
 def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | None = None) -> str:

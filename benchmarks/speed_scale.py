@@ -318,6 +318,7 @@ def run(
                 raise RuntimeError(f"stilts mine --index {kind} failed (see {log})")
             out["mining"][kind] = {
                 "n": m,
+                "nprobe": mine_nprobe,
                 "command": " ".join(["stilts", *cmd[3:]]),
                 "wall_seconds": wall,
                 "peak_rss": usage.ru_maxrss * 1024,
@@ -325,6 +326,8 @@ def run(
                 **_gold_and_exact(tsv, src, tgt, 2000, 4),
             }
             _save_partial(work, out)
+    if out["search"]:
+        out["plan"] = plan(out)
     return out
 
 
@@ -351,3 +354,55 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[dict]:
+    """Scale-out estimates for mining ``N x N`` on ``M`` Ray nodes from this run's per-node figures.
+
+    Exact k-NN (``--index flat --engine ray``, what the Ray engine distributes today): every
+    node gets database shards and scores all N queries against them; the rate is the measured
+    exact-search rate (``exact_knn_seconds``: ``queries x n`` dot products on this machine). IVF
+    kinds (one index per shard, each query visits ``nprobe`` lists of each): the rate is the
+    measured vectors-scanned-per-second of the ``stilts mine --index K`` runs. Memory per node is
+    the measured serving bytes per vector (anonymous RSS at ``n``) times the shard size; network
+    is what each node receives (both sides' query vectors) and sends back (top-k ids + scores).
+    """
+    from stilts.index import factory as fx
+
+    dim = r.get("dim", 384)
+    k = 4
+    out = []
+    exact_rate = r["queries"] * r["n"] / r["exact_knn_seconds"]  # dot products per second
+    rates = {"flat": exact_rate}
+    for kind, m in (r.get("mining") or {}).items():
+        n = m["n"]
+        nprobe = min(fx.nlist_for(n), m.get("nprobe") or fx.nprobe_for(fx.nlist_for(n)))
+        scanned = 2 * n * nprobe * n / fx.nlist_for(n)
+        rates[kind] = scanned / m["summary_seconds"]["knn"]
+        rates[f"{kind}_nprobe"] = nprobe
+    per_vec = {}
+    for kind, s in r["search"].items():
+        after, before = s["memory"]["rss_after_queries"], s["memory"]["rss_before_open"]
+        key = "RssAnon" if "RssAnon" in after else "VmRSS"
+        per_vec[kind] = max(after[key] - before[key], 0) / r["n"]
+    for big in sizes:
+        for nodes in (1, 8, 64) if big < 10**9 else (64, 256, 1024):
+            shard = big / nodes
+            for kind in ("flat", *[x for x in ("ivf", "ivfpq") if x in rates]):
+                if kind == "flat":
+                    work = 2 * big * shard
+                else:
+                    nl = fx.nlist_for(int(shard))
+                    work = 2 * big * rates[f"{kind}_nprobe"] * shard / nl
+                out.append(
+                    {
+                        "per_side": big,
+                        "nodes": nodes,
+                        "kind": kind,
+                        "knn_hours_per_node": work / rates[kind] / 3600,
+                        "index_gib_per_node": per_vec.get(kind, 4 * dim) * shard / 2**30,
+                        "received_gib_per_node": 2 * big * dim * 4 / 2**30,
+                        "sent_gib_per_node": 2 * big * k * 12 / 2**30,
+                    }
+                )
+    return out
