@@ -200,6 +200,7 @@ def run(
     mine_n: int | None = None,
     mine_nprobe: int | None = 32,
     model: str = "default",
+    per_language: int | None = None,
 ) -> dict:
     """The scale benchmark at ``n`` vectors (and ``mine_n`` x ``mine_n`` for mining).
 
@@ -212,6 +213,8 @@ def run(
         mine_n: sentences per side for mining (default ``n``).
         mine_nprobe: ``--nprobe`` for mining (None: the default nprobe).
         model: the encoder for the real pairs.
+        per_language: real Tatoeba pairs encoded per language (default
+            :data:`~stilts.benchmarks.scale_vectors.DEFAULT_PER_LANGUAGE`).
     """
     from stilts.benchmarks import scale_vectors as sv
     from stilts.index.knn import knn
@@ -219,7 +222,13 @@ def run(
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "children.log"
-    xx, en = sv.encode_pairs(tatoeba, work / "pairs.npz", model=model)
+    xx, en = sv.encode_pairs(
+        tatoeba,
+        work / "pairs.npz",
+        model=model,
+        per_language=per_language or sv.DEFAULT_PER_LANGUAGE,
+        progress=False,
+    )
     out: dict = {
         "n": n,
         "vectors": {

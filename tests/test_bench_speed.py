@@ -147,3 +147,36 @@ def test_speed_bad_flags(capsys):
         )
         == 2
     )
+
+
+@pytest.mark.slow
+def test_scale_section_measures_every_step(dev_pack, default_model_dir, tmp_path):
+    """The --million machinery at a tiny size: real-like vectors, per-kind child processes,
+    mmap serving, mining from .npy files scored against the truth, and the scale-out plan."""
+    from stilts.benchmarks import speed_report, speed_scale
+
+    r = speed_scale.run(
+        3000,
+        tmp_path / "scale",
+        dev_pack / "tatoeba",
+        kinds=("flat", "ivf"),
+        mine_kinds=("ivf",),
+        n_queries=50,
+        mine_n=2000,
+        per_language=4,
+    )
+    v = r["vectors"]
+    assert v["real_pairs"] > 300 and 0.5 < v["derived"]["pair_cosine_median"] < 0.99
+    flat, ivf = r["search"]["flat"], r["search"]["ivf"]
+    assert flat["memory"]["recall_at_10"] == 1.0 and flat["memory"]["storage"] == "memory"
+    assert ivf["mmap"]["storage"] == "mmap" and ivf["memory"]["storage"] == "memory"
+    assert ivf["mmap"]["recall_at_10"] == ivf["memory"]["recall_at_10"] > 0.5
+    assert ivf["factory"].startswith("IVF") and ivf["training"]["train_seconds"] > 0
+    assert flat["build_peak_rss"] > 0 and ivf["disk_bytes"] > 3000 * 384 * 4
+    m = r["mining"]["ivf"]
+    assert m["n"] == 2000 and m["wall_seconds"] > 0 and m["peak_rss"] > 0
+    assert 0 < m["correct_pairs"] <= m["pairs"] <= 2000
+    assert 0 <= m["mined_target_in_exact_top4"] <= 1
+    assert {p["kind"] for p in r["plan"]} == {"flat", "ivf"}
+    md = "\n".join(speed_report._scale(r))
+    assert "ivf (mmap)" in md and "Scale-out estimate" in md
