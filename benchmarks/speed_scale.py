@@ -96,26 +96,7 @@ def child_build(kind: str, vectors: str, skip: int, path: str) -> dict:
         "add_and_train_seconds": t_added - t0,
         "factory": d["factory"],
         "params": d["params"],
-    }
-
-
-def child_train_only(kind: str, vectors: str, skip: int, n: int) -> dict:
-    """Seconds to train ``kind``'s FAISS structure for ``n`` vectors (training budget)."""
-    import faiss
-    from stilts.index import factory as fx
-
-    x = np.load(vectors, mmap_mode="r")
-    factory = fx.resolve_kind(kind, n, x.shape[1])
-    index = fx.build(factory, x.shape[1])
-    rows = fx.train_rows(n, factory)
-    xt = np.ascontiguousarray(x[skip + rows], dtype=np.float32)
-    t0 = time.perf_counter()
-    index.train(xt)
-    return {
-        "factory": factory,
-        "train_rows": len(xt),
-        "train_seconds": time.perf_counter() - t0,
-        "faiss_threads": faiss.omp_get_max_threads(),
+        "training": d["last_build"],
     }
 
 
@@ -271,10 +252,6 @@ def run(
             shutil.rmtree(path)
         built, _, peak = _child(["build", kind, str(vec_path), str(n_queries), str(path)], log)
         r = {**built, "build_peak_rss": peak, "disk_bytes": _dir_bytes(path)}
-        if kind != "flat":
-            r["training"], _, _ = _child(
-                ["train", kind, str(vec_path), str(n_queries), str(n)], log
-            )
         modes = ["memory", "mmap"] if kind != "flat" else ["memory"]
         for mode in modes:
             LOG.info("scale: serving %s (%s)", kind, mode)
@@ -350,8 +327,6 @@ def main(argv: list[str]) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "build":
         r = child_build(rest[0], rest[1], int(rest[2]), rest[3])
-    elif cmd == "train":
-        r = child_train_only(rest[0], rest[1], int(rest[2]), int(rest[3]))
     elif cmd == "serve":
         r = child_serve(rest[0], rest[1], rest[2], int(rest[3]), rest[4] == "mmap", int(rest[5]))
     else:

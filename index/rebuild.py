@@ -31,7 +31,7 @@ def build_from_store(
     """A trained index of ``factory`` holding the stored rows with ``seq <= max_seq``.
 
     Returns:
-        (the index, the seqs it holds, timings ``{"train_seconds", "add_seconds"}``).
+        (the index, the seqs it holds, ``{"train_rows", "train_seconds", "add_seconds"}``).
 
     Raises:
         StiltsError: FAILED_PRECONDITION when training fails (too few vectors).
@@ -41,6 +41,7 @@ def build_from_store(
         live = live[live <= max_seq]
     cpu = fx.build(factory, dim)
     t0 = time.perf_counter()
+    train_rows = 0
     if not cpu.is_trained:
         xt = _sample(store, live[fx.train_rows(len(live), factory)])
         LOG.info("training %s on %d vectors", factory, len(xt))
@@ -52,6 +53,7 @@ def build_from_store(
                 f"cannot train {factory} on {len(xt)} vectors: {str(e).splitlines()[0]}",
                 "kind",
             ) from None
+        train_rows = len(xt)
         del xt
     t1 = time.perf_counter()
     held = []
@@ -66,7 +68,8 @@ def build_from_store(
     t2 = time.perf_counter()
     seqs = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
     LOG.info("built %s: %d vectors (train %.1fs, add %.1fs)", factory, len(seqs), t1 - t0, t2 - t1)
-    return cpu, seqs, {"train_seconds": t1 - t0, "add_seconds": t2 - t1}
+    timings = {"train_rows": train_rows, "train_seconds": t1 - t0, "add_seconds": t2 - t1}
+    return cpu, seqs, timings
 
 
 def _sample(store: Store, seqs: np.ndarray) -> np.ndarray:

@@ -134,6 +134,7 @@ class VectorIndex:
         self._want_mmap = False
         self._growth = Background()
         self._dropped_since: list[np.ndarray] | None = None  # deletions during a background build
+        self._last_build: dict[str, Any] | None = None  # timings of the last (re)build
 
     # --- construction -------------------------------------------------------------------------
 
@@ -538,7 +539,7 @@ class VectorIndex:
         self._dropped_since = []
 
         def work() -> None:
-            cpu, _, _ = build_from_store(self._store, factory, self.dim, max_seq)
+            cpu, _, timings = build_from_store(self._store, factory, self.dim, max_seq)
             with self._lock.write():
                 dropped, self._dropped_since = self._dropped_since, None
                 if self._closed:
@@ -548,6 +549,7 @@ class VectorIndex:
                 for seqs, vecs in self._store.iter_vectors(min_seq=max_seq):
                     cpu.add_with_ids(vecs, seqs)
                 self._swap_locked(cpu, factory)
+                self._last_build = {"factory": factory, "background": True, **timings}
                 LOG.info("auto index now %s (%d vectors)", factory, cpu.ntotal)
 
         if not self._growth.start(factory, work):
@@ -602,8 +604,9 @@ class VectorIndex:
             self._rebuild_locked(factory)
 
     def _rebuild_locked(self, factory: str) -> None:
-        cpu, _, _ = build_from_store(self._store, factory, self.dim)
+        cpu, _, timings = build_from_store(self._store, factory, self.dim)
         self._swap_locked(cpu, factory)
+        self._last_build = {"factory": factory, "background": False, **timings}
 
     def _swap_locked(self, cpu: faiss.Index, factory: str) -> None:
         """Make ``cpu`` (holding every live row) the main index; save it (and map it in mmap
@@ -943,6 +946,7 @@ class VectorIndex:
             "rerank": fx.is_compressed(self._factory),
             "auto_thresholds": list(_thresholds(self._meta.get("auto_thresholds"))),
             "rebuilding": self._growth.target if self._growth.running else None,
+            "last_build": self._last_build,
             "params": params,
             "margin": {"k": self._margin_k, "reference": self._margin.size}
             if self._margin is not None
