@@ -43,6 +43,9 @@ DEFAULT_TRAIN_SIZE = 50_000
 EXACT_FILTER_MAX = 4096
 MARGIN_SAMPLE = 20_000
 COMPACT_RATIO = 0.2
+# ``auto``'s IVF tier is rebuilt (nlist for the new size) once it holds this many times the
+# vectors it was built with.
+REGROW_FACTOR = 4
 
 
 def _invalid(message: str, field: str) -> StiltsError:
@@ -523,7 +526,13 @@ class VectorIndex:
         if self.kind == "auto":
             exact_max, ivf_max = _thresholds(self._meta.get("auto_thresholds"))
             want = fx.resolve_kind("auto", self._count, self.dim, exact_max, ivf_max)
-            if fx.tier(want) > fx.tier(self._factory) and not self._growth.running:
+            up = fx.tier(want) > fx.tier(self._factory)
+            regrow = (
+                fx.tier(want) == fx.tier(self._factory) > 0
+                and self._count > REGROW_FACTOR * max(self._trained_n, 1)
+                and want != self._factory
+            )
+            if (up or regrow) and not self._growth.running:
                 LOG.info("auto index reached %d vectors: rebuilding as %s", self._count, want)
                 self._start_rebuild(want)
                 return

@@ -192,3 +192,21 @@ def test_auto_thresholds_are_validated_and_stored(tmp_path):
     idx.close()
     assert VectorIndex.open(tmp_path / "t").describe()["auto_thresholds"] == [50, 500]
     assert os.path.isdir(tmp_path / "t")
+
+
+def test_auto_rebuilds_its_ivf_tier_as_it_grows():
+    idx = VectorIndex.create(None, DIM, kind="auto", auto_thresholds=(1000, 10**9))
+    x = embedding_like(6000)
+    idx.add(np.arange(1200), x[:1200])
+    assert idx.wait_for_rebuild(timeout=60)
+    assert idx.describe()["factory"] == f"IVF{fx.nlist_for(1200)},Flat"
+    idx.add(np.arange(1200, 4000), x[1200:4000])  # < 4 x 1200: stays
+    assert idx.wait_for_rebuild(timeout=60)
+    assert idx.describe()["factory"] == f"IVF{fx.nlist_for(1200)},Flat"
+    idx.add(np.arange(4000, 6000), x[4000:6000])  # > 4 x 1200: nlist for the new size
+    assert idx.wait_for_rebuild(timeout=60)
+    d = idx.describe()
+    assert d["factory"] == f"IVF{fx.nlist_for(6000)},Flat" and d["last_build"]["background"]
+    got = idx.search(x[::500], k=1, nprobe=64)
+    assert [hs[0].id for hs in got] == list(range(0, 6000, 500))
+    idx.close()
