@@ -134,8 +134,10 @@ def test_a_crash_during_a_background_rebuild_loses_nothing(tmp_path):
         idx.add(np.arange(2000), x[:2000])
         idx.save()
         idx.add(np.arange(2000, 5000), x[2000:])  # starts the IVF rebuild on a thread
-        assert idx.describe()["rebuilding"]
-        os._exit(3)  # killed mid-rebuild
+        with idx._lock.read():  # the swap needs the write lock: the rebuild cannot finish now
+            d = idx.describe()
+            assert d["rebuilding"] and d["factory"] == "Flat", d
+            os._exit(3)  # killed mid-rebuild
         """
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
