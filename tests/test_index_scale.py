@@ -43,11 +43,11 @@ def recall_of(idx: VectorIndex, q: np.ndarray, x: np.ndarray, ids: np.ndarray, k
 
 @pytest.mark.slow
 def test_ivfpq_reranks_with_stored_vectors_and_survives_reopen(tmp_path):
-    x = embedding_like(10000)
-    ids = np.arange(10000, dtype=np.int64) + 7
+    x = embedding_like(8000)
+    ids = np.arange(8000, dtype=np.int64) + 7
     q = embedding_like(200, seed=5)
-    idx = VectorIndex.create(tmp_path / "pq", DIM, kind="ivfpq", train_size=8000)
-    for start in range(0, 10000, 2000):
+    idx = VectorIndex.create(tmp_path / "pq", DIM, kind="ivfpq", train_size=6000)
+    for start in range(0, 8000, 2000):
         idx.add(ids[start : start + 2000], x[start : start + 2000])
     d = idx.describe()
     assert d["factory"].startswith("OPQ") and ",PQ" in d["factory"] and d["rerank"] is True
