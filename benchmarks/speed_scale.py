@@ -352,6 +352,7 @@ def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[
     is what each node receives (both sides' query vectors) and sends back (top-k ids + scores).
     """
     from stilts.index import factory as fx
+    from stilts.index.knn import DEFAULT_SHARD
 
     dim = r.get("dim", 384)
     k = 4
@@ -378,6 +379,10 @@ def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[
                 else:
                     nl = fx.nlist_for(int(shard))
                     work = 2 * big * rates[f"{kind}_nprobe"] * shard / nl
+                # the Ray engine's data flow: the query matrix is put once and pulled by every
+                # node, each database shard (DEFAULT_SHARD rows) is shipped to one task, and each
+                # task returns (queries x k) scores + ids; both directions
+                tasks = max(1.0, shard / DEFAULT_SHARD)
                 out.append(
                     {
                         "per_side": big,
@@ -385,8 +390,8 @@ def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[
                         "kind": kind,
                         "knn_hours_per_node": work / rates[kind] / 3600,
                         "index_gib_per_node": per_vec.get(kind, 4 * dim) * shard / 2**30,
-                        "received_gib_per_node": 2 * big * dim * 4 / 2**30,
-                        "sent_gib_per_node": 2 * big * k * 12 / 2**30,
+                        "received_gib_per_node": 2 * (big + shard) * dim * 4 / 2**30,
+                        "sent_gib_per_node": 2 * tasks * big * k * 12 / 2**30,
                     }
                 )
     return out
