@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stilts.benchmarks import data as bdata
 from stilts.benchmarks import metrics, scoring
 from stilts.benchmarks.systems import System

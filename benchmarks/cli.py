@@ -99,7 +99,6 @@ def _baseline_systems(args: argparse.Namespace, first) -> list:
     import importlib.util
 
     from stilts.benchmarks import systems as sysm
-
     from stilts.errors import ErrorCode, StiltsError
 
     wanted = args.baseline if args.baseline is not None else list(BASELINES)
@@ -145,7 +144,6 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from stilts.benchmarks import accuracy, accuracy_report, environment
     from stilts.benchmarks import data as bdata
     from stilts.benchmarks.systems import StiltsSystem, model_labels
-
     from stilts.errors import ErrorCode, StiltsError
 
     tatoeba_dir, bucc_dir = args.tatoeba, args.bucc
@@ -405,7 +403,6 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     import sys
 
     from stilts.benchmarks import environment, speed_report
-
     from stilts.errors import ErrorCode, StiltsError
 
     q = 1 if args.quick else 0

@@ -77,7 +77,7 @@ def _status(e: BaseException) -> str:
     if status is None and callable(getattr(e, "code", None)):
         try:
             status = e.code()
-        except Exception:  # noqa: BLE001 - only naming the failure
+        except Exception:
             status = None
     return getattr(status, "name", None) or type(e).__name__
 

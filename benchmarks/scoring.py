@@ -10,9 +10,9 @@ retrieval as in LASER/XTREME Tatoeba, with cosine or margin.
 from __future__ import annotations
 
 import numpy as np
-from stilts.index import mining
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import mining
 
 
 def neighbours(src: np.ndarray, tgt: np.ndarray, k: int = 4) -> mining.Neighbours:

@@ -134,9 +134,8 @@ def run(
     server_args: dict | None = None,
 ) -> dict:
     """Start a server, load it, stop it; returns the figures (see the module docstring)."""
-    from stilts.server import start_server
-
     from stilts.client import Client
+    from stilts.server import start_server
 
     out: dict = {
         "max_requests": max_requests,

@@ -21,9 +21,8 @@ def _threshold(value: str) -> float:
 
 
 def _read_side(path: str, input_format: str) -> tuple[list[str] | None, list[str]]:
-    from stilts.index.minefiles import detect_ids
-
     from stilts.errors import ErrorCode, StiltsError
+    from stilts.index.minefiles import detect_ids
 
     if not Path(path).is_file():
         raise StiltsError(ErrorCode.NOT_FOUND, f"{path}: no such file", "input")
@@ -64,9 +63,8 @@ def _unique(texts: list[str], all_lines: bool) -> tuple[list[str], list[list[int
 
 
 def _mine_on_server(args: argparse.Namespace) -> dict:
-    from stilts.index.minefiles import write_text_pairs
-
     from stilts.errors import ErrorCode, StiltsError
+    from stilts.index.minefiles import write_text_pairs
 
     try:
         from stilts.client import Client

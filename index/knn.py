@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
-from stilts.index.factory import GPU_MAX_K, gpu_count
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index.factory import GPU_MAX_K, gpu_count
 
 LOG = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
 from stilts.index import mining
 from stilts.index.factory import AUTO_EXACT_MAX
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
-
-from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
 

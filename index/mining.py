@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import faiss
 import numpy as np
-from stilts.index import factory as fx
-from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import factory as fx
+from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
 
 LOG = logging.getLogger(__name__)
 

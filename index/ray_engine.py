@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import numpy as np
+
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn_tile, merge_topk
 from stilts.index.mining import Neighbours
 

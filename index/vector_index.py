@@ -19,6 +19,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
 from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk
 from stilts.index.margin import MarginReference
@@ -26,8 +28,6 @@ from stilts.index.margin import ratio as margin_ratio
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
 from stilts.index.types import Document, Hit
-
-from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ class ServerProcess:
             fd, log_path = tempfile.mkstemp(prefix="stilts-serve-", suffix=".log")
             os.close(fd)
         self.log_path = Path(log_path)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop/kill)
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._log, env=full_env, text=True
         )

@@ -25,10 +25,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stilts.errors import ErrorCode, StiltsError
 from stilts.index import VectorIndex
 from stilts.server.models import ModelRegistry, ServedModel
-
-from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
 

@@ -187,11 +187,10 @@ def measure_speed(
 ) -> dict:
     """Measure the three serving figures (see the module docstring); returns a dict of them
     with their raw inputs."""
-    from stilts.server import start_server
-    from stilts.server.indexes import build_index
-
     from stilts.client import Client
     from stilts.encoder import Encoder
+    from stilts.server import start_server
+    from stilts.server.indexes import build_index
 
     enc = Encoder(model)
     baselines = {"offline": enc}  # the library as it ships, run in this process

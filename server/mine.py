@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
 from stilts.server import validate as v
 from stilts.server.batcher import BULK
 from stilts.server.indexes import ServedIndex
 from stilts.server.models import ServedModel
-
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import retrieval_pb2
 
 if TYPE_CHECKING:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+
+from stilts import __version__
+from stilts.errors import ErrorCode, StiltsError
 from stilts.server import validate as v
 from stilts.server.batcher import BULK, INTERACTIVE, Job
 from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
-
-from stilts import __version__
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,

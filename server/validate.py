@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
-from stilts.index import Document
-from stilts.server.config import ServerConfig
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import Document
+from stilts.server.config import ServerConfig
 from stilts.v1 import types_pb2
 
 KIND_NAMES = {

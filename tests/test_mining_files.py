@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from stilts.index.minefiles import mine_files, mine_texts, scan
 
 from stilts.cli import main
+from stilts.index.minefiles import mine_files, mine_texts, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,9 @@ single-sentence Embed and Search calls, zero errors, every client served, reques
 from __future__ import annotations
 
 import pytest
-from stilts.server.loadgen import closed_loop, sample_sentences
 
 from stilts.client import Client, Document
+from stilts.server.loadgen import closed_loop, sample_sentences
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from stilts.training.tasks import TASKS  # light: readers only, no torch
-
 from stilts.cliutil import env_flag
+from stilts.training.tasks import TASKS  # light: readers only, no torch
 
 LOG = logging.getLogger(__name__)
 

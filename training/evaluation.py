@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from stilts.training import metrics
 from stilts.training.examples import (
     ChoiceFeature,
@@ -135,8 +136,9 @@ def evaluate_task(
         the task's metrics plus ``loss`` (mean dev loss) and ``n`` (dev examples).
     """
     import torch
-    from stilts.training.batches import COLLATE
     from tqdm.auto import tqdm
+
+    from stilts.training.batches import COLLATE
 
     spec = task.spec
     feats = task.dev_features

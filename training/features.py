@@ -7,6 +7,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
 from stilts.training.examples import (
     IGNORE_INDEX,
     ChoiceExample,
@@ -20,7 +22,6 @@ from stilts.training.examples import (
 )
 from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING, TaskSpec
 from stilts.training.text import TextTokenizer
-from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
 
