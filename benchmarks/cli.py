@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.fsutil import atomic_write_text
 
 LOG = logging.getLogger(__name__)
 
@@ -228,9 +229,7 @@ def _write_outputs(results: dict, args: argparse.Namespace, report_module) -> No
     stem = out.stem
     plot_paths = [] if args.no_plots else report_module.write_plots(results, plot_dir, stem)
     results["plots"] = [str(p) for p in plot_paths]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report_path = Path(args.report) if args.report else None
     text = report_module.markdown(
         results, plot_paths, report_path.parent.resolve() if report_path else None

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write, atomic_write_text
 from stilts.index import mining
 from stilts.index.factory import AUTO_EXACT_MAX
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
@@ -300,11 +301,7 @@ class Cache:
         self._write_state()
 
     def _write_state(self) -> None:
-        tmp = self.state_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"key": self.key, "done": sorted(self.done)}))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps({"key": self.key, "done": sorted(self.done)}))
 
     def vectors(self) -> np.ndarray:
         return self.array[: self.n]
@@ -365,17 +362,13 @@ def write_pairs(pairs: Sequence[mining.MinedPair], src: Side, tgt: Side, output:
     need_s = np.concatenate([e[1] for e in expanded]) if expanded else np.zeros(0, np.int64)
     need_t = np.concatenate([e[2] for e in expanded]) if expanded else np.zeros(0, np.int64)
     s_label, t_label = _labels(src, need_s), _labels(tgt, need_t)
-    tmp = output.with_name(f".{output.name}.tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(output) as f:
         for score, sl, tl in expanded:
             for a in sl:
                 for b in tl:
                     f.write(f"{score:.6f}\t{s_label[int(a)]}\t{t_label[int(b)]}\n")
                     n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
     return n
 
 
@@ -388,15 +381,11 @@ def write_text_pairs(
     """Write (score, src line, tgt line) triples as ``score<TAB>src<TAB>tgt``, sorted by score
     (ties by line numbers), with the lines' labels (ids or sentences)."""
     ordered = sorted(rows, key=lambda r: (-r[0], r[1], r[2]))
-    tmp = output.with_name(f".{output.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(output) as f:
         for score, s, t in ordered:
             a = src_labels[s].replace("\t", " ")
             b = tgt_labels[t].replace("\t", " ")
             f.write(f"{score:.6f}\t{a}\t{b}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
     return len(ordered)
 
 
@@ -553,9 +542,9 @@ def mine_files(
         "score_quantiles": _quantiles([p.score for p in pairs]),
         "seconds": {name: round(v, 3) for name, v in seconds.items()},
     }
-    tmp = out.with_name(f".{out.name}.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, out.with_name(out.name + ".json"))
+    atomic_write_text(
+        out.with_name(out.name + ".json"), json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    )
     return summary
 
 

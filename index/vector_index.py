@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_path
 from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk
 from stilts.index.margin import MarginReference
@@ -46,19 +47,6 @@ COMPACT_RATIO = 0.2
 
 def _invalid(message: str, field: str) -> StiltsError:
     return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _flat(dim: int) -> faiss.Index:
@@ -772,13 +760,9 @@ class VectorIndex:
             target.unlink(missing_ok=True)
             self._store.set_meta(factory=self._factory, trained_n=0)
             return
-        tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
         cpu = self._cpu
-        faiss.write_index(cpu, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(self.path)
+        with atomic_path(target) as tmp:
+            faiss.write_index(cpu, str(tmp))
         self._store.set_meta(factory=self._factory, trained_n=self._trained_n)
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import fsync_dir
 from stilts.index import VectorIndex
 from stilts.server.models import ModelRegistry, ServedModel
 
@@ -50,14 +51,6 @@ def check_name(name: str, field: str = "name") -> str:
             field,
         )
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclasses.dataclass
@@ -251,7 +244,7 @@ class IndexRegistry:
         si.index.close()
         grave = self.data_dir / f".drop-{name}-{uuid.uuid4().hex[:8]}"
         os.replace(si.path, grave)
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
         shutil.rmtree(grave, ignore_errors=True)
         LOG.info("dropped index %r (%d documents)", name, n)
         return n
@@ -309,9 +302,9 @@ def build_index(
         (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
         idx.save()
         idx.close()
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.replace(tmp, final)
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

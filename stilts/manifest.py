@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write_text
 
 MANIFEST_NAME = "stilts.json"
 FP32_NAME = "model.onnx"
@@ -116,9 +117,7 @@ class Manifest:
 
     def save(self, model_dir: str | os.PathLike) -> Path:
         path = Path(model_dir) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write_text
 
 LOG = logging.getLogger(__name__)
 
@@ -446,9 +447,7 @@ def _prepare_metrics_log(path: Path, resume_from: str | None) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer) -> dict:
