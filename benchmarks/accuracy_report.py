@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from stilts.benchmarks import plots
-
-LOG = logging.getLogger(__name__)
 
 WIN_MARGIN = 0.01  # differences below one point are reported as ties
 

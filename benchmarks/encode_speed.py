@@ -7,13 +7,10 @@ the same converted checkpoint in PyTorch).
 
 from __future__ import annotations
 
-import logging
 import platform
 from pathlib import Path
 
 from stilts.benchmarks.timing import interleaved_medians
-
-LOG = logging.getLogger(__name__)
 
 BASELINE = "sentence-transformers"
 

@@ -36,19 +36,6 @@ def candidates(
     return rows_s, rows_t, scores
 
 
-def mine_candidates(
-    src: np.ndarray, tgt: np.ndarray, k: int = 4, margin: str = "ratio", retrieval: str = "max"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`stilts.index.mining.mine` with no threshold, as arrays (src rows, tgt rows, scores)."""
-    pairs = mining.mine(src, tgt, k=k, margin=margin, retrieval=retrieval, threshold=None)
-    n = len(pairs)
-    return (
-        np.fromiter((p.src for p in pairs), dtype=np.int64, count=n),
-        np.fromiter((p.tgt for p in pairs), dtype=np.int64, count=n),
-        np.fromiter((p.score for p in pairs), dtype=np.float64, count=n),
-    )
-
-
 def _predicted(rows_from: np.ndarray, rows_to: np.ndarray, n: int) -> np.ndarray:
     """``pred[a] = b`` for each selected pair (a, b); -1 where a got none."""
     pred = np.full(n, -1, dtype=np.int64)

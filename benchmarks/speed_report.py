@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from stilts.benchmarks import plots
-
-LOG = logging.getLogger(__name__)
 
 
 def _f(v, digits: int = 1) -> str:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from importlib import metadata
 from pathlib import Path
@@ -17,8 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-
-LOG = logging.getLogger(__name__)
 
 # USE-multilingual v3's 16 languages (its paper's codes), and the other spellings of the same
 # languages in the data layouts we read (pack: ISO 639-1 with script suffixes; XTREME: 639-3).

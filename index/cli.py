@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 
 from stilts.cliutil import env_flag
-
-LOG = logging.getLogger(__name__)
 
 
 def _threshold(value: str) -> float:
@@ -194,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_threshold,
         default=None,
         help="keep pairs scoring at least this (default: all; ratio margins of true pairs are "
-        "typically above ~1.0-1.06: calibrate on a pair with gold)",
+        "typically above ~1.0-1.06 with the default model: calibrate on a pair with gold)",
     )
     p.add_argument(
         "--index",

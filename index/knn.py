@@ -8,7 +8,6 @@ iterator (files, memory maps, other machines).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import faiss
@@ -16,8 +15,6 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.index.factory import GPU_MAX_K, gpu_count
-
-LOG = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 8192
 DEFAULT_SHARD = 262_144

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -20,8 +19,6 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-
-LOG = logging.getLogger(__name__)
 
 __all__ = ["ServerProcess", "start_server"]
 

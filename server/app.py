@@ -244,10 +244,6 @@ class Server:
         finally:
             self._stopped.set()
 
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (True) or ``timeout`` passed (False)."""
-        return self._stopped.wait(timeout)
-
     def __enter__(self) -> Server:
         return self
 

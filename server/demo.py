@@ -8,14 +8,11 @@ Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from pathlib import Path
 
 from stilts.cliutil import env_flag, setup_logging
-
-LOG = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "sentences.tsv"

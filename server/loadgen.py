@@ -41,8 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-LOG = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass
 class LoadResult:

@@ -4,7 +4,6 @@ statuses by :mod:`stilts.server.interceptor`."""
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -32,7 +31,6 @@ from stilts.v1 import (
 if TYPE_CHECKING:
     from stilts.server.app import Server
 
-LOG = logging.getLogger(__name__)
 
 NO_DEADLINE = 1e7  # grpc reports a huge time_remaining() when the client set no deadline
 PIPELINE_DEPTH = 4

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, invalid
 from stilts.index import Document
 from stilts.server.config import ServerConfig
 from stilts.v1 import types_pb2
@@ -22,10 +22,6 @@ KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 MAX_LANGUAGE_CHARS = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_SEARCH_PARAM = 1 << 16
-
-
-def invalid(message: str, field: str) -> StiltsError:
-    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
 
 
 def text_kind(value: int, default: str | None, field: str = "kind") -> str | None:

@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
 
 from stilts import __version__
 from stilts.cliutil import env_flag, read_lines, setup_logging
 from stilts.errors import ErrorCode, StiltsError
-
-LOG = logging.getLogger(__name__)
 
 # Subpackages that add subcommands; a missing optional module is skipped.
 PLUGINS = (

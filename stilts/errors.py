@@ -47,8 +47,5 @@ class StiltsError(Exception):
 
 
 def invalid(message: str, field: str | None = None) -> StiltsError:
+    """An INVALID_ARGUMENT error naming ``field``."""
     return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
-
-
-def not_found(message: str, field: str | None = None) -> StiltsError:
-    return StiltsError(ErrorCode.NOT_FOUND, message, field)

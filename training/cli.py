@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from stilts.cliutil import env_flag
 from stilts.training.tasks import TASKS  # light: readers only, no torch
-
-LOG = logging.getLogger(__name__)
 
 TASK_NAMES = tuple(TASKS)
 

@@ -5,7 +5,6 @@ The ``score_*`` functions are pure numpy (hand-checkable); :func:`evaluate_task`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +19,6 @@ from stilts.training.examples import (
     TaggingFeature,
 )
 from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
-
-LOG = logging.getLogger(__name__)
 
 MAX_ANSWER_TOKENS = 30
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,8 +21,6 @@ from stilts.training.examples import (
 )
 from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING, TaskSpec
 from stilts.training.text import TextTokenizer
-
-LOG = logging.getLogger(__name__)
 
 MAX_QUERY_TOKENS = 64
 DOC_STRIDE = 128
