@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stilts.cliutil import env_flag
 from stilts.fsutil import atomic_write_text
+from stilts.records import TEXT_KINDS
 
 LOG = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kind",
         default="bitext",
-        choices=["bitext", "query", "passage"],
+        choices=TEXT_KINDS,
         help="manifest prefix used on both sides (bitext: translation retrieval)",
     )
     p.add_argument(
@@ -513,9 +514,7 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         choices=["int8", "fp32"],
         help="graph for mining and serving (encode times both)",
     )
-    p.add_argument(
-        "--kind", default="bitext", choices=["bitext", "query", "passage"], help="encode prefix"
-    )
+    p.add_argument("--kind", default="bitext", choices=TEXT_KINDS, help="encode prefix")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")
     p.add_argument(
         "--baseline",

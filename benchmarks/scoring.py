@@ -13,6 +13,7 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.index import mining
+from stilts.records import SCORINGS
 
 
 def neighbours(src: np.ndarray, tgt: np.ndarray, k: int = 4) -> mining.Neighbours:
@@ -65,7 +66,7 @@ def tatoeba_predictions(
     Returns:
         (xx->en predicted rows, en->xx predicted rows).
     """
-    if scoring not in ("cosine", "margin"):
+    if scoring not in SCORINGS:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
             f"scoring must be cosine or margin, got {scoring!r}",

@@ -22,7 +22,7 @@ Also:
 
 from typing import TYPE_CHECKING
 
-from stilts.index.types import Document, Hit
+from stilts.records import Document, Hit
 
 if TYPE_CHECKING:
     from stilts.index.vector_index import VectorIndex

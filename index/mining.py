@@ -27,18 +27,10 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
+from stilts.records import MinedPair
 
 MARGINS = ("ratio", "distance", "absolute")
 RETRIEVALS = ("max", "forward", "backward", "intersect")
-
-
-@dataclasses.dataclass(frozen=True)
-class MinedPair:
-    """A mined pair: its score and the row of each side (in the arrays given to :func:`mine`)."""
-
-    score: float
-    src: int
-    tgt: int
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stilts.index.types import Document
+from stilts.records import Document
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
@@ -50,7 +50,7 @@ class Row(NamedTuple):
     margin_r: float | None  # the document's margin term (None until a reference is set)
 
     def document(self) -> Document:
-        """The row as a :class:`~stilts.index.types.Document`."""
+        """The row as a :class:`~stilts.records.Document`."""
         return Document(int(self.id), self.text, self.language, json.loads(self.metadata))
 
 

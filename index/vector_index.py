@@ -28,13 +28,12 @@ from stilts.index.margin import MarginReference
 from stilts.index.margin import ratio as margin_ratio
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
-from stilts.index.types import Document, Hit
+from stilts.records import SCORINGS, Document, Hit
 
 LOG = logging.getLogger(__name__)
 
 FAISS_NAME = "index.faiss"
 FORMAT = 1
-SCORINGS = ("cosine", "margin")
 MAX_K = 10_000
 # Sized kinds (ivf, ivfpq) collect vectors in an exact buffer until this many exist, then train.
 TRAIN_SIZE = {"ivf": 20_000, "ivfpq": 65_536}

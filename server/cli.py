@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.records import TEXT_KINDS
 
 LOG = logging.getLogger(__name__)
 
@@ -468,7 +469,7 @@ def _add_client_commands(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--query-kind",
-        choices=["query", "passage", "bitext"],
+        choices=TEXT_KINDS,
         default=None,
         help="how queries are embedded (default: query for passage documents, else the same)",
     )

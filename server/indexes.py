@@ -28,13 +28,13 @@ from typing import Any
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import fsync_dir
 from stilts.index import VectorIndex
+from stilts.records import TEXT_KINDS
 from stilts.server.models import ModelRegistry, ServedModel
 
 LOG = logging.getLogger(__name__)
 
 SETTINGS_NAME = "server.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TEXT_KINDS = ("query", "passage", "bitext")
 
 
 def default_query_kind(document_kind: str) -> str:

@@ -14,6 +14,7 @@ import sys
 from stilts import __version__
 from stilts.cliutil import env_flag, read_lines, setup_logging
 from stilts.errors import ErrorCode, StiltsError
+from stilts.records import TEXT_KINDS
 
 # Subpackages that add subcommands; a missing optional module is skipped.
 PLUGINS = (
@@ -111,7 +112,7 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="where to write the float32 (n, dim) .npy")
     p.add_argument(
         "--kind",
-        choices=["query", "passage", "bitext"],
+        choices=TEXT_KINDS,
         default="query",
         help="which manifest prefix to use (bitext: symmetric translation retrieval)",
     )
