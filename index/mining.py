@@ -108,6 +108,14 @@ def _approx_knn(
     return search_index(index, queries, k, block_size)
 
 
+def knn_kind(index: str, n_src: int, n_tgt: int) -> str:
+    """The k-NN index for a job: ``auto`` is exact (``flat``) up to ``AUTO_EXACT_MAX`` sentences
+    a side, else FAISS's choice for the size; any other kind is kept."""
+    if index == "auto" and max(n_src, n_tgt) <= fx.AUTO_EXACT_MAX:
+        return "flat"
+    return index
+
+
 def neighbours(
     src: np.ndarray,
     tgt: np.ndarray,
@@ -133,9 +141,7 @@ def neighbours(
             f"src and tgt dimensions differ ({src.shape[1]} vs {tgt.shape[1]})",
             "tgt",
         )
-    kind = index
-    if kind == "auto":
-        kind = "flat" if max(len(src), len(tgt)) <= fx.AUTO_EXACT_MAX else "auto"
+    kind = knn_kind(index, len(src), len(tgt))
     if kind == "flat":
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")

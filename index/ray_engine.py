@@ -88,7 +88,7 @@ def encode_chunks(
     side, cache, model: str, precision: str, batch_size: int, progress: bool = True
 ) -> None:
     """Encode the chunks ``cache`` lacks on Ray Data actors and store them in the cache."""
-    from stilts.index.minefiles import chunk_texts
+    from stilts.index.scan import chunk_texts
 
     ray = _ray()
     todo = cache.todo()

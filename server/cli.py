@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from stilts.cliutil import env_flag
@@ -284,11 +283,11 @@ def _print_json(obj) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from stilts.cliutil import read_lines
+    from stilts.inputs import read_sentences
 
     queries = list(args.query)
     if args.input:
-        queries += read_lines(args.input)[1]
+        queries += read_sentences(args.input)[1]
     if not queries:
         from stilts.errors import ErrorCode, StiltsError
 
@@ -313,55 +312,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_documents(
-    path: str, language: str = "", first_id: int = 0
-) -> Iterator[tuple[int, str, str, dict]]:
-    """Documents from a file: ``.jsonl`` ({"id", "text", "language", "metadata"}), or TSV lines
-    ``text``, ``lang<TAB>text`` or ``id<TAB>lang<TAB>text`` (ids default to the line number plus
-    ``first_id``).
-
-    Raises:
-        StiltsError: INVALID_ARGUMENT naming the file and line for malformed input.
-    """
-    from stilts.errors import ErrorCode, StiltsError
-
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            where = f"{path}:{n + 1}"
-            if path.endswith(".jsonl"):
-                try:
-                    obj = json.loads(line)
-                    yield (
-                        int(obj.get("id", first_id + n)),
-                        str(obj["text"]),
-                        str(obj.get("language", language)),
-                        dict(obj.get("metadata") or {}),
-                    )
-                except (ValueError, KeyError, TypeError) as e:
-                    raise StiltsError(
-                        ErrorCode.INVALID_ARGUMENT, f"{where}: bad JSON document: {e}", "input"
-                    ) from None
-                continue
-            cols = line.split("\t")
-            if len(cols) == 1:
-                yield first_id + n, cols[0], language, {}
-            elif len(cols) == 2:
-                yield first_id + n, cols[1], cols[0], {}
-            else:
-                try:
-                    doc_id = int(cols[0])
-                except ValueError:
-                    raise StiltsError(
-                        ErrorCode.INVALID_ARGUMENT,
-                        f"{where}: with 3 columns the first must be an integer id",
-                        "input",
-                    ) from None
-                yield doc_id, "\t".join(cols[2:]), cols[1], {}
-
-
 def _cmd_index(args: argparse.Namespace) -> int:
     with client_from_args(args) as c:
         if args.action == "create":
@@ -378,6 +328,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
             )
         elif args.action == "add":
             from tqdm.auto import tqdm
+
+            from stilts.inputs import read_documents
 
             bar = tqdm(desc=f"add {args.name}", unit="doc", disable=args.quiet)
             res = c.add_documents(
