@@ -5,8 +5,8 @@
   Prometheus metrics (``metrics``), auth / limits / error mapping (``interceptor``, ``validate``).
 - :func:`start_server`: a server in this process or in a subprocess on a free loopback port, for
   tests, benchmarks and demos; both return a handle with ``.address``, ``.metrics_url``, ``.stop()``.
-- ``stilts serve | search | index ... | health`` (``cli``); :mod:`stilts.server.loadgen` measures
-  speed.
+- ``stilts serve | search | index ... | health`` (``cli``); the load generator and the serving
+  figures are in :mod:`stilts.benchmarks.loadgen` and :mod:`stilts.benchmarks.speed_grpc`.
 """
 
 from __future__ import annotations
