@@ -16,10 +16,12 @@ from stilts.cliutil import env_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
 from stilts.records import TEXT_KINDS
 
-# Subpackages that add subcommands; a missing optional module is skipped.
+# Modules that add subcommands (the subpackages, then the server's clients); a missing optional
+# module is skipped.
 PLUGINS = (
     "stilts.index.cli",
     "stilts.server.cli",
+    "stilts.client_cli",
     "stilts.training.cli",
     "stilts.benchmarks.cli",
 )
