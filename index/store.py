@@ -201,28 +201,21 @@ class Store:
 
     def rows_by_id(self, ids: Sequence[int]) -> dict[int, Row]:
         """id -> row."""
-        out: dict[int, Row] = {}
-        for part in _chunks(list(ids)):
-            marks = ",".join("?" * len(part))
-            for r in self._read(
-                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
-                f"WHERE id IN ({marks})",
-                part,
-            ):
-                out[int(r[1])] = Row._make(r)
-        return out
+        return self._rows("id", ids)
 
     def rows_by_seq(self, seqs: Sequence[int]) -> dict[int, Row]:
         """seq -> row."""
+        return self._rows("seq", seqs)
+
+    def _rows(self, key: str, values: Sequence[int]) -> dict[int, Row]:
         out: dict[int, Row] = {}
-        for part in _chunks(list(seqs)):
+        for part in _chunks(list(values)):
             marks = ",".join("?" * len(part))
             for r in self._read(
-                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
-                f"WHERE seq IN ({marks})",
-                part,
+                f"SELECT {', '.join(Row._fields)} FROM docs WHERE {key} IN ({marks})", part
             ):
-                out[int(r[0])] = Row._make(r)
+                row = Row._make(r)
+                out[int(getattr(row, key))] = row
         return out
 
     def seqs(self, languages: Sequence[str] | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ import sys
 from stilts import __version__
 from stilts.cliutil import env_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
+from stilts.inputs import LAYOUTS
 from stilts.records import TEXT_KINDS
 
 # Modules that add subcommands (the subpackages, then the server's clients); a missing optional
@@ -116,10 +117,10 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--input-format",
-        choices=["auto", "lines", "ids"],
+        choices=LAYOUTS,
         default="auto",
         help="lines: one sentence per line; ids: id<TAB>sentence (ids go to OUT.ids); "
-        "auto: detected",
+        "auto: detected (see stilts.inputs)",
     )
     p.add_argument("--output", required=True, help="where to write the float32 (n, dim) .npy")
     p.add_argument(
