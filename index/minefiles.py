@@ -2,26 +2,25 @@
 
 The steps, each bounded in memory:
 
-1. **scan** each file once, streaming: byte offset of every line, a 64-bit hash of its sentence
-   (for deduplication), the file's SHA-256; the layout (one sentence per line, or BUCC
-   ``id<TAB>sentence``) is detected on the first lines or given;
+1. **scan** each file once, streaming (:mod:`stilts.index.scan`): byte offset of every line, a
+   64-bit hash of its sentence (for deduplication), the file's SHA-256; the layout (one sentence
+   per line, or BUCC ``id<TAB>sentence``, see :mod:`stilts.inputs`) is detected or given;
 2. **encode** the unique non-empty sentences in fixed chunks with the manifest's ``bitext``
-   prefix into a memory-mapped ``.npy`` cache next to the output, keyed by file hash + model
-   fingerprint; finished chunks are recorded, so a re-run or a run killed midway resumes
-   without re-encoding them;
+   prefix into a memory-mapped ``.npy`` cache next to the output (:mod:`stilts.index.embcache`),
+   keyed by file hash + model fingerprint; finished chunks are recorded, so a re-run or a run
+   killed midway resumes without re-encoding them;
 3. **k-NN** both ways over the memory maps in blocks (:mod:`stilts.index.knn`), then margin
    scoring and candidate selection (:mod:`stilts.index.mining`);
 4. **write** ``score<TAB>src<TAB>tgt`` sorted by score (ids when the input has ids, else the
    sentences; duplicates of a mined sentence are all listed), atomically, plus a JSON summary.
 
 ``engine="ray"`` runs steps 2 and 3 on Ray (:mod:`stilts.index.ray_engine`) with the same chunks,
-so both engines write the same file.
+so both engines write the same file; :func:`mine_on_server` runs them on a stilts server.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -36,8 +35,6 @@ from stilts.index import mining
 from stilts.index.embcache import Cache, encode_local
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 from stilts.index.scan import Side, chunk_texts, read_lines_at, scan
-
-LOG = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 DEFAULT_CHUNK = 8192
