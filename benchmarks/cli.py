@@ -11,6 +11,7 @@ from pathlib import Path
 from stilts.cliutil import env_flag
 from stilts.fsutil import atomic_write_text
 from stilts.records import TEXT_KINDS
+from stilts.sample import dev_sentences
 
 LOG = logging.getLogger(__name__)
 
@@ -18,14 +19,15 @@ DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev"
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from stilts.benchmarks import encode_speed
+    from stilts.benchmarks import speed_encode
 
     if args.input:
-        with open(args.input, encoding="utf-8") as f:
-            sentences = [line.rstrip("\n") for line in f][: args.n]
+        from stilts.inputs import read_sentences
+
+        sentences = read_sentences(args.input)[1][: args.n]
     else:
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), args.n)
-    report = encode_speed.run(
+        sentences = dev_sentences(Path(args.tatoeba), args.n)
+    report = speed_encode.encode_report(
         sentences,
         model=args.model,
         checkpoint=args.checkpoint,
@@ -33,7 +35,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         with_baseline=not args.no_baseline,
     )
-    print(encode_speed.format_table(report))
+    print(speed_encode.format_table(report))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     return 0
@@ -64,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=str(Path(DEFAULT_DEV_PACK) / "tatoeba"),
         help="Tatoeba-layout dir (<xx>-en.tsv) to draw sentences from, round-robin over languages",
     )
-    p.add_argument("--input", default=None, help="instead: a file with one sentence per line")
+    p.add_argument(
+        "--input", default=None, help="instead: a sentence file (one per line or id<TAB>sentence)"
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip sentence-transformers")
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.set_defaults(func=_cmd_encode)
@@ -422,9 +426,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     out["settings"].pop("func", None)
 
     if "encode" in sections:
-        from stilts.benchmarks import encode_speed, speed_encode
+        from stilts.benchmarks import speed_encode
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), args.encode_n)
+        sentences = dev_sentences(Path(args.tatoeba), args.encode_n)
         out["sections"]["encode"] = speed_encode.run(
             sentences,
             _ints(args.batch_sizes, "batch-sizes"),
@@ -466,9 +470,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             checkpoint=args.st_checkpoint,
         )
     if "grpc" in sections:
-        from stilts.benchmarks import encode_speed, speed_grpc
+        from stilts.benchmarks import speed_grpc
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        sentences = dev_sentences(Path(args.tatoeba), 2000)
         out["sections"]["grpc"] = speed_grpc.run(
             sentences,
             _ints(args.concurrency, "concurrency"),

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import os
 
-    from stilts.benchmarks.encode_speed import dev_sentences
+    from stilts.sample import dev_sentences
 
     dev_pack = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev")
     p = argparse.ArgumentParser(description="Measure the serving speed figures.")

@@ -155,7 +155,7 @@ def run(
     systems = {MINE: stilts_mine, FLOOR: floor}
     st_info = None
     if with_st:
-        from stilts.benchmarks.encode_speed import sentence_transformers_model
+        from stilts.benchmarks.systems import sentence_transformers_model
 
         m = enc.manifest
         ckpt = checkpoint or (m.source or {}).get("checkpoint")

@@ -149,6 +149,20 @@ def model_labels(models: list[str]) -> list[str]:
     return labels
 
 
+def sentence_transformers_model(checkpoint: str | Path, pooling: str = "mean", max_len: int = 512):
+    """The same checkpoint as a sentence-transformers model (mean pooling, normalised)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    transformer = models.Transformer(str(checkpoint), max_seq_length=max_len)
+    get_dim = getattr(transformer, "get_embedding_dimension", None)
+    dim = get_dim() if get_dim else transformer.get_word_embedding_dimension()
+    return SentenceTransformer(
+        modules=[transformer, models.Pooling(dim, pooling), models.Normalize()], device="cpu"
+    )
+
+
 class SentenceTransformersSystem(System):
     """The same weights in sentence-transformers (PyTorch, fp32), cosine on its own vectors."""
 
@@ -163,8 +177,6 @@ class SentenceTransformersSystem(System):
         name: str = "sentence-transformers",
         batch_size: int = 64,
     ):
-        from stilts.benchmarks.encode_speed import sentence_transformers_model
-
         if not Path(checkpoint).is_dir():
             raise StiltsError(
                 ErrorCode.NOT_FOUND,
