@@ -196,6 +196,7 @@ class Batcher:
         self._last_end = 0.0
         self._cond = threading.Condition()
         self._running = False
+        self._refusal: StiltsError | None = None
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.texts = 0
@@ -220,14 +221,23 @@ class Batcher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.fail_queued(StiltsError(ErrorCode.UNAVAILABLE, "server is shutting down"))
+
+    def fail_queued(self, error: StiltsError) -> int:
+        """End every job that still has texts queued with ``error`` (its waiter raises it), and
+        refuse new work with it; returns how many jobs. For a stop whose grace period ran out."""
+        n = 0
         with self._cond:
+            self._refusal = error
             for q in self._queues:
                 for item in q:
                     if not item.job.done.is_set():
-                        item.job.error = StiltsError(ErrorCode.UNAVAILABLE, "server shutting down")
+                        item.job.error = error
                         item.job.done.set()
+                        n += 1
                 q.clear()
             self._queued = 0
+        return n
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -261,8 +271,10 @@ class Batcher:
             job.done.set()
             return job
         with self._cond:
+            if self._refusal is not None:
+                raise self._refusal
             if not self._running:
-                raise StiltsError(ErrorCode.UNAVAILABLE, "server shutting down")
+                raise StiltsError(ErrorCode.UNAVAILABLE, "server is shutting down")
             if self._queued + len(tokens) > self.max_queue_texts:
                 raise StiltsError(
                     ErrorCode.RESOURCE_EXHAUSTED,
