@@ -27,6 +27,7 @@ from stilts.encoder import Encoder, Tokenized
 from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
+CANCEL_POLL_SECONDS = 0.1
 
 INTERACTIVE = 0
 """Priority of latency-bound requests (Embed, Search)."""
@@ -320,10 +321,17 @@ class Batcher:
 
         def drain_one() -> np.ndarray:
             job = pending.popleft()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
+                # poll, so a call that ended (client cancel) stops waiting within a moment
+                while not job.done.wait(CANCEL_POLL_SECONDS):
+                    if is_cancelled():
+                        raise StiltsError(ErrorCode.UNAVAILABLE, "request cancelled")
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 return job.result(timeout)
             except BaseException:
+                job.cancel()
                 for j in pending:
                     j.cancel()
                 raise

@@ -35,7 +35,8 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
 STILTS_PREFIX = "/stilts."
 MAX_DETAILS_CHARS = 1024  # gRPC trailing metadata is 8 KB by default; messages stay far below
-MAX_NESTING = 100  # protobuf's recursion limit when parsing
+MAX_NESTING = 100
+DEADLINE_SLACK_SECONDS = 0.1  # protobuf's recursion limit when parsing
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -167,7 +168,9 @@ def ending(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     if context.is_active():
         return None
     left = context.time_remaining()
-    if left is not None and left <= 0:
+    # a client whose deadline passed cancels the stream itself, a moment before the server's
+    # copy of the deadline runs out: count that as the deadline too
+    if left is not None and left <= DEADLINE_SLACK_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 
@@ -276,9 +279,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
         def fail(context: grpc.ServicerContext, e: BaseException) -> None:
             ended = ending(context)
-            if ended is not None:  # the client is gone: nothing to send, finish() labels it
+            if ended is not None and context.code() is None:
+                # the client is gone: nothing reaches it; abort (rather than raise) so grpc does
+                # not log an application error, and finish() counts the real ending
                 LOG.debug("%s ended (%s) while the handler raised %r", method, ended.name, e)
-                raise e
+                context.abort(ended, "the call ended on the client's side")
             if context.code() is not None:  # context.abort() already set the status
                 raise e
             if isinstance(e, StiltsError):
