@@ -20,10 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, json_format, message_factory
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
+from generic_client import Generic
 from prometheus_client.parser import text_string_to_metric_families
 
 C = grpc.StatusCode
@@ -37,53 +34,6 @@ LIMITS = dict(
     max_response_bytes=1 << 20,
 )
 TOKEN = "s3cret-token"
-
-
-class Generic:
-    """A client that knows the API only through server reflection."""
-
-    def __init__(self, address: str, metadata: tuple = ()):
-        self.channel = grpc.insecure_channel(address)
-        self.pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(self.channel))
-        self.metadata = metadata
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def _method(self, service: str, name: str):
-        return self.pool.FindServiceByName(f"stilts.v1.{service}").methods_by_name[name]
-
-    def message(self, service: str, rpc: str, /, **fields):
-        """The request message of ``service/rpc`` filled from JSON-like ``fields``."""
-        cls = message_factory.GetMessageClass(self._method(service, rpc).input_type)
-        return json_format.ParseDict(fields, cls())
-
-    def stub(self, service: str, name: str, raw: bool = False):
-        m = self._method(service, name)
-        req = message_factory.GetMessageClass(m.input_type)
-        resp = message_factory.GetMessageClass(m.output_type)
-        kind = {
-            (False, False): self.channel.unary_unary,
-            (True, False): self.channel.stream_unary,
-            (False, True): self.channel.unary_stream,
-            (True, True): self.channel.stream_stream,
-        }[(m.client_streaming, m.server_streaming)]
-        return kind(
-            f"/stilts.v1.{service}/{name}",
-            request_serializer=(lambda b: b) if raw else req.SerializeToString,
-            response_deserializer=resp.FromString,
-        )
-
-    def call(self, service: str, rpc: str, request=None, /, timeout: float = 60, **fields):
-        """Call with a request (or ``fields``); streams are sent/collected whole."""
-        m = self._method(service, rpc)
-        if request is None:
-            request = self.message(service, rpc, **fields)
-        fn = self.stub(service, rpc)
-        if m.client_streaming:
-            request = iter(request if isinstance(request, list) else [request])
-        out = fn(request, timeout=timeout, metadata=self.metadata)
-        return list(out) if m.server_streaming else out
 
 
 def status(fn, *args, **kwargs) -> grpc.RpcError:
