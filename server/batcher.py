@@ -209,6 +209,7 @@ class Batcher:
             if self._running:
                 return self
             self._running = True
+            self._refusal = None
         self._thread = threading.Thread(
             target=self._loop, name=f"stilts-batcher-{self.name}", daemon=True
         )
