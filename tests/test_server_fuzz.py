@@ -28,7 +28,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the dev 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-EXAMPLES = int(os.environ.get("STILTS_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("STILTS_FUZZ_EXAMPLES", "200"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -79,7 +79,13 @@ EDGE_TEXT = st.sampled_from(
     ["", " ", "\t\n", "abc\n", "x" * 20_000, "../etc", "IVF" * 5000, "\x00", "héllo wörld"]
 )
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40) | EDGE_TEXT
-INDEX_NAME = st.sampled_from([KEEP, PLAY, "", "nope", "abc\n"]) | TEXT
+# plausible values, so that requests also get past validation (weighted by repetition)
+SENTENCE = st.sampled_from(
+    ["kept sentence 1", "Guten Morgen", "Où est la gare ?", "ネットワーク接続", "a b c"]
+) | st.text(st.characters(categories=("L", "Nd")), min_size=1, max_size=30)
+INDEX_NAME = st.one_of(
+    st.sampled_from([KEEP, PLAY]), st.sampled_from([KEEP, PLAY, "", "nope"]), TEXT
+)
 JSON = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers(-(2**53), 2**53) | TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
@@ -88,11 +94,18 @@ JSON = st.recursive(
 BY_NAME = {
     "name": INDEX_NAME,
     "index": INDEX_NAME,
-    "model": st.sampled_from(["", "default", "nope"]) | TEXT,
+    "model": st.one_of(st.just(""), st.just("default"), st.sampled_from(["nope"]) | TEXT),
     "kind": st.sampled_from(["flat", "auto", "hnsw", "ivf", "IVF4,Flat", "NoSuch"]) | TEXT,
     "margin": st.sampled_from(["", "ratio", "distance", "absolute"]) | TEXT,
     "retrieval": st.sampled_from(["", "max", "intersect", "forward", "backward"]) | TEXT,
     "language": st.sampled_from(["", "en", "de"]) | TEXT,
+}
+REPEATED_BY_NAME = {
+    "texts": st.lists(SENTENCE, min_size=1, max_size=4) | st.lists(TEXT, max_size=4),
+    "queries": st.lists(SENTENCE, min_size=1, max_size=4) | st.lists(TEXT, max_size=4),
+    "ids": st.lists(st.integers(0, 12), unique=True, max_size=6)
+    | st.lists(st.integers(-(2**63), 2**63 - 1), max_size=6),
+    "languages": st.lists(st.sampled_from(["en", "de"]), max_size=2) | st.lists(TEXT, max_size=3),
 }
 INT_RANGES = {
     F.TYPE_INT32: (-(2**31), 2**31 - 1),
@@ -108,7 +121,7 @@ def _scalar(field) -> st.SearchStrategy:
     if field.name in BY_NAME and field.type == F.TYPE_STRING:
         return BY_NAME[field.name]
     if field.type == F.TYPE_STRING:
-        return TEXT
+        return st.one_of(SENTENCE, TEXT)
     if field.type == F.TYPE_BYTES:
         return st.binary(max_size=64)
     if field.type in INT_RANGES:
@@ -118,8 +131,8 @@ def _scalar(field) -> st.SearchStrategy:
         return st.floats(width=32 if field.type == F.TYPE_FLOAT else 64)
     if field.type == F.TYPE_BOOL:
         return st.booleans()
-    if field.type == F.TYPE_ENUM:
-        return st.integers(-2, 12)  # proto3 enums are open: unknown values arrive as ints
+    if field.type == F.TYPE_ENUM:  # proto3 enums are open: unknown values arrive as ints
+        return st.sampled_from([v.number for v in field.enum_type.values]) | st.integers(-2, 12)
     raise AssertionError(field.type)
 
 
@@ -136,7 +149,9 @@ def message_of(desc, depth: int = 0) -> st.SearchStrategy:
             value = message_of(f.message_type, depth + 1)
         else:
             value = _scalar(f)
-        optional[f.name] = st.lists(value, max_size=4) if f.is_repeated else value
+        if f.is_repeated:
+            value = REPEATED_BY_NAME.get(f.name) or st.lists(value, max_size=4)
+        optional[f.name] = value
     return st.fixed_dictionaries({}, optional=optional).map(_build(cls))
 
 
