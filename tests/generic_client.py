@@ -3,6 +3,10 @@ independent client does); shared by the hardening and fuzz tests."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -56,3 +60,15 @@ class Generic:
             request = iter(request if isinstance(request, list) else [request])
         out = fn(request, timeout=timeout, metadata=self.metadata)
         return list(out) if m.server_streaming else out
+
+
+@contextlib.contextmanager
+def loopback_server(data_dir: Path, encoder, **config) -> Iterator:
+    """A server in this process on a free loopback port, serving ``encoder`` as ``default``."""
+    from stilts.server import start_server
+
+    srv = start_server(data_dir, encoders={"default": encoder}, **config)
+    try:
+        yield srv
+    finally:
+        srv.stop(5)

@@ -19,7 +19,7 @@ import os
 
 import grpc
 import pytest
-from generic_client import Generic
+from generic_client import Generic, loopback_server
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -186,11 +186,8 @@ def _build(cls):
 
 @pytest.fixture(scope="module")
 def server(encoder, tmp_path_factory):
-    from stilts.server import start_server
-
-    srv = start_server(tmp_path_factory.mktemp("data"), encoders={"default": encoder}, **LIMITS)
-    yield srv
-    srv.stop(5)
+    with loopback_server(tmp_path_factory.mktemp("data"), encoder, **LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

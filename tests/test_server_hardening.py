@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from generic_client import Generic
+from generic_client import Generic, loopback_server
 from prometheus_client.parser import text_string_to_metric_families
 
 C = grpc.StatusCode
@@ -66,11 +66,8 @@ def words(i: int, n: int = 60) -> str:
 
 @pytest.fixture(scope="module")
 def server(encoder, tmp_path_factory):
-    from stilts.server import start_server
-
-    srv = start_server(tmp_path_factory.mktemp("data"), encoders={"default": encoder}, **LIMITS)
-    yield srv
-    srv.stop(5)
+    with loopback_server(tmp_path_factory.mktemp("data"), encoder, **LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +320,7 @@ def test_6_concurrency_refusals_are_counted_and_name_the_flag(encoder, tmp_path)
     srv = start_server(tmp_path, encoders={"default": encoder}, max_concurrent_rpcs=2)
     c = Generic(srv.address)
     try:
-        texts = [words(i, 100) for i in range(48)]
+        texts = [words(i, 60) for i in range(16)]  # the 8 calls are issued at once
         embed = c.stub("EmbeddingService", "Embed")
         calls = [
             embed.future(c.message("EmbeddingService", "Embed", texts=texts), timeout=120)
