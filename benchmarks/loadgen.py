@@ -7,26 +7,28 @@ carries a deadline (``request_timeout``), so the whole run ends within
 ``max_seconds + request_timeout`` even against a server that stops answering. Failures are
 counted by gRPC status name and never stop the run.
 
-(:mod:`stilts.server.loadgen` has the server's own time-bounded closed loop for its serving
-figures; this one adds the request budget and the deadlines that ``stilts bench speed`` needs.)
+The one load generator: ``stilts bench speed`` (gRPC section) and the serving figures
+(:mod:`stilts.benchmarks.speed_grpc`) both run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
-from stilts.benchmarks.timing import percentiles
+from stilts.benchmarks.timing import latency_ms
 
 LOG = logging.getLogger(__name__)
 
 # A workload: given a client and the request number, send one request; returns items carried.
 Workload = Callable[[object, int], int]
+# Told of every request as it ends: (request number, seconds since the start at its end,
+# latency seconds, gRPC status name or None for success).
+Observer = Callable[[int, float, float, str | None], None]
 
 
 @dataclasses.dataclass
@@ -77,7 +79,7 @@ def _status(e: BaseException) -> str:
     if status is None and callable(getattr(e, "code", None)):
         try:
             status = e.code()
-        except Exception:  # noqa: BLE001 - only naming the failure
+        except Exception:
             status = None
     return getattr(status, "name", None) or type(e).__name__
 
@@ -90,6 +92,7 @@ def run(
     max_seconds: float = 10.0,
     request_timeout: float = 10.0,
     token: str | None = None,
+    observe: Observer | None = None,
 ) -> LoadResult:
     """Run one bounded load (see the module docstring).
 
@@ -101,6 +104,7 @@ def run(
         max_seconds: no request starts after this many seconds (> 0).
         request_timeout: deadline of each request, seconds.
         token: bearer token for servers with auth.
+        observe: called with every request's ending (for figures over time).
 
     Returns:
         A :class:`LoadResult`.
@@ -150,6 +154,8 @@ def run(
                     latencies.append(t1 - t0)
                 else:
                     errors[err] += 1
+                if observe is not None:
+                    observe(i, t1 - t_start[0], t1 - t0, err)
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in clients]
     for t in threads:
@@ -166,11 +172,6 @@ def run(
     for c in clients:
         c.close()
     end = state["last_end"] or time.perf_counter()
-    lat = percentiles(latencies)
-    lat = {k: v * 1000 for k, v in lat.items()}
-    if latencies:
-        lat["mean"] = statistics.fmean(latencies) * 1000
-        lat["max"] = max(latencies) * 1000
     return LoadResult(
         concurrency=concurrency,
         attempted=state["issued"],
@@ -179,7 +180,7 @@ def run(
         items=state["items"],
         seconds=end - t_start[0],
         stopped_by=state["stopped_by"] if state["issued"] < max_requests else "count",
-        latency_ms=lat,
+        latency_ms=latency_ms(latencies),
         max_requests=max_requests,
         max_seconds=max_seconds,
     )

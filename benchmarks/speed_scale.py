@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stilts.benchmarks.timing import percentiles
 
 LOG = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stilts.index import mining
-from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import mining
+from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 
 LOG = logging.getLogger(__name__)
 

@@ -19,29 +19,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 
 import faiss
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
-
-from stilts.errors import ErrorCode, StiltsError
-
-LOG = logging.getLogger(__name__)
+from stilts.records import MinedPair
 
 MARGINS = ("ratio", "distance", "absolute")
 RETRIEVALS = ("max", "forward", "backward", "intersect")
-
-
-@dataclasses.dataclass(frozen=True)
-class MinedPair:
-    """A mined pair: its score and the row of each side (in the arrays given to :func:`mine`)."""
-
-    score: float
-    src: int
-    tgt: int
 
 
 @dataclasses.dataclass
@@ -77,7 +66,9 @@ def margin_fn(margin: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if margin == "absolute":
         return lambda a, b: a
     raise StiltsError(
-        ErrorCode.INVALID_ARGUMENT, f"margin must be one of {MARGINS}, got {margin!r}", "margin"
+        ErrorCode.INVALID_ARGUMENT,
+        f"margin must be one of {MARGINS}, got {shorten(margin)}",
+        "margin",
     )
 
 
@@ -93,7 +84,7 @@ def check_options(k: int, margin: str, retrieval: str, threshold: float | None) 
     if retrieval not in RETRIEVALS:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            f"retrieval must be one of {RETRIEVALS}, got {retrieval!r}",
+            f"retrieval must be one of {RETRIEVALS}, got {shorten(retrieval)}",
             "retrieval",
         )
     if threshold is not None and not np.isfinite(threshold):
@@ -147,6 +138,14 @@ def _refined_search(
     return best_d, best_i
 
 
+def knn_kind(index: str, n_src: int, n_tgt: int) -> str:
+    """The k-NN index for a job: ``auto`` is exact (``flat``) up to ``AUTO_EXACT_MAX`` sentences
+    a side, else FAISS's choice for the size; any other kind is kept."""
+    if index == "auto" and max(n_src, n_tgt) <= fx.AUTO_EXACT_MAX:
+        return "flat"
+    return index
+
+
 def neighbours(
     src: np.ndarray,
     tgt: np.ndarray,
@@ -174,9 +173,7 @@ def neighbours(
             f"src and tgt dimensions differ ({src.shape[1]} vs {tgt.shape[1]})",
             "tgt",
         )
-    kind = index
-    if kind == "auto":
-        kind = "flat" if max(len(src), len(tgt)) <= fx.AUTO_EXACT_MAX else "auto"
+    kind = knn_kind(index, len(src), len(tgt))
     if kind == "flat":
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
@@ -272,7 +269,8 @@ def mine(
         k: neighbours for the margin (4 as in the paper).
         margin: ``ratio`` (default), ``distance`` or ``absolute`` (plain cosine).
         retrieval: ``max`` (default), ``forward``, ``backward`` or ``intersect``.
-        threshold: keep pairs scoring at least this (ratio margins of good pairs are ~1.05-1.2).
+        threshold: keep pairs scoring at least this (ratio margins of true pairs are typically
+            above ~1.0-1.06 with the default model: calibrate on a pair with gold).
         index: ``flat`` (exact, blocked), ``auto``, or an approximate kind (``ivf``, ``hnsw``,
             ``ivfpq`` or a FAISS factory string).
         block_size: query rows per tile.

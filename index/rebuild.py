@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import faiss
 import numpy as np
-from stilts.index import factory as fx
-from stilts.index.store import Store
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import factory as fx
+from stilts.index.store import Store
 
 LOG = logging.getLogger(__name__)
 

@@ -19,6 +19,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError, invalid
+from stilts.fsutil import atomic_path
 from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk, rerank
 from stilts.index.margin import MarginReference
@@ -26,16 +29,14 @@ from stilts.index.margin import ratio as margin_ratio
 from stilts.index.rebuild import Background, build_from_store
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
-from stilts.index.types import Document, Hit
-
-from stilts.errors import ErrorCode, StiltsError
+from stilts.records import SCORINGS, Document, Hit
 
 LOG = logging.getLogger(__name__)
 
 FAISS_NAME = "index.faiss"
 FORMAT = 1
-SCORINGS = ("cosine", "margin")
 MAX_K = 10_000
+HIT_OVERHEAD_BYTES = 32  # id, score and protobuf framing per hit or document
 # Sized kinds (ivf, ivfpq) collect vectors in an exact buffer until this many exist, then train.
 TRAIN_SIZE = {"ivf": 20_000, "ivfpq": 65_536}
 DEFAULT_TRAIN_SIZE = 50_000
@@ -48,21 +49,15 @@ COMPACT_RATIO = 0.2
 REGROW_FACTOR = 4
 
 
-def _invalid(message: str, field: str) -> StiltsError:
-    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _check_response_bytes(total: int, max_bytes: int, field: str, advice: str) -> None:
+    if total > max_bytes:
+        raise StiltsError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{field}: the response would hold about {total:,} bytes of document texts and "
+            f"metadata, more than the limit of {max_bytes:,} bytes (--max-response-bytes); "
+            f"{advice}",
+            field,
+        )
 
 
 def _flat(dim: int) -> faiss.Index:
@@ -76,21 +71,21 @@ def _thresholds(value: Any) -> tuple[int, int]:
     try:
         exact_max, ivf_max = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise _invalid(
+        raise invalid(
             "auto_thresholds must be two integers (exact_max, ivf_max)", "auto_thresholds"
         ) from None
     if not 1 <= exact_max <= ivf_max:
-        raise _invalid("auto_thresholds must satisfy 1 <= exact_max <= ivf_max", "auto_thresholds")
+        raise invalid("auto_thresholds must satisfy 1 <= exact_max <= ivf_max", "auto_thresholds")
     return exact_max, ivf_max
 
 
 def _normalise(x: np.ndarray, field: str) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True, order="C")
     if not np.isfinite(x).all():
-        raise _invalid(f"{field} contains NaN or infinite values", field)
+        raise invalid(f"{field} contains NaN or infinite values", field)
     norms = np.linalg.norm(x, axis=1)
     if len(x) and norms.min() == 0:
-        raise _invalid(f"{field} row {int(norms.argmin())} is all zeros", field)
+        raise invalid(f"{field} row {int(norms.argmin())} is all zeros", field)
     x /= norms[:, None]
     return x
 
@@ -177,20 +172,20 @@ class VectorIndex:
             StiltsError: INVALID_ARGUMENT (dim, kind, manifest), ALREADY_EXISTS (path).
         """
         if not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1:
-            raise _invalid(f"dim must be a positive integer, got {dim!r}", "dim")
+            raise invalid(f"dim must be a positive integer, got {dim!r}", "dim")
         dim = int(dim)
         if device not in ("auto", "cpu", "gpu"):
-            raise _invalid("device must be one of auto, cpu, gpu", "device")
+            raise invalid("device must be one of auto, cpu, gpu", "device")
         fingerprint = None
         name = None
         if manifest is not None:
             from stilts.manifest import Manifest
 
             if not isinstance(manifest, dict):
-                raise _invalid("manifest must be a dict (Manifest.to_dict())", "manifest")
+                raise invalid("manifest must be a dict (Manifest.to_dict())", "manifest")
             m = Manifest.from_dict(manifest)
             if m.dim != dim:
-                raise _invalid(
+                raise invalid(
                     f"dim {dim} does not match the manifest's dim {m.dim} ({m.name})", "dim"
                 )
             fingerprint, name = m.fingerprint, m.name
@@ -209,9 +204,9 @@ class VectorIndex:
             try:
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise _invalid(f"{p}: cannot create the index directory: {e}", "path") from None
+                raise invalid(f"{p}: cannot create the index directory: {e}", "path") from None
         if train_size is not None and train_size < 1:
-            raise _invalid("train_size must be >= 1", "train_size")
+            raise invalid("train_size must be >= 1", "train_size")
         thresholds = _thresholds(auto_thresholds)
         meta = {
             "format": FORMAT,
@@ -369,13 +364,11 @@ class VectorIndex:
         try:
             arr = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError) as e:
-            raise _invalid(f"{field} must be a float array: {e}", field) from None
+            raise invalid(f"{field} must be a float array: {e}", field) from None
         if arr.ndim == 1 and arr.shape[0] == self.dim:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise _invalid(
-                f"{field} must have shape (n, {self.dim}), got {tuple(arr.shape)}", field
-            )
+            raise invalid(f"{field} must have shape (n, {self.dim}), got {tuple(arr.shape)}", field)
         return _normalise(arr, field)
 
     @staticmethod
@@ -383,11 +376,11 @@ class VectorIndex:
         try:
             arr = np.asarray(ids)
         except (TypeError, ValueError):
-            raise _invalid("ids must be a list of integers", "ids") from None
+            raise invalid("ids must be a list of integers", "ids") from None
         if arr.ndim == 0:
             arr = arr[None]
         if arr.ndim != 1 or (len(arr) and not np.issubdtype(arr.dtype, np.integer)):
-            raise _invalid("ids must be a 1-D list of 64-bit integers", "ids")
+            raise invalid("ids must be a 1-D list of 64-bit integers", "ids")
         return arr.astype(np.int64)
 
     # --- writes -------------------------------------------------------------------------------
@@ -423,27 +416,27 @@ class VectorIndex:
         vecs = self._vectors(vectors)
         n = len(id_arr)
         if len(vecs) != n:
-            raise _invalid(f"got {n} ids but {len(vecs)} vectors", "vectors")
+            raise invalid(f"got {n} ids but {len(vecs)} vectors", "vectors")
         if len(np.unique(id_arr)) != n:
-            raise _invalid("ids contains duplicates", "ids")
+            raise invalid("ids contains duplicates", "ids")
         if docs is None:
             docs = [Document(int(i)) for i in id_arr]
         if len(docs) != n:
-            raise _invalid(f"got {n} ids but {len(docs)} docs", "docs")
+            raise invalid(f"got {n} ids but {len(docs)} docs", "docs")
         texts, langs, metas = [], [], []
         for row, (i, doc) in enumerate(zip(id_arr, docs, strict=True)):
             if not isinstance(doc, Document):
-                raise _invalid(f"docs[{row}] must be a Document", "docs")
+                raise invalid(f"docs[{row}] must be a Document", "docs")
             if doc.id is not None and int(doc.id) != int(i):
-                raise _invalid(f"docs[{row}].id {doc.id} differs from ids[{row}] {i}", "docs")
+                raise invalid(f"docs[{row}].id {doc.id} differs from ids[{row}] {i}", "docs")
             if not isinstance(doc.text, str) or not isinstance(doc.language, str):
-                raise _invalid(f"docs[{row}].text and .language must be strings", "docs")
+                raise invalid(f"docs[{row}].text and .language must be strings", "docs")
             if not isinstance(doc.metadata, dict):
-                raise _invalid(f"docs[{row}].metadata must be a dict", "metadata")
+                raise invalid(f"docs[{row}].metadata must be a dict", "metadata")
             try:
                 metas.append(json.dumps(doc.metadata, ensure_ascii=False, allow_nan=False))
             except (TypeError, ValueError) as e:
-                raise _invalid(
+                raise invalid(
                     f"docs[{row}].metadata is not JSON-serialisable: {e}", "metadata"
                 ) from None
             texts.append(doc.text)
@@ -635,15 +628,27 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._count
 
-    def get(self, ids: np.ndarray | Sequence[int]) -> list[Document | None]:
-        """Documents by id, in order; None where an id is unknown."""
+    def get(
+        self, ids: np.ndarray | Sequence[int], *, max_bytes: int | None = None
+    ) -> list[Document | None]:
+        """Documents by id, in order; None where an id is unknown.
+
+        Args:
+            ids: document ids.
+            max_bytes: refuse (RESOURCE_EXHAUSTED, before reading them) documents whose texts and
+                metadata together hold more bytes than this.
+        """
         self._check_open()
         id_arr = self._ids(ids)
+        if max_bytes is not None:
+            sizes = self._store.stored_bytes("id", np.unique(id_arr).tolist())
+            total = sum(sizes.get(int(i), 0) + HIT_OVERHEAD_BYTES for i in id_arr.tolist())
+            _check_response_bytes(total, max_bytes, "ids", "ask for fewer ids")
         rows = self._store.rows_by_id(id_arr.tolist())
         out: list[Document | None] = []
         for i in id_arr.tolist():
             r = rows.get(int(i))
-            out.append(None if r is None else Document(int(r[1]), r[2], r[3], json.loads(r[4])))
+            out.append(None if r is None else r.document())
         return out
 
     def iter_documents(self, block: int = 16384) -> Iterator[tuple[list[Document], np.ndarray]]:
@@ -656,10 +661,7 @@ class VectorIndex:
         for seqs, vecs in self._store.iter_vectors(block=block):
             rows = self._store.rows_by_seq(seqs.tolist())
             keep = np.array([int(s) in rows for s in seqs], dtype=bool)
-            docs = [
-                Document(int(r[1]), r[2], r[3], json.loads(r[4]))
-                for r in (rows[int(s)] for s in seqs[keep])
-            ]
+            docs = [rows[int(s)].document() for s in seqs[keep]]
             if docs:
                 yield docs, vecs[keep]
 
@@ -687,6 +689,7 @@ class VectorIndex:
         ef_search: int | None = None,
         fingerprint: str | None = None,
         candidates: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` best documents per query.
 
@@ -702,6 +705,9 @@ class VectorIndex:
             ef_search: HNSW search breadth (default 128).
             fingerprint: the queries' encoder fingerprint, checked against the index's.
             candidates: cosine candidates re-ranked by margin (default max(4k, 32)).
+            max_bytes: refuse (RESOURCE_EXHAUSTED) before reading any document when the hits'
+                texts and metadata would hold more bytes than this (estimated from their stored
+                sizes; under margin scoring, from the k largest candidates per query).
 
         Returns:
             One list of :class:`Hit` per query, best first (fewer than k if the index is small).
@@ -710,15 +716,15 @@ class VectorIndex:
         self.check_fingerprint(fingerprint)
         q = self._vectors(queries, "queries")
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-            raise _invalid(f"k must be an integer in 1..{MAX_K}, got {k!r}", "k")
+            raise invalid(f"k must be an integer in 1..{MAX_K}, got {k!r}", "k")
         if scoring not in SCORINGS:
-            raise _invalid(f"scoring must be one of {SCORINGS}, got {scoring!r}", "scoring")
+            raise invalid(f"scoring must be one of {SCORINGS}, got {scoring!r}", "scoring")
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
             if value is not None and (not isinstance(value, int | np.integer) or value < 1):
-                raise _invalid(f"{name} must be a positive integer", name)
+                raise invalid(f"{name} must be a positive integer", name)
         if languages is not None:
             if isinstance(languages, str) or not all(isinstance(x, str) for x in languages):
-                raise _invalid("languages must be a list of strings", "languages")
+                raise invalid("languages must be a list of strings", "languages")
             languages = list(languages)
         with self._lock.read():
             if scoring == "margin" and self._margin is None:
@@ -733,6 +739,8 @@ class VectorIndex:
             with omp_threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
                 scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
                 r_q = self._margin.query_terms(q) if scoring == "margin" else None
+            if max_bytes is not None:
+                self._check_hit_bytes(labels, k, max_bytes)
             rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
         out: list[list[Hit]] = []
         for qi in range(len(q)):
@@ -743,13 +751,21 @@ class VectorIndex:
                     continue
                 score = float(s)
                 if r_q is not None:
-                    r_doc = r[5] if r[5] is not None else r_q[qi]
+                    r_doc = r.margin_r if r.margin_r is not None else r_q[qi]
                     score = margin_ratio(score, float(r_q[qi]), float(r_doc))
-                hits.append(Hit(int(r[1]), score, r[2], r[3], json.loads(r[4])))
+                hits.append(Hit(int(r.id), score, r.text, r.language, json.loads(r.metadata)))
             if r_q is not None:
                 hits.sort(key=lambda h: -h.score)
             out.append(hits[:k])
         return out
+
+    def _check_hit_bytes(self, labels: np.ndarray, k: int, max_bytes: int) -> None:
+        sizes = self._store.stored_bytes("seq", np.unique(labels[labels >= 0]).tolist())
+        total = 0
+        for row in labels:
+            per_hit = sorted((sizes.get(int(s), 0) for s in row if s >= 0), reverse=True)[:k]
+            total += sum(per_hit) + HIT_OVERHEAD_BYTES * len(per_hit)
+        _check_response_bytes(total, max_bytes, "k", "ask for a smaller k or fewer queries")
 
     def _search_labels(
         self,
@@ -828,7 +844,7 @@ class VectorIndex:
         """
         self._check_open()
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise _invalid("k must be a positive integer", "k")
+            raise invalid("k must be a positive integer", "k")
         with self._lock.write():
             if vectors is None:
                 live = self._store.seqs()
@@ -852,6 +868,11 @@ class VectorIndex:
             for block_seqs, vecs in self._store.iter_vectors(block=16384):
                 self._store.set_margins(block_seqs, self._margin.doc_terms(vecs, block_seqs))
         LOG.info("margin reference: %d vectors, k=%d", len(ref), k)
+
+    @property
+    def has_margin_reference(self) -> bool:
+        """Whether :meth:`set_margin_reference` was called (margin scoring is possible)."""
+        return self._margin is not None
 
     def _load_reference(self) -> None:
         if not self._margin_k:
@@ -881,13 +902,9 @@ class VectorIndex:
             return
         if self._mapped:  # the snapshot is what is mapped; newer rows are in the database
             return
-        tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
         cpu = self._cpu
-        faiss.write_index(cpu, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(self.path)
+        with atomic_path(target) as tmp:
+            faiss.write_index(cpu, str(tmp))
         self._store.set_meta(factory=self._factory, trained_n=self._trained_n)
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 

@@ -4,7 +4,6 @@ statuses by :mod:`stilts.server.interceptor`."""
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -13,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+
+from stilts import __version__
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.server import validate as v
 from stilts.server.batcher import BULK, INTERACTIVE, Job
 from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
-
-from stilts import __version__
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -28,19 +27,14 @@ from stilts.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from stilts.wire import KIND_VALUES, SCORING_NAMES, dict_to_struct, document_to_proto, hit_to_proto
 
 if TYPE_CHECKING:
     from stilts.server.app import Server
 
-LOG = logging.getLogger(__name__)
 
 NO_DEADLINE = 1e7  # grpc reports a huge time_remaining() when the client set no deadline
 PIPELINE_DEPTH = 4
-SCORINGS = {
-    retrieval_pb2.SCORING_UNSPECIFIED: "cosine",
-    retrieval_pb2.SCORING_COSINE: "cosine",
-    retrieval_pb2.SCORING_MARGIN: "margin",
-}
 
 
 def remaining(context: grpc.ServicerContext) -> float | None:
@@ -227,7 +221,7 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
                 provider=enc.provider,
                 fingerprint=m.fingerprint,
             )
-            v.dict_to_struct(enc.manifest.to_dict(), info.manifest)
+            dict_to_struct(enc.manifest.to_dict(), info.manifest)
         return resp
 
 
@@ -244,13 +238,13 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             model_loaded=model is not None,
             dim=si.index.dim,
             kind=si.index.kind,
-            document_kind=v.KIND_VALUES.get(si.document_kind, 0),
-            query_kind=v.KIND_VALUES.get(si.query_kind, 0),
+            document_kind=KIND_VALUES.get(si.document_kind, 0),
+            query_kind=KIND_VALUES.get(si.query_kind, 0),
             documents=len(si),
         )
         details = si.index.describe()
         details["settings"] = si.settings
-        v.dict_to_struct(details, info.details)
+        dict_to_struct(details, info.details)
         return info
 
     def CreateIndex(self, request, context):
@@ -287,7 +281,7 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
                 raise v.invalid("index is required in the first message", "index")
             if target and name != target["name"]:
                 raise v.invalid(
-                    f"index {name!r} differs from {target['name']!r} given earlier in the "
+                    f"index {shorten(name)} differs from {target['name']!r} given earlier in the "
                     "stream: one stream writes one index",
                     "index",
                 )
@@ -329,13 +323,14 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
     def GetDocuments(self, request, context):
         request = check(request)
         si = self.s.indexes.get(request.index)
-        ids = v.ids(request.ids, self.s.config)
+        ids = v.ids(request.ids, self.s.config, distinct=True)
         resp = index_pb2.GetDocumentsResponse()
-        for i, doc in zip(ids, si.index.get(ids), strict=True):
+        docs = si.index.get(ids, max_bytes=self.s.config.max_response_bytes)
+        for i, doc in zip(ids, docs, strict=True):
             if doc is None:
                 resp.missing_ids.append(i)
             else:
-                v.document_proto(doc, resp.documents.add())
+                document_to_proto(doc, resp.documents.add())
         return resp
 
     def SetMarginReference(self, request, context):
@@ -343,6 +338,13 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
         si = self.s.indexes.get(request.index)
         k = v.k_value(request.k, self.s.config, default=4)
         vectors = None
+        if not request.texts and len(si) < 2:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"texts is empty and index {si.name!r} has {len(si)} document(s): send reference "
+                "texts, or add at least 2 documents for the index to sample its own reference",
+                "texts",
+            )
         if request.texts:
             model = self.s.indexes.model_for(si)
             c = self.s.config
@@ -383,13 +385,20 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         with model.batcher.arriving():
             queries = v.texts(request.queries, c, "queries")
             k = v.k_value(request.k, c)
-            scoring = SCORINGS.get(request.scoring)
+            scoring = SCORING_NAMES.get(request.scoring)
             if scoring is None:
                 raise v.invalid(f"scoring: unknown value {request.scoring}", "scoring")
             languages = v.languages(request.languages)
             nprobe = v.search_param(request.params.nprobe, "params.nprobe")
             ef_search = v.search_param(request.params.ef_search, "params.ef_search")
             kind = v.text_kind(request.kind, si.query_kind)
+            if scoring == "margin" and not si.index.has_margin_reference:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"scoring: SCORING_MARGIN needs a margin reference on index {si.name!r}; "
+                    "call SetMarginReference first",
+                    "scoring",
+                )
             job = model.batcher.submit(queries, kind, INTERACTIVE, deadline_of(context))
         vecs = wait(job, context)
         results = si.index.search(
@@ -400,13 +409,13 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             nprobe=nprobe,
             ef_search=ef_search,
             fingerprint=model.fingerprint,
+            max_bytes=c.max_response_bytes,
         )
         resp = retrieval_pb2.SearchResponse(index=si.name, model=model.name)
         for hits in results:
             qh = resp.results.add()
             for h in hits:
-                ph = qh.hits.add(id=h.id, score=h.score, text=h.text, language=h.language)
-                v.dict_to_struct(h.metadata, ph.metadata)
+                hit_to_proto(h, qh.hits.add())
         return resp
 
     def Mine(self, request, context):

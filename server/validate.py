@@ -1,4 +1,4 @@
-"""Request checks and proto <-> Python conversions. Every error names the offending field."""
+"""Request checks: every error names the offending field (conversions: :mod:`stilts.wire`)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
-from stilts.index import Document
+from stilts.errors import ErrorCode, StiltsError, invalid, shorten
+from stilts.records import Document
 from stilts.server.config import ServerConfig
-
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import types_pb2
+from stilts.wire import KIND_NAMES, struct_to_dict
 
-KIND_NAMES = {
-    types_pb2.TEXT_KIND_QUERY: "query",
-    types_pb2.TEXT_KIND_PASSAGE: "passage",
-    types_pb2.TEXT_KIND_BITEXT: "bitext",
-}
-KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 MAX_LANGUAGE_CHARS = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_SEARCH_PARAM = 1 << 16
-
-
-def invalid(message: str, field: str) -> StiltsError:
-    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
 
 
 def text_kind(value: int, default: str | None, field: str = "kind") -> str | None:
@@ -95,7 +84,7 @@ def languages(values: Sequence[str], field: str = "languages") -> list[str] | No
     for i, lang in enumerate(out):
         if not lang or len(lang) > MAX_LANGUAGE_CHARS or not lang.isprintable():
             raise invalid(
-                f"{field}[{i}] {lang[:80]!r} is not a language tag (1-{MAX_LANGUAGE_CHARS} "
+                f"{field}[{i}] {shorten(lang)} is not a language tag (1-{MAX_LANGUAGE_CHARS} "
                 "printable characters)",
                 field,
             )
@@ -106,18 +95,6 @@ def threshold(value: float | None, field: str = "threshold") -> float | None:
     if value is not None and not math.isfinite(value):
         raise invalid(f"{field} must be a finite number", field)
     return value
-
-
-def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a dict; integral numbers come back as ints (Struct stores doubles)."""
-    from stilts.client import struct_to_dict as convert
-
-    return convert(s)
-
-
-def dict_to_struct(d: dict[str, Any] | None, out: struct_pb2.Struct) -> None:
-    if d:
-        out.update(d)
 
 
 def documents(
@@ -169,15 +146,10 @@ def documents(
     return out
 
 
-def document_proto(doc: Document, out: types_pb2.Document) -> types_pb2.Document:
-    out.id = doc.id
-    out.text = doc.text
-    out.language = doc.language
-    dict_to_struct(doc.metadata, out.metadata)
-    return out
-
-
-def ids(values: Sequence[int], config: ServerConfig, field: str = "ids") -> list[int]:
+def ids(
+    values: Sequence[int], config: ServerConfig, field: str = "ids", distinct: bool = False
+) -> list[int]:
+    """Check a list of document ids (``distinct``: a repeated id is INVALID_ARGUMENT)."""
     n = len(values)
     if n == 0:
         raise invalid(f"{field} is empty", field)
@@ -188,4 +160,14 @@ def ids(values: Sequence[int], config: ServerConfig, field: str = "ids") -> list
             f"{field} has {n} items, more than the limit of {limit} per request",
             field,
         )
-    return [int(v) for v in values]
+    out = [int(v) for v in values]
+    if distinct and len(set(out)) < n:
+        first: dict[int, int] = {}
+        for i, value in enumerate(out):
+            if value in first:
+                raise invalid(
+                    f"{field}[{i}] = {value} repeats {field}[{first[value]}]: ask for each id once",
+                    f"{field}[{i}]",
+                )
+            first[value] = i
+    return out

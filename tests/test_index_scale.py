@@ -13,10 +13,10 @@ import threading
 import faiss
 import numpy as np
 import pytest
-from stilts.index import VectorIndex
-from stilts.index import factory as fx
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import VectorIndex
+from stilts.index import factory as fx
 
 DIM = 64
 
@@ -89,7 +89,7 @@ def test_auto_moves_up_every_tier_in_the_background_while_serving():
                 hits = idx.search(x[i : i + 1], k=5, nprobe=256)
                 assert hits[0][0].id == i, (i, hits[0][:2])
                 seen_during.add(idx.describe()["rebuilding"])
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:
                 errors.append(e)
                 return
 

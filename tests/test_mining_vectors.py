@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from stilts.index import mining
-from stilts.index.minevectors import load_vectors
 
 from stilts.cli import main
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import mining
+from stilts.index.minevectors import load_vectors
 
 
 def pair_vectors(n: int, dim: int = 48, noise: float = 0.25, seed: int = 0):
