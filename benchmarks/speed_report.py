@@ -234,7 +234,7 @@ def _scale(r: dict) -> list[str]:
                     f"{kind} ({m['storage']})",
                     f"`{s['factory']}`",
                     _f(s["build_seconds"], 0),
-                    _f(s.get("training", {}).get("train_seconds"), 0),
+                    _f((s.get("training") or {}).get("train_seconds"), 0),
                     _gib(s["build_peak_rss"]),
                     _gib(s["disk_bytes"]),
                     _gib(rss.get("VmRSS")),

@@ -48,7 +48,15 @@ def _node(args: list[str], temp: Path, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *args]
     cmd += ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     cmd += ["--object-store-memory", str(80 * 1024 * 1024), "--temp-dir", str(temp)]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": _src_root()}
+    # HOME: the test's own, so a token in the user's ~/.ray cannot switch the nodes to token
+    # authentication that this driver (RAY_AUTH_MODE disabled) does not speak
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "HOME": str(temp),
+        "PYTHONPATH": _src_root(),
+    }
     return subprocess.Popen(
         cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
