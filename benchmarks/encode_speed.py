@@ -1,4 +1,4 @@
-"""``stilts bench encode``: encoder throughput, stilts int8 / fp32 against sentence-transformers.
+"""``stilts bench encode``: encoder throughput, stilts at every precision vs sentence-transformers.
 
 All systems encode the same sentences in the same process; each is timed ``repeats`` times,
 interleaved, and reported as the median with ratios to the baseline (sentence-transformers running
@@ -16,23 +16,6 @@ from stilts.benchmarks.timing import interleaved_medians
 LOG = logging.getLogger(__name__)
 
 BASELINE = "sentence-transformers"
-
-
-def dev_sentences(tatoeba_dir: str | Path, n: int) -> list[str]:
-    """``n`` sentences taken round-robin over the languages of a Tatoeba-layout directory."""
-    files = sorted(Path(tatoeba_dir).glob("*-en.tsv"))
-    if not files:
-        raise FileNotFoundError(f"{tatoeba_dir}: no <xx>-en.tsv files")
-    columns = []
-    for f in files:
-        with f.open(encoding="utf-8") as fh:
-            columns.append([line.split("\t", 1)[0] for line in fh if "\t" in line])
-    out: list[str] = []
-    row = 0
-    while len(out) < n and any(row < len(c) for c in columns):
-        out.extend(c[row] for c in columns if row < len(c))
-        row += 1
-    return out[:n]
 
 
 def sentence_transformers_model(checkpoint: str | Path, pooling: str = "mean", max_len: int = 512):
@@ -57,14 +40,14 @@ def run(
     batch_size: int = 32,
     with_baseline: bool = True,
 ) -> dict:
-    """Time stilts int8 and fp32 (and the sentence-transformers baseline) on ``sentences``.
+    """Time stilts at every precision the model holds (and the sentence-transformers baseline) on ``sentences``.
 
     Returns:
         a dict with per-system median seconds, sentences/s and ratio to the baseline.
     """
-    from stilts import Encoder
+    from stilts.encoder import encoders_by_precision
 
-    encoders = {p: Encoder(model, precision=p) for p in ("int8", "fp32")}
+    encoders = encoders_by_precision(model)
     kind = "bitext"
     systems = {
         f"stilts-{p}": (lambda e=e: e.encode(sentences, kind=kind, batch_size=batch_size))
@@ -75,7 +58,7 @@ def run(
             from stilts.default_model import checkpoint_dir
 
             checkpoint = checkpoint_dir()
-        m = encoders["fp32"].manifest
+        m = next(iter(encoders.values())).manifest
         st = sentence_transformers_model(checkpoint, m.pooling, m.max_len)
         prefix = m.prefix(kind)
         prefixed = [prefix + s for s in sentences]
@@ -91,7 +74,9 @@ def run(
             "sentences_per_second": len(sentences) / t["median_seconds"],
             "speedup_vs_baseline": (base / t["median_seconds"]) if base else None,
         }
-    enc = encoders["int8"]
+    enc = next(iter(encoders.values()))
+    for p, e in encoders.items():
+        results[f"stilts-{p}"].update(load_seconds=e.load_seconds, graph_bytes=e.graph_bytes)
     return {
         "n": len(sentences),
         "repeats": repeats,

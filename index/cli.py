@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.encoder import PRECISION_CHOICES
 
 LOG = logging.getLogger(__name__)
 
@@ -233,9 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="which ONNX graph to run",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
     )
     p.add_argument(
         "--chunk-size", type=int, default=8192, help="sentences per encoded and cached chunk"

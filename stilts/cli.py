@@ -14,6 +14,7 @@ import sys
 
 from stilts import __version__
 from stilts.cliutil import env_flag, read_lines, setup_logging
+from stilts.encoder import PRECISION_CHOICES
 from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
@@ -74,8 +75,28 @@ def _cmd_models(args: argparse.Namespace) -> int:
         )
     from stilts.default_model import install
 
-    print(install(force=args.force))
+    print(install(force=args.force, parity_texts=_parity_texts(args)))
     return 0
+
+
+PARITY_SENTENCES = 264  # 3 per language of the 88 in the dev pack
+
+
+def _parity_texts(args: argparse.Namespace) -> list[str] | None:
+    from stilts.sample import dev_sentences
+
+    return dev_sentences(args.parity_data, PARITY_SENTENCES) if args.parity_data else None
+
+
+def _parity_flag(p: argparse.ArgumentParser) -> None:
+    env_flag(
+        p,
+        "--parity-data",
+        env="STILTS_PARITY_DATA",
+        default=None,
+        help="Tatoeba-layout directory (<xx>-en.tsv) whose sentences the q4 parity check runs "
+        f"on ({PARITY_SENTENCES}, round-robin over languages; default: a built-in sample)",
+    )
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -98,6 +119,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         prefixes=prefixes,
         max_len=args.max_len,
         name=args.name,
+        parity_texts=_parity_texts(args),
     )
     print(json.dumps({"out": args.out, "name": m.name, "dim": m.dim, "parity": m.parity}))
     return 0
@@ -122,9 +144,9 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="which ONNX graph to run",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     env_flag(
@@ -141,13 +163,16 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", nargs="?", default="default", help="model name or directory")
     p.add_argument("--force", action="store_true", help="install: rebuild even if present")
+    _parity_flag(p)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser(
         "export",
         help="export a transformers checkpoint into the stilts encoder contract",
-        description="Export any BERT/XLM-R-family checkpoint to ONNX fp32 + int8 with a manifest, "
-        "checking parity (fp32 vs PyTorch max abs diff < 1e-4, int8 vs fp32 mean cosine >= 0.99).",
+        description="Export any BERT/XLM-R-family checkpoint to ONNX fp32, q4 (fused, 4-bit block "
+        "weights: the CPU default) and int8 with a manifest, checking parity (fp32 vs PyTorch max "
+        "abs diff < 1e-4; q4 vs fp32 minimum cosine >= 0.999 and q4 batch-invariant to < 1e-5; "
+        "int8 vs fp32 mean cosine >= 0.99); a graph that misses parity fails the export.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="local checkpoint dir (or hub id where reachable)"
@@ -172,6 +197,7 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         "--max-len", type=int, default=None, help="max tokens (default 512 or the model's)"
     )
     p.add_argument("--name", default=None, help="model name in the manifest (default: dir name)")
+    _parity_flag(p)
     p.set_defaults(func=_cmd_export)
 
 

@@ -1,4 +1,4 @@
-"""Export a transformers encoder into the stilts contract (ONNX fp32 + int8, tokenizer, manifest).
+"""Export a transformers encoder into the stilts contract (ONNX fp32, q4, int8, tokenizer, manifest).
 
 This is the only core module that needs torch (the ``train`` extra); it is imported lazily by
 ``stilts export``, ``stilts models install`` and ``stilts.training``.
@@ -18,13 +18,18 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
+from stilts.manifest import FP32_NAME, INT8_NAME, Q4_NAME, TOKENIZER_NAME, Manifest
+from stilts.quantize import build_q4
 
 LOG = logging.getLogger(__name__)
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
 MIN_INT8_COSINE = 0.99
+# q4 must match fp32 (the default model's q4 weights are fp32's exactly; what is left is the int8
+# rounding of activations) and give a text the same vector alone as inside a batch.
+MIN_Q4_COSINE = 0.999
+MAX_Q4_BATCH_DIFF = 1e-5
 
 # A fixed multilingual sample for the parity checks: several scripts, lengths and an empty string.
 PARITY_SAMPLE = [
@@ -167,6 +172,51 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def _embed(session, tokenizer_file: Path, texts: list[str], max_len: int, batch: int):
+    """Vectors of ``texts`` run in padded batches of ``batch``, in length order like ``Encoder``."""
+    from stilts.encoder import length_batches
+
+    lengths = [len(t) for t in _token_lists(tokenizer_file, texts, max_len)]
+    out = None
+    for idx in length_batches(lengths, batch):
+        b_ids, b_mask = _batch(tokenizer_file, [texts[i] for i in idx], max_len)
+        (emb,) = session.run(["embedding"], {"input_ids": b_ids, "attention_mask": b_mask})
+        if out is None:
+            out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
+        out[idx] = emb
+    return out
+
+
+def _token_lists(tokenizer_file: Path, texts: list[str], max_len: int):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+    return [e.ids for e in tok.encode_batch(texts)]
+
+
+def q4_parity(
+    fp32_path: Path, q4_path: Path, tokenizer_file: Path, texts: list[str], max_len: int
+) -> dict[str, float]:
+    """q4 against fp32 on ``texts`` (batches of 32), and q4 alone against q4 in a batch."""
+    fp32 = _embed(_session(fp32_path), tokenizer_file, texts, max_len, 32)
+    q4_session = _session(q4_path)
+    q4 = _embed(q4_session, tokenizer_file, texts, max_len, 32)
+    alone = _embed(q4_session, tokenizer_file, texts, max_len, 1)
+    cos = _cosines(q4, fp32)
+    return {
+        "q4_vs_fp32_cosine_mean": float(cos.mean()),
+        "q4_vs_fp32_cosine_min": float(cos.min()),
+        "q4_vs_fp32_max_abs_diff": float(np.abs(q4 - fp32).max()),
+        "q4_batch_vs_alone_max_abs_diff": float(np.abs(q4 - alone).max()),
+    }
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """Dynamic int8 quantisation, per-channel weights (MatMul and the embedding Gather)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -201,15 +251,23 @@ def export(
     license: str = "unknown",
     training: dict[str, Any] | None = None,
     min_int8_cosine: float = MIN_INT8_COSINE,
+    parity_texts: list[str] | None = None,
+    min_q4_cosine: float = MIN_Q4_COSINE,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
     The directory is assembled in a temporary sibling and renamed into place, so a failed export
     never leaves a half-written model.
 
+    The q4 graph (the CPU default) is checked on ``parity_texts`` (default: a built-in
+    multilingual sample; ``stilts export --parity-data`` passes dev sentences) and its figures are
+    recorded in the manifest's ``parity``.
+
     Raises:
-        StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4
-            or int8 falls below ``min_int8_cosine`` mean cosine to fp32.
+        StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
+            int8 falls below ``min_int8_cosine`` mean cosine to fp32, q4 falls below
+            ``min_q4_cosine`` minimum cosine to fp32, or q4 vectors change with the batch by
+            ``MAX_Q4_BATCH_DIFF`` or more.
     """
     _require_torch()
     import torch
@@ -271,6 +329,24 @@ def export(
                 f"parity check failed: int8 vs fp32 mean cosine {cos.mean():.4f} "
                 f"< {min_int8_cosine} on the parity sample",
             )
+        texts = list(parity_texts or PARITY_SAMPLE)
+        LOG.info("building the q4 graph; parity on %d sentences", len(texts))
+        q4_report = build_q4(
+            work / FP32_NAME, work / Q4_NAME, model.config.num_attention_heads, dim
+        )
+        q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
+        if not q4["q4_vs_fp32_cosine_min"] >= min_q4_cosine:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"parity check failed: q4 vs fp32 minimum cosine "
+                f"{q4['q4_vs_fp32_cosine_min']:.5f} < {min_q4_cosine} on {len(texts)} sentences",
+            )
+        if not q4["q4_batch_vs_alone_max_abs_diff"] < MAX_Q4_BATCH_DIFF:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"parity check failed: q4 vectors change with their batch by "
+                f"{q4['q4_batch_vs_alone_max_abs_diff']:.2e} (limit {MAX_Q4_BATCH_DIFF:.0e})",
+            )
         manifest = Manifest(
             name=name,
             dim=dim,
@@ -287,17 +363,22 @@ def export(
                 "int8_vs_fp32_cosine_mean": float(cos.mean()),
                 "int8_vs_fp32_cosine_min": float(cos.min()),
                 "sample_size": len(PARITY_SAMPLE),
+                **q4,
+                "q4_weight_max_abs_error": q4_report["weight_max_abs_error"],
+                "q4_parity_sentences": len(texts),
             },
             training=training,
+            cpu_precision="q4",
         )
         manifest.record_files(work)
         manifest.save(work)
     LOG.info(
-        "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f",
+        "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f, q4 cosine min %.5f",
         out_dir,
         max_diff,
         cos.mean(),
         cos.min(),
+        q4["q4_vs_fp32_cosine_min"],
     )
     return manifest
 
@@ -314,6 +395,7 @@ def export_checkpoint(
     license: str | None = None,
     training: dict[str, Any] | None = None,
     min_int8_cosine: float = MIN_INT8_COSINE,
+    parity_texts: list[str] | None = None,
 ) -> Manifest:
     """``stilts export``: a checkpoint directory (or hub id) into the contract.
 
@@ -340,4 +422,5 @@ def export_checkpoint(
         license=license or base.get("license", "unknown"),
         training=training if training is not None else base.get("training"),
         min_int8_cosine=min_int8_cosine,
+        parity_texts=parity_texts,
     )

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from stilts.manifest import available_precisions
+
 
 def stilts(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
@@ -104,7 +106,9 @@ def test_bench_encode_reports_ratios(tmp_path, dev_pack, default_model_dir):
     )
     report = json.loads(out.read_text())
     systems = report["systems"]
-    assert set(systems) == {"stilts-int8", "stilts-fp32", "sentence-transformers"}
+    precisions = available_precisions(default_model_dir)
+    assert set(systems) == {f"stilts-{p}" for p in precisions} | {"sentence-transformers"}
+    assert all(systems[f"stilts-{p}"]["graph_bytes"] > 0 for p in precisions)
     assert systems["sentence-transformers"]["speedup_vs_baseline"] == 1.0
     assert all(s["sentences_per_second"] > 0 for s in systems.values())
     assert "vs baseline" in res.stdout and report["n"] == 96
