@@ -147,21 +147,28 @@ def load_checkpoint(checkpoint: str | os.PathLike):
     return model.eval(), tok_file
 
 
-def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
+def _token_ids(tokenizer_file: Path, texts: list[str], max_len: int) -> tuple[list, int]:
+    """Token ids of each text (truncated to ``max_len``) and the pad id."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.no_padding()
     tok.enable_truncation(max_len)
-    encs = tok.encode_batch(texts)
-    pad = tok.token_to_id("<pad>") or 0
-    longest = max(len(e.ids) for e in encs)
-    ids = np.full((len(encs), longest), pad, dtype=np.int64)
+    return [e.ids for e in tok.encode_batch(texts)], tok.token_to_id("<pad>") or 0
+
+
+def _pad(rows: list, pad: int):
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), pad, dtype=np.int64)
     mask = np.zeros_like(ids)
-    for i, e in enumerate(encs):
-        ids[i, : len(e.ids)] = e.ids
-        mask[i, : len(e.ids)] = 1
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
     return ids, mask
+
+
+def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
+    return _pad(*_token_ids(tokenizer_file, texts, max_len))
 
 
 def _session(path: Path):
@@ -176,38 +183,30 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
-def _embed(session, tokenizer_file: Path, texts: list[str], max_len: int, batch: int):
-    """Vectors of ``texts`` run in padded batches of ``batch``, in length order like ``Encoder``."""
+def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
+    """Vectors of tokenised texts run in padded batches of ``batch``, in length order like
+    ``Encoder``."""
     from stilts.encoder import length_batches
 
-    lengths = [len(t) for t in _token_lists(tokenizer_file, texts, max_len)]
     out = None
-    for idx in length_batches(lengths, batch):
-        b_ids, b_mask = _batch(tokenizer_file, [texts[i] for i in idx], max_len)
-        (emb,) = session.run(["embedding"], {"input_ids": b_ids, "attention_mask": b_mask})
+    for idx in length_batches([len(r) for r in rows], batch):
+        ids, mask = _pad([rows[i] for i in idx], pad)
+        (emb,) = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
         if out is None:
-            out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
+            out = np.zeros((len(rows), emb.shape[1]), dtype=np.float32)
         out[idx] = emb
     return out
-
-
-def _token_lists(tokenizer_file: Path, texts: list[str], max_len: int):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_file))
-    tok.no_padding()
-    tok.enable_truncation(max_len)
-    return [e.ids for e in tok.encode_batch(texts)]
 
 
 def q4_parity(
     fp32_path: Path, q4_path: Path, tokenizer_file: Path, texts: list[str], max_len: int
 ) -> dict[str, float]:
     """q4 against fp32 on ``texts`` (batches of 32), and q4 alone against q4 in a batch."""
-    fp32 = _embed(_session(fp32_path), tokenizer_file, texts, max_len, 32)
+    rows, pad = _token_ids(tokenizer_file, texts, max_len)
+    fp32 = _embed(_session(fp32_path), rows, pad, 32)
     q4_session = _session(q4_path)
-    q4 = _embed(q4_session, tokenizer_file, texts, max_len, 32)
-    alone = _embed(q4_session, tokenizer_file, texts, max_len, 1)
+    q4 = _embed(q4_session, rows, pad, 32)
+    alone = _embed(q4_session, rows, pad, 1)
     cos = _cosines(q4, fp32)
     return {
         "q4_vs_fp32_cosine_mean": float(cos.mean()),

@@ -78,8 +78,9 @@ def test_q4_is_batch_invariant(encoder_q4, dev_texts):
     alone = np.stack([encoder_q4.encode([t], kind="bitext")[0] for t in texts])
     assert np.abs(together - alone).max() < 1e-5
     shuffled = [texts[i] for i in np.random.default_rng(1).permutation(len(texts))]
-    other = dict(zip(shuffled, encoder_q4.encode(shuffled, kind="bitext", batch_size=7)))
-    assert max(np.abs(other[t] - v).max() for t, v in zip(texts, together)) < 1e-5
+    moved = encoder_q4.encode(shuffled, kind="bitext", batch_size=7)
+    other = dict(zip(shuffled, moved, strict=True))
+    assert max(np.abs(other[t] - v).max() for t, v in zip(texts, together, strict=True)) < 1e-5
 
 
 def test_old_model_directory_without_q4_still_loads(default_model_dir, tmp_path):
