@@ -41,12 +41,14 @@ def test_q4_blocks_hold_a_q4_0_grid_exactly():
     assert q.max_abs_error == 0.0 and q.packed.shape == (6, 64) and q.packed.dtype == np.uint8
     np.testing.assert_array_equal(dequantize_q4(q), w)
     np.testing.assert_array_equal(q.scales, scales)
-    # Off the grid it rounds to the nearest point: error at most half a step.
+    # Off the grid it rounds to the nearest of codes -8..7 steps: within half a step, or one step
+    # where the code was clipped at +7 (values near the block's extreme of the other sign).
     r = rng.normal(size=(4, 64)).astype(np.float32)
     qr = quantize_q4_blocks(r)
     step = np.repeat(np.abs(qr.scales), 32, axis=1)
-    assert np.all(np.abs(dequantize_q4(qr) - r) <= step / 2 + 1e-7)
-    assert qr.max_abs_error > 0
+    err = np.abs(dequantize_q4(qr) - r)
+    assert np.all(err <= step + 1e-6) and np.mean(err <= step / 2 + 1e-6) > 0.9
+    assert qr.max_abs_error == float(err.max()) > 0
     with pytest.raises(ValueError, match="blocks of 32"):
         quantize_q4_blocks(np.zeros((2, 40), np.float32))
 
