@@ -122,6 +122,10 @@ def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
 
 def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path):
     out = tmp_path / "cli-model"
+    pack = tmp_path / "tatoeba"
+    pack.mkdir()
+    (pack / "de-en.tsv").write_text("die datei\tthe file\nder window\tthe window\n")
+    (pack / "fr-en.tsv").write_text("le fichier\tthe file\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -132,6 +136,8 @@ def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path
             str(tiny_checkpoint),
             "--out",
             str(out),
+            "--parity-data",
+            str(pack),
         ],
         capture_output=True,
         text=True,
@@ -139,6 +145,7 @@ def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "stilts.json").read_text())
     assert manifest["layer"] == 1  # round(2 * 14 / 24)
+    assert manifest["parity"]["q4_parity_sentences"] == 3  # every sentence of the pack
     assert json.loads(proc.stdout.strip().splitlines()[-1])["dim"] == 32
 
 
