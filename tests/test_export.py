@@ -82,7 +82,7 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
     assert m.max_len == 64  # RoBERTa positions start at pad_token_id + 1
     assert m.parity["fp32_vs_torch_max_abs_diff"] < 1e-4
     assert set(m.files) == {"model.onnx", "model.q4.onnx", "model.int8.onnx", "tokenizer.json"}
-    assert m.cpu_precision == "q4" and m.parity["q4_vs_fp32_cosine_min"] >= 0.999
+    assert m.cpu_precision == "q4" and m.parity["q4_vs_fp32_cosine_mean"] >= 0.999
     texts = ["the file could not be opened", "save your changes", "der datei", ""]
     enc = Encoder(out, precision="fp32")
     ref = torch_pooled(tiny_checkpoint, texts, layer, pooling)
@@ -98,14 +98,15 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
     # Random weights are off the 4-bit grid: q4 rounds them (RTN) and still passes parity.
     assert m.parity["q4_weight_max_abs_error"] > 0
     q4 = Encoder(out).encode(texts, kind="bitext")
-    assert np.sum(q4 * ref, axis=1).min() >= 0.999
+    cos = np.sum(q4 * ref, axis=1)
+    assert cos.mean() >= 0.999 and cos.min() >= 0.99
 
 
 def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
     from stilts.export import export, load_checkpoint
 
     model, tok = load_checkpoint(tiny_checkpoint)
-    with pytest.raises(StiltsError, match="q4 vs fp32 minimum cosine"):
+    with pytest.raises(StiltsError, match="q4 vs fp32 cosine mean"):
         export(model, tok, tmp_path / "m", name="tiny", layer=1, min_q4_cosine=1.01)
     assert not (tmp_path / "m").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
