@@ -1,7 +1,8 @@
 """Graph rewrites for fast CPU inference: transformer fusions and 4-bit block quantisation.
 
 ``q4`` is weight-only 4-bit quantisation in blocks of 32 along each weight's input axis, one scale
-per block and zero point 8 (the Q4_0 layout): every MatMul weight becomes a ``MatMulNBits`` node and
+per block and zero point 8 (the Q4_0 layout): every MatMul weight (attention output and the
+feed-forward layers; the fused attention's QKV weight stays fp32) becomes a ``MatMulNBits`` node and
 the word-embedding table a ``GatherBlockQuantized`` node. A weight that already lies on such a grid
 (the default model's weights are dequantised Q4_0) is represented exactly, so the q4 graph computes
 with the fp32 graph's weights; any other weight is rounded to the nearest grid point (RTN) and the
@@ -75,13 +76,14 @@ def dequantize_q4(q: Q4Weight) -> np.ndarray:
     return (blocks * q.scales[..., None]).reshape(rows, -1)
 
 
-def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = True):
+def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = False):
     """onnxruntime's BERT fusions (attention, SkipLayerNorm, BiasGelu) on an fp32 ModelProto.
 
     The embedding Gather stays a plain Gather (no EmbedLayerNormalization), so its table can be
-    quantised on its own. With ``separate_qkv`` attention becomes ``MultiHeadAttention`` fed by
-    three plain MatMuls (which q4 can quantise) instead of ``Attention``, whose packed QKV weight
-    is an fp32 input of the fused node.
+    quantised on its own. By default attention becomes one ``Attention`` node, whose packed QKV
+    weight stays fp32 (an input of the fused node); ``separate_qkv`` makes it
+    ``MultiHeadAttention`` fed by three plain MatMuls that q4 quantises too (a smaller file, but
+    measured slower at batch 1 and 32 on AVX2; see the issue-9 notes).
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
