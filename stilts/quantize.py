@@ -85,6 +85,9 @@ def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = Fa
     ``MultiHeadAttention`` fed by three plain MatMuls that q4 quantises too (a smaller file, but
     measured slower at batch 1 and 32 on AVX2; see the issue-9 notes).
     """
+    from stilts.ortload import load_onnxruntime
+
+    load_onnxruntime()  # telemetry off before onnxruntime's first import
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
