@@ -10,6 +10,8 @@ from pathlib import Path
 
 from stilts.cliutil import env_flag
 from stilts.encoder import PRECISION_CHOICES
+from stilts.fsutil import atomic_write_text
+from stilts.records import TEXT_KINDS
 from stilts.sample import dev_sentences
 
 LOG = logging.getLogger(__name__)
@@ -18,14 +20,15 @@ DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev"
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from stilts.benchmarks import encode_speed
+    from stilts.benchmarks import speed_encode
 
     if args.input:
-        with open(args.input, encoding="utf-8") as f:
-            sentences = [line.rstrip("\n") for line in f][: args.n]
+        from stilts.inputs import read_sentences
+
+        sentences = read_sentences(args.input)[1][: args.n]
     else:
         sentences = dev_sentences(Path(args.tatoeba), args.n)
-    report = encode_speed.run(
+    report = speed_encode.encode_report(
         sentences,
         model=args.model,
         checkpoint=args.checkpoint,
@@ -33,7 +36,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         with_baseline=not args.no_baseline,
     )
-    print(encode_speed.format_table(report))
+    print(speed_encode.format_table(report))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     return 0
@@ -78,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=str(Path(DEFAULT_DEV_PACK) / "tatoeba"),
         help="Tatoeba-layout dir (<xx>-en.tsv) to draw sentences from, round-robin over languages",
     )
-    p.add_argument("--input", default=None, help="instead: a file with one sentence per line")
+    p.add_argument(
+        "--input", default=None, help="instead: a sentence file (one per line or id<TAB>sentence)"
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip sentence-transformers")
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.set_defaults(func=_cmd_encode)
@@ -115,7 +120,6 @@ def _baseline_systems(args: argparse.Namespace, first) -> list:
     import importlib.util
 
     from stilts.benchmarks import systems as sysm
-
     from stilts.errors import ErrorCode, StiltsError
 
     wanted = args.baseline if args.baseline is not None else list(BASELINES)
@@ -161,7 +165,6 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from stilts.benchmarks import accuracy, accuracy_report, environment
     from stilts.benchmarks import data as bdata
     from stilts.benchmarks.systems import StiltsSystem, model_labels
-
     from stilts.errors import ErrorCode, StiltsError
 
     tatoeba_dir, bucc_dir = args.tatoeba, args.bucc
@@ -245,9 +248,7 @@ def _write_outputs(results: dict, args: argparse.Namespace, report_module) -> No
     stem = out.stem
     plot_paths = [] if args.no_plots else report_module.write_plots(results, plot_dir, stem)
     results["plots"] = [str(p) for p in plot_paths]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report_path = Path(args.report) if args.report else None
     text = report_module.markdown(
         results, plot_paths, report_path.parent.resolve() if report_path else None
@@ -309,7 +310,7 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kind",
         default="bitext",
-        choices=["bitext", "query", "passage"],
+        choices=TEXT_KINDS,
         help="manifest prefix used on both sides (bitext: translation retrieval)",
     )
     p.add_argument(
@@ -421,7 +422,6 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     import sys
 
     from stilts.benchmarks import environment, speed_report
-
     from stilts.errors import ErrorCode, StiltsError
 
     q = 1 if args.quick else 0
@@ -440,9 +440,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     out: dict = {"header": header, "settings": dict(vars(args)), "sections": {}}
     out["settings"].pop("func", None)
     if args.soak is not None:
-        from stilts.benchmarks import encode_speed, soak
+        from stilts.benchmarks import soak
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        sentences = dev_sentences(Path(args.tatoeba), 2000)
         out["sections"]["soak"] = soak.run(
             sentences,
             args.soak,
@@ -548,9 +548,7 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         choices=list(PRECISION_CHOICES),
         help="graph for mining and serving; auto: the model's default (encode times every graph)",
     )
-    p.add_argument(
-        "--kind", default="bitext", choices=["bitext", "query", "passage"], help="encode prefix"
-    )
+    p.add_argument("--kind", default="bitext", choices=TEXT_KINDS, help="encode prefix")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")
     p.add_argument(
         "--baseline",

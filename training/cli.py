@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
-from stilts.training.tasks import TASKS  # light: readers only, no torch
-
 from stilts.cliutil import env_flag
-
-LOG = logging.getLogger(__name__)
+from stilts.training.tasks import TASKS  # light: readers only, no torch
 
 TASK_NAMES = tuple(TASKS)
 

@@ -5,11 +5,11 @@ The ``score_*`` functions are pure numpy (hand-checkable); :func:`evaluate_task`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from stilts.training import metrics
 from stilts.training.examples import (
     ChoiceFeature,
@@ -19,8 +19,6 @@ from stilts.training.examples import (
     TaggingFeature,
 )
 from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
-
-LOG = logging.getLogger(__name__)
 
 MAX_ANSWER_TOKENS = 30
 
@@ -135,8 +133,9 @@ def evaluate_task(
         the task's metrics plus ``loss`` (mean dev loss) and ``n`` (dev examples).
     """
     import torch
-    from stilts.training.batches import COLLATE
     from tqdm.auto import tqdm
+
+    from stilts.training.batches import COLLATE
 
     spec = task.spec
     feats = task.dev_features

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
-import logging
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
 from stilts.training.examples import (
     IGNORE_INDEX,
     ChoiceExample,
@@ -20,9 +21,6 @@ from stilts.training.examples import (
 )
 from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING, TaskSpec
 from stilts.training.text import TextTokenizer
-from tqdm.auto import tqdm
-
-LOG = logging.getLogger(__name__)
 
 MAX_QUERY_TOKENS = 64
 DOC_STRIDE = 128

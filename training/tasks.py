@@ -19,9 +19,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from stilts.training import readers
-
 from stilts.errors import ErrorCode, StiltsError
+from stilts.training import readers
 
 CLASSIFICATION = "classification"
 SPAN = "span"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write_text
 
 LOG = logging.getLogger(__name__)
 
@@ -284,8 +285,9 @@ def _build_callbacks(progress: bool):
 
 def _build_trainer_class():
     import torch
-    from stilts.training.evaluation import evaluate_task
     from transformers import Trainer
+
+    from stilts.training.evaluation import evaluate_task
 
     class StiltsTrainer(Trainer):
         """``Trainer`` with the multi-task batch sampler and per-task dev evaluation."""
@@ -445,16 +447,13 @@ def _prepare_metrics_log(path: Path, resume_from: str | None) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer) -> dict:
     """Save the encoder with the manifest it will be exported with, then export it."""
-    from stilts.training.finalize import base_manifest, save_checkpoint
-
     from stilts.export import export_checkpoint
+    from stilts.training.finalize import base_manifest, save_checkpoint
 
     config = model.encoder.config
     base = base_manifest(model_path, config.num_hidden_layers, config.hidden_size)
@@ -530,6 +529,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         _check_resume(cfg, saved)
 
     import torch
+    from transformers import PrinterCallback, ProgressCallback, set_seed
+
     from stilts.training.batches import MultiTaskCollator
     from stilts.training.data import describe_files, load_task
     from stilts.training.model import MultiTaskModel, load_encoder
@@ -540,7 +541,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         task_probabilities,
     )
     from stilts.training.text import TextTokenizer, tokenizer_file
-    from transformers import PrinterCallback, ProgressCallback, set_seed
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
