@@ -18,7 +18,7 @@ from stilts.training.examples import (
     TaggingExample,
     TaggingFeature,
 )
-from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
+from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +108,62 @@ def score_tags(
     return {"accuracy": correct / total if total else 0.0}
 
 
+def score_retrieval(
+    sim: np.ndarray, source_keys: Sequence[int], target_keys: Sequence[int]
+) -> dict[str, float]:
+    """Top-1 translation retrieval on held-back pairs, both directions.
+
+    ``sim[i, j]`` scores source ``i`` against target ``j``; pair ``i`` is correct in the
+    source -> target direction when the best target has the text of target ``i`` (a text may
+    occur in several pairs), and likewise for target -> source.
+
+    Returns:
+        ``accuracy`` (the mean of the two directions), ``source_to_target``, ``target_to_source``.
+    """
+    sim = np.asarray(sim)
+    src = np.asarray(source_keys)
+    tgt = np.asarray(target_keys)
+    s2t = float(np.mean(tgt[sim.argmax(1)] == tgt)) if len(tgt) else 0.0
+    t2s = float(np.mean(src[sim.argmax(0)] == src)) if len(src) else 0.0
+    return {"accuracy": (s2t + t2s) / 2, "source_to_target": s2t, "target_to_source": t2s}
+
+
+def evaluate_bitext(model, task, batch_size: int, device, pad_id: int, progress: bool = False):
+    """Embed the dev pairs' two sides as exported and score top-1 retrieval
+    (:func:`score_retrieval`); ``loss`` is the ranking loss with all dev pairs as one batch."""
+    import torch
+    from stilts.training.batches import pad
+    from stilts.training.heads import bitext_ranking_loss
+    from tqdm.auto import tqdm
+
+    feats = task.dev_features
+    seqs = [f.source_ids for f in feats] + [f.target_ids for f in feats]
+    order = np.argsort([-len(x) for x in seqs], kind="stable")
+    vectors: list[Any] = [None] * len(seqs)
+    was_training = model.training
+    model.eval()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=f"eval {task.name}", disable=not progress, leave=False):
+            chunk = [seqs[i] for i in idx]
+            ids = pad(chunk, pad_id).to(device)
+            mask = pad([np.ones(len(x), dtype=np.int64) for x in chunk], 0).to(device)
+            out = model.embed(ids, mask).float().cpu()
+            for row, i in enumerate(idx):
+                vectors[i] = out[row]
+        head = model.heads[task.name]
+        n = len(feats)
+        src, tgt = torch.stack(vectors[:n]), torch.stack(vectors[n:])
+        loss, sim = bitext_ranking_loss(src, tgt, head.scale, head.margin)
+    model.train(was_training)
+    result = score_retrieval(
+        sim.numpy(), [f.source_key for f in feats], [f.target_key for f in feats]
+    )
+    result["loss"] = float(loss)
+    result["n"] = n
+    return result
+
+
 def _length(f: Any) -> int:
     if isinstance(f, ChoiceFeature):
         return max(len(x) for x in f.input_ids)
@@ -139,6 +195,8 @@ def evaluate_task(
     from tqdm.auto import tqdm
 
     spec = task.spec
+    if spec.kind == BITEXT:
+        return evaluate_bitext(model, task, batch_size, device, pad_id, progress)
     feats = task.dev_features
     order = np.argsort([-_length(f) for f in feats], kind="stable")
     outputs: list[Any] = [None] * len(feats)
