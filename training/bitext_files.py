@@ -67,7 +67,16 @@ def read_tsv_pairs(path: Path) -> Iterator[BitextExample]:
             yield BitextExample(f"{path.name}:{lineno}", src, tgt, lang)
 
 
-def _units(path: Path, store) -> Iterator[BitextExample]:
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def _tmx_language(unit) -> str:
+    """The language of a TMX unit's second variant (its ``xml:lang``)."""
+    nodes = unit.getlanguageNodes()
+    return (nodes[1].get(_XML_LANG) or nodes[1].get("lang") or "") if len(nodes) > 1 else ""
+
+
+def _units(path: Path, store, unit_language=None, skip_fuzzy=True) -> Iterator[BitextExample]:
     target_lang = ""
     getter = getattr(store, "gettargetlanguage", None)
     if getter is not None:
@@ -78,9 +87,10 @@ def _units(path: Path, store) -> Iterator[BitextExample]:
         src, tgt = unit.source, unit.target
         if not src or not tgt or not str(src).strip() or not str(tgt).strip():
             continue
-        if getattr(unit, "isfuzzy", lambda: False)():
+        if skip_fuzzy and getattr(unit, "isfuzzy", lambda: False)():
             continue
-        yield BitextExample(f"{path.name}:{i}", str(src).strip(), str(tgt).strip(), target_lang)
+        lang = unit_language(unit) if unit_language else target_lang
+        yield BitextExample(f"{path.name}:{i}", str(src).strip(), str(tgt).strip(), lang)
 
 
 def read_tmx(path: Path) -> Iterator[BitextExample]:
@@ -93,7 +103,7 @@ def read_tmx(path: Path) -> Iterator[BitextExample]:
             store = tmx.tmxfile(f)
     except Exception as e:  # lxml and translate-toolkit raise several kinds
         raise _malformed(path, 0, f"not a readable TMX file: {e}") from e
-    yield from _units(path, store)
+    yield from _units(path, store, _tmx_language)
 
 
 def read_xliff(path: Path) -> Iterator[BitextExample]:
@@ -106,7 +116,8 @@ def read_xliff(path: Path) -> Iterator[BitextExample]:
             store = xliff.xlifffile(f)
     except Exception as e:
         raise _malformed(path, 0, f"not a readable XLIFF file: {e}") from e
-    yield from _units(path, store)
+    # translate-toolkit calls every unit without approved="yes" fuzzy; most memories never set it
+    yield from _units(path, store, skip_fuzzy=False)
 
 
 def catalog_language(path: Path, header: str | None = None) -> str:
