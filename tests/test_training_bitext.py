@@ -523,6 +523,45 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
             os.environ["STILTS_HOME"] = old
 
 
+def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
+    """One multi-task run: MNLI batches and bitext batches on the shared encoder, both evaluated."""
+    from stilts.training import samples
+    from stilts.training.trainer import TrainConfig, train
+
+    toy, data, dev = bitext_toy
+    mixed = tmp_path / "data"
+    shutil.copytree(data, mixed)
+    samples.write_samples(mixed)
+    torch.set_num_threads(1)
+    summary = train(
+        TrainConfig(
+            tasks=["mnli", "bitext"],
+            output=tmp_path / "run",
+            model=str(toy),
+            data_dir=mixed,
+            batch_size=4,
+            max_seq_len=32,
+            max_steps=6,
+            eval_every=6,
+            save_every=6,
+            layer=2,
+            sampling="uniform",
+            max_eval_examples=16,
+            export=False,
+            progress=False,
+        )
+    )
+    assert summary["task_probabilities"] == {"mnli": 0.5, "bitext": 0.5}
+    last = summary["last_eval"]
+    assert set(last["tasks"]) == {"mnli", "bitext"}
+    assert set(last["train_batches"]) == {"mnli", "bitext"}
+    assert last["tasks"]["bitext"]["n"] == 16
+    assert 0 <= last["tasks"]["bitext"]["accuracy"] <= 1
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "stilts.json").read_text())
+    assert manifest["training"]["tasks"] == ["mnli", "bitext"]
+    assert manifest["training"]["bitext"] == {"scale": 20.0, "margin": 0.2}
+
+
 def test_install_default_bitext_needs_an_adapter(tmp_path, monkeypatch, capsys):
     from stilts import tuned_model
     from stilts.cli import main
