@@ -62,6 +62,26 @@ def test_ranking_loss_gradient_pulls_translations_together():
     assert ((moved * tgt).sum(-1) > before).all()
 
 
+def test_retrieval_score_counts_any_translation_of_the_query():
+    from stilts.training.evaluation import score_retrieval
+
+    # pairs: (hello, hallo), (hello, bonjour), (bye, tschuess); keys: texts
+    src, tgt = [0, 0, 1], [10, 11, 12]
+    sim = np.array(
+        [
+            [0.9, 0.1, 0.6],  # hello -> hallo: right
+            [0.8, 0.2, 0.0],  # hello -> hallo: right too (a translation of hello)
+            [0.0, 0.7, 0.5],  # bye -> bonjour: wrong
+        ]
+    )
+    # columns: hallo -> hello (right), bonjour -> bye (wrong), tschuess -> hello (wrong)
+    got = score_retrieval(sim, src, tgt)
+    assert got["source_to_target"] == pytest.approx(2 / 3)
+    assert got["target_to_source"] == pytest.approx(1 / 3)
+    assert got["accuracy"] == pytest.approx(1 / 2)
+    assert score_retrieval(np.eye(3), src, tgt)["accuracy"] == 1.0
+
+
 # ---- batches ----
 
 

@@ -113,9 +113,10 @@ def score_retrieval(
 ) -> dict[str, float]:
     """Top-1 translation retrieval on held-back pairs, both directions.
 
-    ``sim[i, j]`` scores source ``i`` against target ``j``; pair ``i`` is correct in the
-    source -> target direction when the best target has the text of target ``i`` (a text may
-    occur in several pairs), and likewise for target -> source.
+    ``sim[i, j]`` scores source ``i`` against target ``j``. Source ``i`` is answered correctly
+    when its best target ``j`` is a translation of it: pair ``j`` has the text of source ``i`` or
+    of target ``i`` (a source translated into several languages has several right answers); the
+    same for target -> source.
 
     Returns:
         ``accuracy`` (the mean of the two directions), ``source_to_target``, ``target_to_source``.
@@ -123,8 +124,11 @@ def score_retrieval(
     sim = np.asarray(sim)
     src = np.asarray(source_keys)
     tgt = np.asarray(target_keys)
-    s2t = float(np.mean(tgt[sim.argmax(1)] == tgt)) if len(tgt) else 0.0
-    t2s = float(np.mean(src[sim.argmax(0)] == src)) if len(src) else 0.0
+    if not len(src):
+        return {"accuracy": 0.0, "source_to_target": 0.0, "target_to_source": 0.0}
+    best_t, best_s = sim.argmax(1), sim.argmax(0)
+    s2t = float(np.mean((src[best_t] == src) | (tgt[best_t] == tgt)))
+    t2s = float(np.mean((src[best_s] == src) | (tgt[best_s] == tgt)))
     return {"accuracy": (s2t + t2s) / 2, "source_to_target": s2t, "target_to_source": t2s}
 
 
