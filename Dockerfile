@@ -1,7 +1,7 @@
 # stilts gRPC server image.
 #   CPU (default):  docker build -t stilts .
 #   GPU:            docker build --build-arg GPU=1 -t stilts:gpu .   (onnxruntime-gpu + faiss-gpu-cu12)
-#   run:            docker run -p 50051:50051 -p 9464:9464 -v stilts-indexes:/var/lib/stilts/indexes \
+#   run:            docker run -p 50051:50051 -p 127.0.0.1:9464:9464 -v stilts-indexes:/var/lib/stilts/indexes \
 #                     -e STILTS_AUTH_TOKEN=... --stop-timeout 35 stilts
 # Every `stilts serve` flag also reads a STILTS_* variable (see `stilts serve --help`).
 ARG GPU=0
@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     STILTS_HOST=0.0.0.0 \
     STILTS_PORT=50051 \
     STILTS_METRICS_PORT=9464 \
+    STILTS_METRICS_HOST=0.0.0.0 \
     STILTS_DATA_DIR=/var/lib/stilts/indexes \
     STILTS_GRACE_SECONDS=30
 WORKDIR /opt/stilts

@@ -423,6 +423,21 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     header = environment.header(["stilts", *sys.argv[1:]])
     out: dict = {"header": header, "settings": dict(vars(args)), "sections": {}}
     out["settings"].pop("func", None)
+    if args.soak is not None:
+        from stilts.benchmarks import encode_speed, soak
+
+        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        out["sections"]["soak"] = soak.run(
+            sentences,
+            args.soak,
+            clients=args.soak_clients,
+            window_seconds=args.soak_window,
+            request_timeout=args.request_timeout,
+            model=args.model,
+            precision=args.precision,
+        )
+        _write_outputs(out, args, soak)
+        return 0
 
     if "encode" in sections:
         from stilts.benchmarks import encode_speed, speed_encode
@@ -581,5 +596,18 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-requests", type=int, default=None, help="request limit per run")
     g.add_argument("--max-seconds", type=float, default=None, help="time limit per run")
     g.add_argument("--request-timeout", type=float, default=10.0, help="deadline per request, s")
+    g = p.add_argument_group("soak")
+    g.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="instead of the sections: mixed writes, deletes, searches and gets against one "
+        "server for MINUTES; errors by code, p50/p99 and server RSS per window",
+    )
+    g.add_argument("--soak-clients", type=int, default=64, help="concurrent soak clients")
+    g.add_argument(
+        "--soak-window", type=float, default=60.0, help="seconds per soak reporting window"
+    )
     _add_output_flags(p)
     p.set_defaults(func=_cmd_speed)

@@ -27,6 +27,9 @@ LOG = logging.getLogger(__name__)
 
 # A workload: given a client and the request number, send one request; returns items carried.
 Workload = Callable[[object, int], int]
+# Told of every request as it ends: (request number, seconds since the start at its end,
+# latency seconds, gRPC status name or None for success).
+Observer = Callable[[int, float, float, str | None], None]
 
 
 @dataclasses.dataclass
@@ -90,6 +93,7 @@ def run(
     max_seconds: float = 10.0,
     request_timeout: float = 10.0,
     token: str | None = None,
+    observe: Observer | None = None,
 ) -> LoadResult:
     """Run one bounded load (see the module docstring).
 
@@ -101,6 +105,7 @@ def run(
         max_seconds: no request starts after this many seconds (> 0).
         request_timeout: deadline of each request, seconds.
         token: bearer token for servers with auth.
+        observe: called with every request's ending (for figures over time).
 
     Returns:
         A :class:`LoadResult`.
@@ -150,6 +155,8 @@ def run(
                     latencies.append(t1 - t0)
                 else:
                     errors[err] += 1
+                if observe is not None:
+                    observe(i, t1 - t_start[0], t1 - t0, err)
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in clients]
     for t in threads:

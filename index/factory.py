@@ -13,7 +13,7 @@ import re
 import faiss
 import numpy as np
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 
@@ -29,6 +29,14 @@ IVF_NPROBE_MIN = 16
 IVF_NPROBE_MAX = 256
 MIN_POINTS_PER_CENTROID = 39
 GPU_MAX_K = 2048  # FAISS GPU's largest k
+# What a factory string may look like before FAISS sees it: ``faiss.index_factory`` parses with
+# std::regex and recursion, and a long string (15,000 characters) overflows its stack and kills
+# the process; huge numbers allocate huge structures. So: short, factory characters only,
+# shallow parentheses, numbers of at most 2**20 (IVF1048576 is a billion-scale list count).
+MAX_KIND_CHARS = 128
+MAX_KIND_NUMBER = 1 << 20
+MAX_KIND_NESTING = 2
+KIND_RE = re.compile(r"[A-Za-z0-9_,()+.=-]+")
 
 
 def nlist_for(n: int) -> int:
@@ -50,6 +58,45 @@ def pq_m_for(dim: int) -> int:
     return 1
 
 
+def _bad_kind(kind: str, why: str) -> StiltsError:
+    shown = shorten(kind, 40)
+    return StiltsError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"kind {shown} {why}; use one of {', '.join(KINDS)} or a FAISS factory string "
+        "such as 'IVF1024,Flat' or 'HNSW32,Flat'",
+        "kind",
+    )
+
+
+def check_kind(kind: str) -> str:
+    """Check a kind's length and grammar before any of it reaches FAISS (see ``KIND_RE``).
+
+    Raises:
+        StiltsError: INVALID_ARGUMENT naming ``kind``.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "kind must be a non-empty string", "kind")
+    if len(kind) > MAX_KIND_CHARS:
+        raise _bad_kind(kind, f"has {len(kind)} characters, more than {MAX_KIND_CHARS}")
+    if not KIND_RE.fullmatch(kind):
+        raise _bad_kind(
+            kind, "has characters a factory string cannot hold (A-Z a-z 0-9 _ , ( ) + . = -)"
+        )
+    depth = 0
+    for ch in kind:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0 or depth > MAX_KIND_NESTING:
+            raise _bad_kind(
+                kind, f"has unbalanced or more than {MAX_KIND_NESTING} nested parentheses"
+            )
+    if depth:
+        raise _bad_kind(kind, "has unbalanced parentheses")
+    for number in re.findall(r"\d+", kind):
+        if int(number) > MAX_KIND_NUMBER:
+            raise _bad_kind(kind, f"has the number {number[:12]}, above {MAX_KIND_NUMBER}")
+    return kind
+
+
 def resolve_kind(kind: str, n: int, dim: int) -> str:
     """Turn a kind (``auto``, ``flat``, ``ivf``, ``hnsw``, ``ivfpq`` or a factory string) into a
     FAISS factory string for ``n`` vectors of ``dim`` dimensions.
@@ -57,8 +104,7 @@ def resolve_kind(kind: str, n: int, dim: int) -> str:
     Raises:
         StiltsError: INVALID_ARGUMENT for an unknown kind or an invalid factory string.
     """
-    if not isinstance(kind, str) or not kind:
-        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "kind must be a non-empty string", "kind")
+    check_kind(kind)
     k = kind.lower()
     if k == "auto":
         if n <= AUTO_EXACT_MAX:
@@ -82,13 +128,9 @@ def resolve_kind(kind: str, n: int, dim: int) -> str:
         raise AssertionError(k)
     try:
         faiss.index_factory(dim, kind, faiss.METRIC_INNER_PRODUCT)
-    except Exception as e:  # faiss raises RuntimeError with a C++ trace
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"kind must be one of {', '.join(KINDS)} or a FAISS factory string; "
-            f"{kind!r} is not valid: {str(e).splitlines()[0][:200]}",
-            "kind",
-        ) from None
+    except Exception as e:  # faiss raises RuntimeError with a C++ trace: log it, do not show it
+        LOG.debug("faiss.index_factory(%d, %r): %s", dim, kind, e)
+        raise _bad_kind(kind, f"is not a FAISS factory string for {dim}-d vectors") from None
     return kind
 
 

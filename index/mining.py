@@ -27,7 +27,7 @@ import numpy as np
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def margin_fn(margin: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if margin == "absolute":
         return lambda a, b: a
     raise StiltsError(
-        ErrorCode.INVALID_ARGUMENT, f"margin must be one of {MARGINS}, got {margin!r}", "margin"
+        ErrorCode.INVALID_ARGUMENT,
+        f"margin must be one of {MARGINS}, got {shorten(margin)}",
+        "margin",
     )
 
 
@@ -93,7 +95,7 @@ def check_options(k: int, margin: str, retrieval: str, threshold: float | None) 
     if retrieval not in RETRIEVALS:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            f"retrieval must be one of {RETRIEVALS}, got {retrieval!r}",
+            f"retrieval must be one of {RETRIEVALS}, got {shorten(retrieval)}",
             "retrieval",
         )
     if threshold is not None and not np.isfinite(threshold):

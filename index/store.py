@@ -215,6 +215,22 @@ class Store:
                 out[int(r[0])] = r
         return out
 
+    def stored_bytes(self, column: str, keys: Sequence[int]) -> dict[int, int]:
+        """key -> UTF-8 bytes of a document's text, language and metadata JSON, without reading
+        them into Python (``column``: ``id`` or ``seq``)."""
+        if column not in ("id", "seq"):
+            raise ValueError(column)
+        out: dict[int, int] = {}
+        for part in _chunks(list(keys)):
+            marks = ",".join("?" * len(part))
+            for key, size in self._read(
+                f"SELECT {column}, length(CAST(text AS BLOB)) + length(CAST(language AS BLOB)) "
+                f"+ length(CAST(metadata AS BLOB)) FROM docs WHERE {column} IN ({marks})",
+                part,
+            ):
+                out[int(key)] = int(size)
+        return out
+
     def seqs(self, languages: Sequence[str] | None = None) -> np.ndarray:
         """Live seqs, optionally only those whose language is in ``languages``."""
         if languages is None:

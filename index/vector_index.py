@@ -35,6 +35,7 @@ FAISS_NAME = "index.faiss"
 FORMAT = 1
 SCORINGS = ("cosine", "margin")
 MAX_K = 10_000
+HIT_OVERHEAD_BYTES = 32  # id, score and protobuf framing per hit or document
 # Sized kinds (ivf, ivfpq) collect vectors in an exact buffer until this many exist, then train.
 TRAIN_SIZE = {"ivf": 20_000, "ivfpq": 65_536}
 DEFAULT_TRAIN_SIZE = 50_000
@@ -46,6 +47,17 @@ COMPACT_RATIO = 0.2
 
 def _invalid(message: str, field: str) -> StiltsError:
     return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
+
+
+def _check_response_bytes(total: int, max_bytes: int, field: str, advice: str) -> None:
+    if total > max_bytes:
+        raise StiltsError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"{field}: the response would hold about {total:,} bytes of document texts and "
+            f"metadata, more than the limit of {max_bytes:,} bytes (--max-response-bytes); "
+            f"{advice}",
+            field,
+        )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -533,10 +545,22 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._count
 
-    def get(self, ids: np.ndarray | Sequence[int]) -> list[Document | None]:
-        """Documents by id, in order; None where an id is unknown."""
+    def get(
+        self, ids: np.ndarray | Sequence[int], *, max_bytes: int | None = None
+    ) -> list[Document | None]:
+        """Documents by id, in order; None where an id is unknown.
+
+        Args:
+            ids: document ids.
+            max_bytes: refuse (RESOURCE_EXHAUSTED, before reading them) documents whose texts and
+                metadata together hold more bytes than this.
+        """
         self._check_open()
         id_arr = self._ids(ids)
+        if max_bytes is not None:
+            sizes = self._store.stored_bytes("id", np.unique(id_arr).tolist())
+            total = sum(sizes.get(int(i), 0) + HIT_OVERHEAD_BYTES for i in id_arr.tolist())
+            _check_response_bytes(total, max_bytes, "ids", "ask for fewer ids")
         rows = self._store.rows_by_id(id_arr.tolist())
         out: list[Document | None] = []
         for i in id_arr.tolist():
@@ -585,6 +609,7 @@ class VectorIndex:
         ef_search: int | None = None,
         fingerprint: str | None = None,
         candidates: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` best documents per query.
 
@@ -600,6 +625,9 @@ class VectorIndex:
             ef_search: HNSW search breadth (default 128).
             fingerprint: the queries' encoder fingerprint, checked against the index's.
             candidates: cosine candidates re-ranked by margin (default max(4k, 32)).
+            max_bytes: refuse (RESOURCE_EXHAUSTED) before reading any document when the hits'
+                texts and metadata would hold more bytes than this (estimated from their stored
+                sizes; under margin scoring, from the k largest candidates per query).
 
         Returns:
             One list of :class:`Hit` per query, best first (fewer than k if the index is small).
@@ -631,6 +659,8 @@ class VectorIndex:
             with omp_threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
                 scores, labels = self._search_labels(q, fetch, languages, nprobe, ef_search)
                 r_q = self._margin.query_terms(q) if scoring == "margin" else None
+            if max_bytes is not None:
+                self._check_hit_bytes(labels, k, max_bytes)
             rows = self._store.rows_by_seq(np.unique(labels[labels >= 0]).tolist())
         out: list[list[Hit]] = []
         for qi in range(len(q)):
@@ -648,6 +678,14 @@ class VectorIndex:
                 hits.sort(key=lambda h: -h.score)
             out.append(hits[:k])
         return out
+
+    def _check_hit_bytes(self, labels: np.ndarray, k: int, max_bytes: int) -> None:
+        sizes = self._store.stored_bytes("seq", np.unique(labels[labels >= 0]).tolist())
+        total = 0
+        for row in labels:
+            per_hit = sorted((sizes.get(int(s), 0) for s in row if s >= 0), reverse=True)[:k]
+            total += sum(per_hit) + HIT_OVERHEAD_BYTES * len(per_hit)
+        _check_response_bytes(total, max_bytes, "k", "ask for a smaller k or fewer queries")
 
     def _search_labels(
         self,
@@ -745,6 +783,11 @@ class VectorIndex:
             for block_seqs, vecs in self._store.iter_vectors(block=16384):
                 self._store.set_margins(block_seqs, self._margin.doc_terms(vecs, block_seqs))
         LOG.info("margin reference: %d vectors, k=%d", len(ref), k)
+
+    @property
+    def has_margin_reference(self) -> bool:
+        """Whether :meth:`set_margin_reference` was called (margin scoring is possible)."""
+        return self._margin is not None
 
     def _load_reference(self) -> None:
         if not self._margin_k:

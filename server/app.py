@@ -42,6 +42,7 @@ INDEX = index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name
 RETRIEVAL = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 SERVICES = (EMBEDDING, INDEX, RETRIEVAL)
 SNAPSHOT_SECONDS = 60.0
+SHUTDOWN_NOTICE_SECONDS = 1.0
 
 
 class Server:
@@ -90,7 +91,9 @@ class Server:
     def metrics_url(self) -> str | None:
         if self.metrics_port is None:
             return None
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = self.config.metrics_host
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = "127.0.0.1"
         return f"http://{host}:{self.metrics_port}/metrics"
 
     @property
@@ -107,18 +110,29 @@ class Server:
             StiltsError: UNAVAILABLE when the port cannot be bound.
         """
         c = self.config
-        interceptor = ServingInterceptor(self.metrics, c.auth_token, self._ready.is_set)
+        interceptor = ServingInterceptor(
+            self.metrics, c.auth_token, self._ready.is_set, c.max_concurrent_rpcs
+        )
         options = [
             ("grpc.max_receive_message_length", c.max_message_bytes),
-            ("grpc.max_send_message_length", max(c.max_message_bytes, 64 * 1024 * 1024)),
+            # responses are bounded before they are built (--max-response-bytes counts texts
+            # and metadata; protobuf framing and Struct encoding add to that)
+            ("grpc.max_send_message_length", max(2 * c.max_response_bytes, 64 * 1024 * 1024)),
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="stilts-rpc"),
             interceptors=[interceptor],
             options=options,
-            maximum_concurrent_rpcs=c.max_concurrent_rpcs,
         )
+        if not interceptor.limit_concurrency(server):
+            # grpc's own limit: refused calls never reach the interceptor (not in the metrics)
+            server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="stilts-rpc"),
+                interceptors=[interceptor],
+                options=options,
+                maximum_concurrent_rpcs=c.max_concurrent_rpcs,
+            )
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(self), server)
         index_pb2_grpc.add_IndexServiceServicer_to_server(IndexService(self), server)
         retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(RetrievalService(self), server)
@@ -150,12 +164,13 @@ class Server:
         self.port = port
         if c.metrics_port >= 0:
             try:
-                self.metrics_port = self.metrics.serve(c.host, c.metrics_port)
+                self.metrics_port = self.metrics.serve(c.metrics_host, c.metrics_port)
             except OSError as e:
                 server.stop(None)
                 raise StiltsError(
                     ErrorCode.UNAVAILABLE,
-                    f"cannot serve metrics on {c.host}:{c.metrics_port}: {e} (--metrics-port)",
+                    f"cannot serve metrics on {c.metrics_host}:{c.metrics_port}: {e} "
+                    "(--metrics-host/--metrics-port)",
                     "metrics_port",
                 ) from None
         self.metrics.watch_indexes(self.indexes.sizes)
@@ -234,7 +249,20 @@ class Server:
         try:
             self.health.enter_graceful_shutdown()
             if self._grpc is not None:
-                self._grpc.stop(grace).wait()
+                drained = self._grpc.stop(grace)
+                # Shortly before grpc cancels what is left ("Cancelling all calls"), end the calls
+                # waiting on the encoder with a message that says why.
+                notice = min(SHUTDOWN_NOTICE_SECONDS, grace / 2)
+                if not drained.wait(max(0.0, grace - notice)):
+                    n = self.models.fail_queued(
+                        StiltsError(
+                            ErrorCode.UNAVAILABLE,
+                            f"server is shutting down: in-flight calls had --grace-seconds="
+                            f"{grace:g} to finish; retry on another replica or after restart",
+                        )
+                    )
+                    LOG.warning("grace period over: ending %d queued encoder job(s)", n)
+                drained.wait()
             self._loaded.wait(grace)
             self.models.stop()
             self.indexes.close()

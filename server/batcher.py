@@ -27,6 +27,7 @@ from stilts.encoder import Encoder, Tokenized
 from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)
+CANCEL_POLL_SECONDS = 0.1
 
 INTERACTIVE = 0
 """Priority of latency-bound requests (Embed, Search)."""
@@ -196,6 +197,7 @@ class Batcher:
         self._last_end = 0.0
         self._cond = threading.Condition()
         self._running = False
+        self._refusal: StiltsError | None = None
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.texts = 0
@@ -207,6 +209,7 @@ class Batcher:
             if self._running:
                 return self
             self._running = True
+            self._refusal = None
         self._thread = threading.Thread(
             target=self._loop, name=f"stilts-batcher-{self.name}", daemon=True
         )
@@ -220,14 +223,23 @@ class Batcher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.fail_queued(StiltsError(ErrorCode.UNAVAILABLE, "server is shutting down"))
+
+    def fail_queued(self, error: StiltsError) -> int:
+        """End every job that still has texts queued with ``error`` (its waiter raises it), and
+        refuse new work with it; returns how many jobs. For a stop whose grace period ran out."""
+        n = 0
         with self._cond:
+            self._refusal = error
             for q in self._queues:
                 for item in q:
                     if not item.job.done.is_set():
-                        item.job.error = StiltsError(ErrorCode.UNAVAILABLE, "server shutting down")
+                        item.job.error = error
                         item.job.done.set()
+                        n += 1
                 q.clear()
             self._queued = 0
+        return n
 
     # -- producer side ---------------------------------------------------------------------
 
@@ -261,8 +273,10 @@ class Batcher:
             job.done.set()
             return job
         with self._cond:
+            if self._refusal is not None:
+                raise self._refusal
             if not self._running:
-                raise StiltsError(ErrorCode.UNAVAILABLE, "server shutting down")
+                raise StiltsError(ErrorCode.UNAVAILABLE, "server is shutting down")
             if self._queued + len(tokens) > self.max_queue_texts:
                 raise StiltsError(
                     ErrorCode.RESOURCE_EXHAUSTED,
@@ -308,10 +322,17 @@ class Batcher:
 
         def drain_one() -> np.ndarray:
             job = pending.popleft()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
+                # poll, so a call that ended (client cancel) stops waiting within a moment
+                while not job.done.wait(CANCEL_POLL_SECONDS):
+                    if is_cancelled():
+                        raise StiltsError(ErrorCode.UNAVAILABLE, "request cancelled")
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 return job.result(timeout)
             except BaseException:
+                job.cancel()
                 for j in pending:
                     j.cancel()
                 raise

@@ -32,6 +32,8 @@ def config_from_args(args: argparse.Namespace):
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        max_response_bytes=args.max_response_bytes,
         data_dir=Path(args.data_dir),
         models=_models_arg(args.model),
         precision=args.precision,
@@ -140,6 +142,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     env_flag(
         g,
+        "--metrics-host",
+        env="STILTS_METRICS_HOST",
+        default="127.0.0.1",
+        help="interface of /metrics: plain HTTP without auth, so this machine only by default; "
+        "0.0.0.0 exposes it (put it behind a TLS proxy, see README)",
+    )
+    env_flag(
+        g,
         "--auth-token",
         env="STILTS_AUTH_TOKEN",
         default=None,
@@ -154,7 +164,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         env="STILTS_GRACE_SECONDS",
         default=d["grace_seconds"].default,
         type=float,
-        help="how long SIGTERM waits for in-flight requests",
+        help="how long SIGTERM waits for in-flight requests (a long Mine needs more); then they "
+        "end with UNAVAILABLE 'server is shutting down'",
     )
     g = p.add_argument_group("models and data")
     env_flag(
@@ -226,6 +237,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         ("max_chars_per_text", "characters per text (more is INVALID_ARGUMENT)"),
         ("max_k", "largest k for Search and Mine"),
         ("max_message_bytes", "largest request message in bytes (more is RESOURCE_EXHAUSTED)"),
+        (
+            "max_response_bytes",
+            "most bytes of document texts and metadata per Search / GetDocuments response, "
+            "estimated before reading them (more is RESOURCE_EXHAUSTED)",
+        ),
         ("max_mine_texts", "sentences per side of a Mine request"),
         ("max_concurrent_rpcs", "RPCs handled at once (more is RESOURCE_EXHAUSTED)"),
         ("workers", "gRPC handler threads"),

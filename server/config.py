@@ -23,6 +23,8 @@ class ServerConfig:
         host: interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
         port: gRPC port (0: any free port).
         metrics_port: Prometheus /metrics port (0: any free port, negative: no metrics endpoint).
+        metrics_host: interface of the /metrics endpoint (plain HTTP, no auth: this machine only
+            by default, whatever ``host`` is).
         data_dir: where indices live, one directory each.
         models: models to serve: installed names, directories, or ``NAME=DIR``; the first is the
             default.
@@ -39,6 +41,8 @@ class ServerConfig:
         max_chars_per_text: characters per text.
         max_k: largest k for Search and Mine.
         max_message_bytes: largest request message.
+        max_response_bytes: most bytes of document texts and metadata in one Search or
+            GetDocuments response, estimated from stored sizes before any document is read.
         max_mine_texts: sentences per side of a Mine request.
         max_concurrent_rpcs: RPCs handled at once; more is RESOURCE_EXHAUSTED.
         workers: gRPC handler threads.
@@ -51,6 +55,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     models: list[str] = dataclasses.field(default_factory=lambda: ["default"])
     precision: str | None = "int8"
@@ -65,6 +70,7 @@ class ServerConfig:
     max_chars_per_text: int = 20000
     max_k: int = 1000
     max_message_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = 32 * 1024 * 1024
     max_mine_texts: int = 200_000
     max_concurrent_rpcs: int = 1024
     workers: int = 128
@@ -87,6 +93,7 @@ class ServerConfig:
             "max_chars_per_text",
             "max_k",
             "max_message_bytes",
+            "max_response_bytes",
             "max_mine_texts",
             "max_concurrent_rpcs",
             "workers",

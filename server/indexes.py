@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from stilts.index import VectorIndex
+from stilts.index.factory import check_kind
 from stilts.server.models import ModelRegistry, ServedModel
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 
 SETTINGS_NAME = "server.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch everywhere: with match/search, "$" also matches before a trailing newline
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TEXT_KINDS = ("query", "passage", "bitext")
 
 
@@ -43,10 +45,10 @@ def default_query_kind(document_kind: str) -> str:
 
 
 def check_name(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            f"{field} {name!r} is not a valid index name: 1-64 characters from A-Z a-z 0-9 _ . -, "
+            f"{field} {shorten(name)} is not a valid index name: 1-64 characters from A-Z a-z 0-9 _ . -, "
             "starting with a letter or digit",
             field,
         )
@@ -120,7 +122,7 @@ class IndexRegistry:
                 LOG.info("removing %s (interrupted create or drop)", p)
                 shutil.rmtree(p, ignore_errors=True)
                 continue
-            if p.name.startswith(".") or not NAME_RE.match(p.name):
+            if p.name.startswith(".") or not NAME_RE.fullmatch(p.name):
                 continue
             try:
                 self._indexes[p.name] = self._open(p)
@@ -178,7 +180,7 @@ class IndexRegistry:
         if si is None:
             raise StiltsError(
                 ErrorCode.NOT_FOUND,
-                f"{field}: no index called {name!r}"
+                f"{field}: no index called {shorten(name)}"
                 + (f" (it failed to open: {self.failed[name]})" if name in self.failed else ""),
                 field,
             )
@@ -217,6 +219,7 @@ class IndexRegistry:
             StiltsError: INVALID_ARGUMENT (name, kind), ALREADY_EXISTS.
         """
         check_name(name)
+        check_kind(kind or "auto")
         for field, value in (("document_kind", document_kind), ("query_kind", query_kind)):
             if value is not None and value not in TEXT_KINDS:
                 raise StiltsError(
@@ -226,7 +229,9 @@ class IndexRegistry:
             final = self.data_dir / name
             if name in self._indexes or final.exists():
                 raise StiltsError(
-                    ErrorCode.ALREADY_EXISTS, f"name: an index called {name!r} exists", "name"
+                    ErrorCode.ALREADY_EXISTS,
+                    f"name: an index called {shorten(name)} exists",
+                    "name",
                 )
             build_index(
                 self.data_dir,

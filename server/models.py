@@ -11,7 +11,7 @@ from stilts.server.config import ServerConfig
 from stilts.server.metrics import Metrics
 
 from stilts.encoder import Encoder
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class ModelRegistry:
             return self.models[self.default_name]
         raise StiltsError(
             ErrorCode.NOT_FOUND,
-            f"{field}: no served model called {name!r} (served: {', '.join(self.models) or 'none'})",
+            f"{field}: no served model called {shorten(name)} (served: {', '.join(self.models) or 'none'})",
             field,
         )
 
@@ -138,3 +138,8 @@ class ModelRegistry:
     def stop(self) -> None:
         for m in self.models.values():
             m.batcher.stop()
+
+    def fail_queued(self, error: StiltsError) -> int:
+        """End every queued encoder job with ``error`` and refuse new ones (see
+        :meth:`Batcher.fail_queued`); returns how many jobs."""
+        return sum(m.batcher.fail_queued(error) for m in self.models.values())

@@ -19,7 +19,7 @@ from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
 
 from stilts import __version__
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -287,7 +287,7 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
                 raise v.invalid("index is required in the first message", "index")
             if target and name != target["name"]:
                 raise v.invalid(
-                    f"index {name!r} differs from {target['name']!r} given earlier in the "
+                    f"index {shorten(name)} differs from {target['name']!r} given earlier in the "
                     "stream: one stream writes one index",
                     "index",
                 )
@@ -329,9 +329,10 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
     def GetDocuments(self, request, context):
         request = check(request)
         si = self.s.indexes.get(request.index)
-        ids = v.ids(request.ids, self.s.config)
+        ids = v.ids(request.ids, self.s.config, distinct=True)
         resp = index_pb2.GetDocumentsResponse()
-        for i, doc in zip(ids, si.index.get(ids), strict=True):
+        docs = si.index.get(ids, max_bytes=self.s.config.max_response_bytes)
+        for i, doc in zip(ids, docs, strict=True):
             if doc is None:
                 resp.missing_ids.append(i)
             else:
@@ -343,6 +344,13 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
         si = self.s.indexes.get(request.index)
         k = v.k_value(request.k, self.s.config, default=4)
         vectors = None
+        if not request.texts and len(si) < 2:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"texts is empty and index {si.name!r} has {len(si)} document(s): send reference "
+                "texts, or add at least 2 documents for the index to sample its own reference",
+                "texts",
+            )
         if request.texts:
             model = self.s.indexes.model_for(si)
             c = self.s.config
@@ -390,6 +398,13 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             nprobe = v.search_param(request.params.nprobe, "params.nprobe")
             ef_search = v.search_param(request.params.ef_search, "params.ef_search")
             kind = v.text_kind(request.kind, si.query_kind)
+            if scoring == "margin" and not si.index.has_margin_reference:
+                raise StiltsError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"scoring: SCORING_MARGIN needs a margin reference on index {si.name!r}; "
+                    "call SetMarginReference first",
+                    "scoring",
+                )
             job = model.batcher.submit(queries, kind, INTERACTIVE, deadline_of(context))
         vecs = wait(job, context)
         results = si.index.search(
@@ -400,6 +415,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
             nprobe=nprobe,
             ef_search=ef_search,
             fingerprint=model.fingerprint,
+            max_bytes=c.max_response_bytes,
         )
         resp = retrieval_pb2.SearchResponse(index=si.name, model=model.name)
         for hits in results:

@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 from stilts.index import Document
 from stilts.server.config import ServerConfig
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.v1 import types_pb2
 
 KIND_NAMES = {
@@ -95,7 +95,7 @@ def languages(values: Sequence[str], field: str = "languages") -> list[str] | No
     for i, lang in enumerate(out):
         if not lang or len(lang) > MAX_LANGUAGE_CHARS or not lang.isprintable():
             raise invalid(
-                f"{field}[{i}] {lang[:80]!r} is not a language tag (1-{MAX_LANGUAGE_CHARS} "
+                f"{field}[{i}] {shorten(lang)} is not a language tag (1-{MAX_LANGUAGE_CHARS} "
                 "printable characters)",
                 field,
             )
@@ -177,7 +177,10 @@ def document_proto(doc: Document, out: types_pb2.Document) -> types_pb2.Document
     return out
 
 
-def ids(values: Sequence[int], config: ServerConfig, field: str = "ids") -> list[int]:
+def ids(
+    values: Sequence[int], config: ServerConfig, field: str = "ids", distinct: bool = False
+) -> list[int]:
+    """Check a list of document ids (``distinct``: a repeated id is INVALID_ARGUMENT)."""
     n = len(values)
     if n == 0:
         raise invalid(f"{field} is empty", field)
@@ -188,4 +191,14 @@ def ids(values: Sequence[int], config: ServerConfig, field: str = "ids") -> list
             f"{field} has {n} items, more than the limit of {limit} per request",
             field,
         )
-    return [int(v) for v in values]
+    out = [int(v) for v in values]
+    if distinct and len(set(out)) < n:
+        first: dict[int, int] = {}
+        for i, value in enumerate(out):
+            if value in first:
+                raise invalid(
+                    f"{field}[{i}] = {value} repeats {field}[{first[value]}]: ask for each id once",
+                    f"{field}[{i}]",
+                )
+            first[value] = i
+    return out

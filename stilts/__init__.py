@@ -8,6 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from stilts.ortload import disable_telemetry_env  # noqa: E402
+
+disable_telemetry_env()  # before anything imports onnxruntime (see stilts.ortload)
+
 from stilts.encoder import Encoder  # noqa: E402
 from stilts.errors import ErrorCode, StiltsError  # noqa: E402
 from stilts.manifest import Manifest  # noqa: E402

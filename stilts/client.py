@@ -462,10 +462,12 @@ class Client:
         return r.deleted
 
     def get_documents(self, index: str, ids: Sequence[int]) -> list[Document | None]:
-        """Documents by id, in order; None where an id is unknown."""
+        """Documents by id, in order; None where an id is unknown (each id is asked once: the
+        server refuses repeats)."""
         ids = [int(i) for i in ids]
         r = self._call(
-            self._index.GetDocuments, index_pb2.GetDocumentsRequest(index=index, ids=ids)
+            self._index.GetDocuments,
+            index_pb2.GetDocumentsRequest(index=index, ids=list(dict.fromkeys(ids))),
         )
         found = {d.id: Document(d.id, d.text, d.language, _struct(d.metadata)) for d in r.documents}
         return [found.get(i) for i in ids]

@@ -14,6 +14,7 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
 from stilts.models import resolve
+from stilts.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def length_batches(
 
 
 def _available_providers() -> list[str]:
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     return ort.get_available_providers()
 
@@ -86,8 +87,9 @@ class Encoder:
         verify: bool = False,
         spin: bool | None = None,
     ):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        ort = load_onnxruntime()
 
         t0 = time.perf_counter()
         if device not in DEVICES:

@@ -46,6 +46,25 @@ class StiltsError(Exception):
         return self.message
 
 
+SHOWN_CHARS = 80
+
+
+def shorten(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for echoing request values in messages.
+
+    Error messages travel in gRPC trailing metadata (8 KB by default), so an echoed value must
+    never be unbounded.
+
+    Example:
+        >>> shorten("x" * 1000, 10)
+        "'xxxxxxxxx...' (1000 characters)"
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[: limit - 1]!r}... ({len(value)} characters)".replace("'...", "...'", 1)
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def invalid(message: str, field: str | None = None) -> StiltsError:
     return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
 

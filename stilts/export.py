@@ -19,6 +19,7 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
 from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
+from stilts.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
 
 
 def _session(path: Path):
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -177,6 +178,7 @@ def _session(path: Path):
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """Dynamic int8 quantisation, per-channel weights (MatMul and the embedding Gather)."""
+    load_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()  # the quantiser logs every node on the root logger

@@ -58,7 +58,9 @@ class RetrievalServiceServicer:
 
     def Mine(self, request, context):
         """Bitext mining: margin-scored translation pairs between two sets of sentences, streamed back
-        best first.
+        best first. A long Mine is cut when the server stops: SIGTERM gives in-flight calls
+        --grace-seconds (default 30) to finish, then ends them with UNAVAILABLE "server is shutting
+        down"; raise --grace-seconds on servers that run long mining jobs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
