@@ -268,6 +268,7 @@ def harvest(
             f"dev fraction must be in [0, 1), got {dev_fraction}",
             "dev_fraction",
         )
+    inputs = list(inputs)
     filters = filters or Filters()
     excluded = exclusion_set(exclude)
     dropped: collections.Counter = collections.Counter()
