@@ -22,7 +22,7 @@ model: install
 
 # Serve the default model on localhost:50051 with a demo index of examples/sentences.tsv (Ctrl-C stops).
 run: model
-	$(PY) -m stilts.server.demo
+	$(PY) -m stilts.server.demo --examples examples/sentences.tsv
 
 test: model
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

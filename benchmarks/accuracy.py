@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stilts.benchmarks import data as bdata
 from stilts.benchmarks import metrics, scoring
 from stilts.benchmarks.systems import System
+from stilts.records import SCORINGS
 
 LOG = logging.getLogger(__name__)
-
-SCORINGS = ("cosine", "margin")
 
 
 @dataclasses.dataclass

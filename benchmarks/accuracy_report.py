@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from stilts.benchmarks import plots
-
-LOG = logging.getLogger(__name__)
 
 WIN_MARGIN = 0.01  # differences below one point are reported as ties
 
@@ -289,12 +286,7 @@ def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | N
     """The whole report as Markdown."""
     lines = _header_lines(results) + _summary(results) + _wins(results)
     lines += _tatoeba_tables(results) + _bucc_table(results)
-    if plot_paths:
-        lines += ["## Plots", ""]
-        for p in plot_paths:
-            rel = p.relative_to(base) if base and p.is_relative_to(base) else p
-            lines.append(f"![{p.stem}]({rel})")
-        lines.append("")
+    lines += plots.markdown_section(plot_paths, base)
     return "\n".join(lines)
 
 

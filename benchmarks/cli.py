@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.fsutil import atomic_write_text
+from stilts.records import TEXT_KINDS
+from stilts.sample import dev_sentences
 
 LOG = logging.getLogger(__name__)
 
@@ -16,14 +19,15 @@ DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev"
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from stilts.benchmarks import encode_speed
+    from stilts.benchmarks import speed_encode
 
     if args.input:
-        with open(args.input, encoding="utf-8") as f:
-            sentences = [line.rstrip("\n") for line in f][: args.n]
+        from stilts.inputs import read_sentences
+
+        sentences = read_sentences(args.input)[1][: args.n]
     else:
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), args.n)
-    report = encode_speed.run(
+        sentences = dev_sentences(Path(args.tatoeba), args.n)
+    report = speed_encode.encode_report(
         sentences,
         model=args.model,
         checkpoint=args.checkpoint,
@@ -31,7 +35,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         with_baseline=not args.no_baseline,
     )
-    print(encode_speed.format_table(report))
+    print(speed_encode.format_table(report))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     return 0
@@ -62,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=str(Path(DEFAULT_DEV_PACK) / "tatoeba"),
         help="Tatoeba-layout dir (<xx>-en.tsv) to draw sentences from, round-robin over languages",
     )
-    p.add_argument("--input", default=None, help="instead: a file with one sentence per line")
+    p.add_argument(
+        "--input", default=None, help="instead: a sentence file (one per line or id<TAB>sentence)"
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip sentence-transformers")
     p.add_argument("--output", default=None, help="write the JSON report here")
     p.set_defaults(func=_cmd_encode)
@@ -99,7 +105,6 @@ def _baseline_systems(args: argparse.Namespace, first) -> list:
     import importlib.util
 
     from stilts.benchmarks import systems as sysm
-
     from stilts.errors import ErrorCode, StiltsError
 
     wanted = args.baseline if args.baseline is not None else list(BASELINES)
@@ -145,7 +150,6 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from stilts.benchmarks import accuracy, accuracy_report, environment
     from stilts.benchmarks import data as bdata
     from stilts.benchmarks.systems import StiltsSystem, model_labels
-
     from stilts.errors import ErrorCode, StiltsError
 
     tatoeba_dir, bucc_dir = args.tatoeba, args.bucc
@@ -230,9 +234,7 @@ def _write_outputs(results: dict, args: argparse.Namespace, report_module) -> No
     stem = out.stem
     plot_paths = [] if args.no_plots else report_module.write_plots(results, plot_dir, stem)
     results["plots"] = [str(p) for p in plot_paths]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report_path = Path(args.report) if args.report else None
     text = report_module.markdown(
         results, plot_paths, report_path.parent.resolve() if report_path else None
@@ -293,7 +295,7 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--kind",
         default="bitext",
-        choices=["bitext", "query", "passage"],
+        choices=TEXT_KINDS,
         help="manifest prefix used on both sides (bitext: translation retrieval)",
     )
     p.add_argument(
@@ -405,7 +407,6 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     import sys
 
     from stilts.benchmarks import environment, speed_report
-
     from stilts.errors import ErrorCode, StiltsError
 
     q = 1 if args.quick else 0
@@ -424,9 +425,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     out: dict = {"header": header, "settings": dict(vars(args)), "sections": {}}
     out["settings"].pop("func", None)
     if args.soak is not None:
-        from stilts.benchmarks import encode_speed, soak
+        from stilts.benchmarks import soak
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        sentences = dev_sentences(Path(args.tatoeba), 2000)
         out["sections"]["soak"] = soak.run(
             sentences,
             args.soak,
@@ -440,9 +441,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         return 0
 
     if "encode" in sections:
-        from stilts.benchmarks import encode_speed, speed_encode
+        from stilts.benchmarks import speed_encode
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), args.encode_n)
+        sentences = dev_sentences(Path(args.tatoeba), args.encode_n)
         out["sections"]["encode"] = speed_encode.run(
             sentences,
             _ints(args.batch_sizes, "batch-sizes"),
@@ -484,9 +485,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             checkpoint=args.st_checkpoint,
         )
     if "grpc" in sections:
-        from stilts.benchmarks import encode_speed, speed_grpc
+        from stilts.benchmarks import speed_grpc
 
-        sentences = encode_speed.dev_sentences(Path(args.tatoeba), 2000)
+        sentences = dev_sentences(Path(args.tatoeba), 2000)
         out["sections"]["grpc"] = speed_grpc.run(
             sentences,
             _ints(args.concurrency, "concurrency"),
@@ -532,9 +533,7 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         choices=["int8", "fp32"],
         help="graph for mining and serving (encode times both)",
     )
-    p.add_argument(
-        "--kind", default="bitext", choices=["bitext", "query", "passage"], help="encode prefix"
-    )
+    p.add_argument("--kind", default="bitext", choices=TEXT_KINDS, help="encode prefix")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")
     p.add_argument(
         "--baseline",

@@ -7,21 +7,20 @@ carries a deadline (``request_timeout``), so the whole run ends within
 ``max_seconds + request_timeout`` even against a server that stops answering. Failures are
 counted by gRPC status name and never stop the run.
 
-(:mod:`stilts.server.loadgen` has the server's own time-bounded closed loop for its serving
-figures; this one adds the request budget and the deadlines that ``stilts bench speed`` needs.)
+The one load generator: ``stilts bench speed`` (gRPC section) and the serving figures
+(:mod:`stilts.benchmarks.speed_grpc`) both run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
-from stilts.benchmarks.timing import percentiles
+from stilts.benchmarks.timing import latency_ms
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _status(e: BaseException) -> str:
     if status is None and callable(getattr(e, "code", None)):
         try:
             status = e.code()
-        except Exception:  # noqa: BLE001 - only naming the failure
+        except Exception:
             status = None
     return getattr(status, "name", None) or type(e).__name__
 
@@ -173,11 +172,6 @@ def run(
     for c in clients:
         c.close()
     end = state["last_end"] or time.perf_counter()
-    lat = percentiles(latencies)
-    lat = {k: v * 1000 for k, v in lat.items()}
-    if latencies:
-        lat["mean"] = statistics.fmean(latencies) * 1000
-        lat["max"] = max(latencies) * 1000
     return LoadResult(
         concurrency=concurrency,
         attempted=state["issued"],
@@ -186,7 +180,7 @@ def run(
         items=state["items"],
         seconds=end - t_start[0],
         stopped_by=state["stopped_by"] if state["issued"] < max_requests else "count",
-        latency_ms=lat,
+        latency_ms=latency_ms(latencies),
         max_requests=max_requests,
         max_seconds=max_seconds,
     )

@@ -91,3 +91,14 @@ def lines(
     plt.close(fig)
     LOG.info("wrote %s", out)
     return out
+
+
+def markdown_section(plot_paths: Sequence[Path], base: Path | None) -> list[str]:
+    """A report's ``## Plots`` lines (none without plots); paths relative to ``base`` if inside."""
+    if not plot_paths:
+        return []
+    lines = ["## Plots", ""]
+    for p in plot_paths:
+        rel = p.relative_to(base) if base and p.is_relative_to(base) else p
+        lines.append(f"![{p.stem}]({rel})")
+    return [*lines, ""]

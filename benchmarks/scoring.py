@@ -10,9 +10,10 @@ retrieval as in LASER/XTREME Tatoeba, with cosine or margin.
 from __future__ import annotations
 
 import numpy as np
-from stilts.index import mining
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import mining
+from stilts.records import SCORINGS
 
 
 def neighbours(src: np.ndarray, tgt: np.ndarray, k: int = 4) -> mining.Neighbours:
@@ -34,19 +35,6 @@ def candidates(
     rows_t = np.fromiter((p.tgt for p in pairs), dtype=np.int64, count=n)
     scores = np.fromiter((p.score for p in pairs), dtype=np.float64, count=n)
     return rows_s, rows_t, scores
-
-
-def mine_candidates(
-    src: np.ndarray, tgt: np.ndarray, k: int = 4, margin: str = "ratio", retrieval: str = "max"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`stilts.index.mining.mine` with no threshold, as arrays (src rows, tgt rows, scores)."""
-    pairs = mining.mine(src, tgt, k=k, margin=margin, retrieval=retrieval, threshold=None)
-    n = len(pairs)
-    return (
-        np.fromiter((p.src for p in pairs), dtype=np.int64, count=n),
-        np.fromiter((p.tgt for p in pairs), dtype=np.int64, count=n),
-        np.fromiter((p.score for p in pairs), dtype=np.float64, count=n),
-    )
 
 
 def _predicted(rows_from: np.ndarray, rows_to: np.ndarray, n: int) -> np.ndarray:
@@ -78,7 +66,7 @@ def tatoeba_predictions(
     Returns:
         (xx->en predicted rows, en->xx predicted rows).
     """
-    if scoring not in ("cosine", "margin"):
+    if scoring not in SCORINGS:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
             f"scoring must be cosine or margin, got {scoring!r}",

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from stilts.benchmarks import loadgen
-from stilts.benchmarks.timing import percentiles
+from stilts.benchmarks.timing import latency_ms
 
 LOG = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Recorder:
                 errs = dict(self.errors.get((w, op), {}))
                 if not lat and not errs:
                     continue
-                p = {k: v * 1000 for k, v in percentiles(lat).items()} if lat else {}
+                p = latency_ms(lat)
                 row["operations"][op] = {
                     "ok": len(lat),
                     "errors": errs,
@@ -163,10 +163,9 @@ def run(
             sentence).
         server_args: more :class:`~stilts.server.config.ServerConfig` fields.
     """
-    from stilts.server import start_server
-
     from stilts.client import Client
     from stilts.errors import ErrorCode, StiltsError
+    from stilts.server import start_server
 
     if not minutes > 0 or clients < 1 or not window_seconds > 0:
         raise StiltsError(

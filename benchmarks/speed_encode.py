@@ -1,5 +1,9 @@
 """Encode throughput by batch size: stilts int8 / fp32 vs sentence-transformers and USE.
 
+The one encode benchmark: ``stilts bench speed --sections encode`` (:func:`run`, every batch size)
+and ``stilts bench encode`` (:func:`encode_report`, one batch size, sentence-transformers as the
+baseline) time the same systems the same way.
+
 All systems encode the same sentences in one process, interleaved round by round
 (:func:`~stilts.benchmarks.timing.interleaved_medians`), so machine noise hits all of them; each
 figure is the median of ``repeats`` and every ratio compares two systems timed in the same rounds.
@@ -48,7 +52,7 @@ def build_systems(
         }
     m = encoders["fp32"].manifest
     if "st" in baselines:
-        from stilts.benchmarks.encode_speed import sentence_transformers_model
+        from stilts.benchmarks.systems import sentence_transformers_model
 
         ckpt = checkpoint or (m.source or {}).get("checkpoint")
         if ckpt is None:
@@ -121,3 +125,62 @@ def run(
             r["vs"] = {other: round_ratio(row[other], r) for other in row if other != name}
         out["by_batch_size"][str(bs)] = row
     return out
+
+
+def encode_report(
+    sentences: list[str],
+    model: str = "default",
+    checkpoint: str | None = None,
+    repeats: int = 3,
+    batch_size: int = 32,
+    with_baseline: bool = True,
+) -> dict:
+    """``stilts bench encode``: :func:`run` at one batch size, against sentence-transformers.
+
+    Returns:
+        ``{"n", "repeats", "batch_size", "baseline", "model", "threads", "provider", "machine",
+        "systems": {name: {median_seconds, seconds, sentences_per_second, speedup_vs_baseline,
+        ...what the system is}}}``; ``speedup_vs_baseline`` is the median per-round ratio.
+    """
+    import platform
+
+    baselines = ("st",) if with_baseline else ()
+    res = run(sentences, [batch_size], repeats, model, "bitext", baselines, checkpoint)
+    row = res["by_batch_size"][str(batch_size)]
+    systems = {}
+    for name, r in row.items():
+        speedup = 1.0 if name == ST else r["vs"].get(ST)
+        systems[name] = {
+            **res["systems"][name],
+            "median_seconds": r["median_seconds"],
+            "seconds": r["seconds"],
+            "sentences_per_second": r["sentences_per_second"],
+            "speedup_vs_baseline": speedup if with_baseline else None,
+        }
+    first = res["systems"][next(n for n in row if n != ST)]
+    return {
+        "n": res["n"],
+        "repeats": repeats,
+        "batch_size": batch_size,
+        "baseline": ST if with_baseline else None,
+        "model": first["model"],
+        "threads": first["threads"],
+        "provider": first["provider"],
+        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+        "systems": systems,
+    }
+
+
+def format_table(report: dict) -> str:
+    """:func:`encode_report` as a text table."""
+    lines = [
+        f"encode throughput: {report['n']} sentences, median of {report['repeats']}, "
+        f"batch {report['batch_size']}, {report['threads']} threads",
+        f"{'system':<24}{'sent/s':>10}{'vs baseline':>14}",
+    ]
+    for name, r in report["systems"].items():
+        ratio = r["speedup_vs_baseline"]
+        lines.append(
+            f"{name:<24}{r['sentences_per_second']:>10.1f}{(f'{ratio:.2f}x' if ratio else '-'):>14}"
+        )
+    return "\n".join(lines)

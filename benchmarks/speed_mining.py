@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stilts.benchmarks import data as bdata
 from stilts.benchmarks import metrics
 from stilts.benchmarks.timing import interleaved_medians, round_ratio
@@ -120,10 +121,9 @@ def run(
     work_dir: str | Path | None = None,
 ) -> dict:
     """Time the three systems on one BUCC set (see the module docstring)."""
+    from stilts import Encoder
     from stilts.index.knn import knn
     from stilts.index.minefiles import mine_files
-
-    from stilts import Encoder
 
     enc = Encoder(model, precision=precision)
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="stilts-bench-mine-"))
@@ -155,7 +155,7 @@ def run(
     systems = {MINE: stilts_mine, FLOOR: floor}
     st_info = None
     if with_st:
-        from stilts.benchmarks.encode_speed import sentence_transformers_model
+        from stilts.benchmarks.systems import sentence_transformers_model
 
         m = enc.manifest
         ckpt = checkpoint or (m.source or {}).get("checkpoint")

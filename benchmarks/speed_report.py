@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from stilts.benchmarks import plots
-
-LOG = logging.getLogger(__name__)
 
 
 def _f(v, digits: int = 1) -> str:
@@ -217,12 +214,7 @@ def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | N
         lines += _mining(s["mining"])
     if "grpc" in s:
         lines += _grpc(s["grpc"])
-    if plot_paths:
-        lines += ["## Plots", ""]
-        for p in plot_paths:
-            rel = p.relative_to(base) if base and p.is_relative_to(base) else p
-            lines.append(f"![{p.stem}]({rel})")
-        lines.append("")
+    lines += plots.markdown_section(plot_paths, base)
     return "\n".join(lines)
 
 

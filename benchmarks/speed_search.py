@@ -15,6 +15,7 @@ import statistics
 import time
 
 import numpy as np
+
 from stilts.benchmarks.timing import percentiles
 
 LOG = logging.getLogger(__name__)
@@ -100,9 +101,8 @@ def run_size(
         real: real embeddings (e.g. ``stilts encode`` output) to use instead of synthetic ones:
             ``n_queries`` random rows become the queries, ``n`` others the indexed vectors.
     """
-    from stilts.index.knn import knn
-
     from stilts.errors import ErrorCode, StiltsError
+    from stilts.index.knn import knn
 
     if real is not None:
         if real.ndim != 2 or len(real) < n + n_queries:

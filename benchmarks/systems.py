@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from importlib import metadata
 from pathlib import Path
@@ -17,8 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-
-LOG = logging.getLogger(__name__)
 
 # USE-multilingual v3's 16 languages (its paper's codes), and the other spellings of the same
 # languages in the data layouts we read (pack: ISO 639-1 with script suffixes; XTREME: 639-3).
@@ -152,6 +149,20 @@ def model_labels(models: list[str]) -> list[str]:
     return labels
 
 
+def sentence_transformers_model(checkpoint: str | Path, pooling: str = "mean", max_len: int = 512):
+    """The same checkpoint as a sentence-transformers model (mean pooling, normalised)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    transformer = models.Transformer(str(checkpoint), max_seq_length=max_len)
+    get_dim = getattr(transformer, "get_embedding_dimension", None)
+    dim = get_dim() if get_dim else transformer.get_word_embedding_dimension()
+    return SentenceTransformer(
+        modules=[transformer, models.Pooling(dim, pooling), models.Normalize()], device="cpu"
+    )
+
+
 class SentenceTransformersSystem(System):
     """The same weights in sentence-transformers (PyTorch, fp32), cosine on its own vectors."""
 
@@ -166,8 +177,6 @@ class SentenceTransformersSystem(System):
         name: str = "sentence-transformers",
         batch_size: int = 64,
     ):
-        from stilts.benchmarks.encode_speed import sentence_transformers_model
-
         if not Path(checkpoint).is_dir():
             raise StiltsError(
                 ErrorCode.NOT_FOUND,

@@ -38,7 +38,11 @@ def round_ratio(slow: dict, fast: dict) -> float:
 
 
 def percentiles(latencies: list[float], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
-    """``{"p50": ..., ...}`` of a list of latencies (nearest-rank on the sorted values)."""
+    """``{"p50": ..., ...}`` of a list of latencies (nearest-rank on the sorted values).
+
+    The project's one percentile definition: every reported p50 / p95 / p99 is a latency that
+    was observed (no interpolation between two of them).
+    """
     if not latencies:
         return {f"p{q:g}": float("nan") for q in qs}
     xs = sorted(latencies)
@@ -46,4 +50,15 @@ def percentiles(latencies: list[float], qs: tuple[float, ...] = (50, 95, 99)) ->
     for q in qs:
         rank = max(1, math.ceil(q / 100 * len(xs)))
         out[f"p{q:g}"] = xs[rank - 1]
+    return out
+
+
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 (:func:`percentiles`), mean and max of latencies in seconds, as ms
+    (``{}`` when there are none)."""
+    if not latencies:
+        return {}
+    out = {k: v * 1000 for k, v in percentiles(latencies).items()}
+    out["mean"] = statistics.fmean(latencies) * 1000
+    out["max"] = max(latencies) * 1000
     return out

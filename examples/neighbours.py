@@ -13,14 +13,16 @@ HERE = Path(__file__).parent
 
 
 def main(path: Path = HERE / "sentences.tsv", k: int = 3) -> None:
-    rows = [line.rstrip("\n").split("\t", 1) for line in path.open(encoding="utf-8") if line.strip()]
+    rows = [
+        line.rstrip("\n").split("\t", 1) for line in path.open(encoding="utf-8") if line.strip()
+    ]
     langs = [r[0] for r in rows]
     texts = [r[1] for r in rows]
     enc = Encoder("default")
     print(f"{enc!r}: loaded in {enc.load_seconds:.2f}s", file=sys.stderr)
     vecs = enc.encode(texts, kind="bitext")
     sims = vecs @ vecs.T
-    for i, (lang, text) in enumerate(zip(langs, texts)):
+    for i, (lang, text) in enumerate(zip(langs, texts, strict=True)):
         others = [j for j in np.argsort(-sims[i]) if langs[j] != lang][:k]
         print(f"[{lang}] {text}")
         for j in others:

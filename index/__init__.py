@@ -1,6 +1,6 @@
 """stilts.index: FAISS vector indices with SQLite documents, margin scoring and bitext mining.
 
-API (issue 3)::
+API::
 
     from stilts.index import VectorIndex, Hit, Document
     idx = VectorIndex.create(path_or_None, dim, kind="auto", manifest=enc.manifest.to_dict())
@@ -8,7 +8,7 @@ API (issue 3)::
     idx.search(queries, k=10, languages=None, scoring="cosine" | "margin", nprobe=, ef_search=)
     idx.set_margin_reference(vectors=None, k=4); idx.save(); VectorIndex.open(path)
 
-Additions beyond the agreed API (no deviations from it):
+Also:
 
 - ``add(..., upsert=True)`` replaces existing ids instead of raising ALREADY_EXISTS.
 - ``add`` / ``search`` take ``fingerprint=`` (the encoder's ``manifest.fingerprint``) and refuse
@@ -22,7 +22,7 @@ Additions beyond the agreed API (no deviations from it):
 
 from typing import TYPE_CHECKING
 
-from stilts.index.types import Document, Hit
+from stilts.records import Document, Hit
 
 if TYPE_CHECKING:
     from stilts.index.vector_index import VectorIndex

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
-from pathlib import Path
 
 from stilts.cliutil import env_flag
-
-LOG = logging.getLogger(__name__)
 
 
 def _threshold(value: str) -> float:
@@ -20,115 +15,23 @@ def _threshold(value: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
 
 
-def _read_side(path: str, input_format: str) -> tuple[list[str] | None, list[str]]:
-    from stilts.index.minefiles import detect_ids
-
-    from stilts.errors import ErrorCode, StiltsError
-
-    if not Path(path).is_file():
-        raise StiltsError(ErrorCode.NOT_FOUND, f"{path}: no such file", "input")
-    has_ids = detect_ids(path) if input_format == "auto" else input_format == "ids"
-    ids, texts = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if has_ids:
-                sid, tab, text = line.partition("\t")
-                if not tab:
-                    raise StiltsError(
-                        ErrorCode.INVALID_ARGUMENT,
-                        f"{path}:{n}: expected id<TAB>sentence; pass --input-format lines",
-                        "input",
-                    )
-                ids.append(sid)
-                texts.append(text)
-            else:
-                texts.append(line)
-    return (ids if has_ids else None), texts
-
-
-def _unique(texts: list[str], all_lines: bool) -> tuple[list[str], list[list[int]]]:
-    """Unique non-empty (stripped) sentences and, per unique sentence, its lines."""
-    first: dict[str, int] = {}
-    lines: list[list[int]] = []
-    for n, t in enumerate(texts):
-        t = t.strip()
-        if not t:
-            continue
-        if t not in first:
-            first[t] = len(lines)
-            lines.append([n])
-        elif all_lines:
-            lines[first[t]].append(n)
-    return list(first), lines
-
-
 def _mine_on_server(args: argparse.Namespace) -> dict:
-    from stilts.index.minefiles import write_text_pairs
+    from stilts.client import Client
+    from stilts.index.minefiles import mine_on_server
 
-    from stilts.errors import ErrorCode, StiltsError
-
-    try:
-        from stilts.client import Client
-    except ImportError as e:
-        raise StiltsError(
-            ErrorCode.FAILED_PRECONDITION,
-            f"--server needs the stilts gRPC client (stilts.client), which is not available: {e}",
-            "server",
-        ) from None
-    from stilts.index.mining import check_options
-
-    check_options(args.k, args.margin, args.retrieval, args.threshold)
-    t0 = time.perf_counter()
-    s_ids, s_texts = _read_side(args.src, args.input_format)
-    t_ids, t_texts = _read_side(args.tgt, args.input_format)
-    # As the local engine: unique non-empty sentences go out; duplicates come back as every
-    # line holding them (ids layout) or once (sentences).
-    s_uniq, s_lines = _unique(s_texts, s_ids is not None)
-    t_uniq, t_lines = _unique(t_texts, t_ids is not None)
-    for name, uniq in (("src", s_uniq), ("tgt", t_uniq)):
-        if not uniq:
-            raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"{name}: no sentences", name)
-    client = Client(args.server)
-    try:
-        results = client.mine(
-            s_uniq,
-            t_uniq,
+    with Client(args.server, timeout=None) as client:
+        return mine_on_server(
+            args.src,
+            args.tgt,
+            args.output,
+            client,
+            model=args.model,
             k=args.k,
             margin=args.margin,
             retrieval=args.retrieval,
             threshold=args.threshold,
-            model=args.model,
+            input_format=args.input_format,
         )
-        rows = [
-            (float(r.score), a, b)
-            for r in results
-            for a in s_lines[int(r.src_index)]
-            for b in t_lines[int(r.tgt_index)]
-        ]
-    finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
-    out = Path(args.output)
-    n = write_text_pairs(rows, s_ids or s_texts, t_ids or t_texts, out)
-    summary = {
-        "output": str(out),
-        "pairs": len(results),
-        "lines": n,
-        "server": args.server,
-        "model": args.model,
-        "src": {"path": args.src, "lines": len(s_texts), "ids": s_ids is not None},
-        "tgt": {"path": args.tgt, "lines": len(t_texts), "ids": t_ids is not None},
-        "k": args.k,
-        "margin": args.margin,
-        "retrieval": args.retrieval,
-        "threshold": args.threshold,
-        "engine": "server",
-        "seconds": {"total": round(time.perf_counter() - t0, 3)},
-    }
-    out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
@@ -196,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_threshold,
         default=None,
         help="keep pairs scoring at least this (default: all; ratio margins of true pairs are "
-        "typically above ~1.0-1.06: calibrate on a pair with gold)",
+        "typically above ~1.0-1.06 with the default model: calibrate on a pair with gold)",
     )
     p.add_argument(
         "--index",

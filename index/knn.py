@@ -8,16 +8,13 @@ iterator (files, memory maps, other machines).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
-from stilts.index.factory import GPU_MAX_K, gpu_count
 
 from stilts.errors import ErrorCode, StiltsError
-
-LOG = logging.getLogger(__name__)
+from stilts.index.factory import GPU_MAX_K, gpu_count
 
 DEFAULT_BLOCK = 8192
 DEFAULT_SHARD = 262_144

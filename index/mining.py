@@ -19,29 +19,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 
 import faiss
 import numpy as np
-from stilts.index import factory as fx
-from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
 
 from stilts.errors import ErrorCode, StiltsError, shorten
-
-LOG = logging.getLogger(__name__)
+from stilts.index import factory as fx
+from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, knn, search_index
+from stilts.records import MinedPair
 
 MARGINS = ("ratio", "distance", "absolute")
 RETRIEVALS = ("max", "forward", "backward", "intersect")
-
-
-@dataclasses.dataclass(frozen=True)
-class MinedPair:
-    """A mined pair: its score and the row of each side (in the arrays given to :func:`mine`)."""
-
-    score: float
-    src: int
-    tgt: int
 
 
 @dataclasses.dataclass
@@ -121,6 +110,14 @@ def _approx_knn(
     return search_index(index, queries, k, block_size)
 
 
+def knn_kind(index: str, n_src: int, n_tgt: int) -> str:
+    """The k-NN index for a job: ``auto`` is exact (``flat``) up to ``AUTO_EXACT_MAX`` sentences
+    a side, else FAISS's choice for the size; any other kind is kept."""
+    if index == "auto" and max(n_src, n_tgt) <= fx.AUTO_EXACT_MAX:
+        return "flat"
+    return index
+
+
 def neighbours(
     src: np.ndarray,
     tgt: np.ndarray,
@@ -146,9 +143,7 @@ def neighbours(
             f"src and tgt dimensions differ ({src.shape[1]} vs {tgt.shape[1]})",
             "tgt",
         )
-    kind = index
-    if kind == "auto":
-        kind = "flat" if max(len(src), len(tgt)) <= fx.AUTO_EXACT_MAX else "auto"
+    kind = knn_kind(index, len(src), len(tgt))
     if kind == "flat":
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
@@ -244,7 +239,8 @@ def mine(
         k: neighbours for the margin (4 as in the paper).
         margin: ``ratio`` (default), ``distance`` or ``absolute`` (plain cosine).
         retrieval: ``max`` (default), ``forward``, ``backward`` or ``intersect``.
-        threshold: keep pairs scoring at least this (ratio margins of good pairs are ~1.05-1.2).
+        threshold: keep pairs scoring at least this (ratio margins of true pairs are typically
+            above ~1.0-1.06 with the default model: calibrate on a pair with gold).
         index: ``flat`` (exact, blocked), ``auto``, or an approximate kind (``ivf``, ``hnsw``,
             ``ivfpq`` or a FAISS factory string).
         block_size: query rows per tile.

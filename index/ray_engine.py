@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import numpy as np
+
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn_tile, merge_topk
 from stilts.index.mining import Neighbours
 
@@ -87,7 +88,7 @@ def encode_chunks(
     side, cache, model: str, precision: str, batch_size: int, progress: bool = True
 ) -> None:
     """Encode the chunks ``cache`` lacks on Ray Data actors and store them in the cache."""
-    from stilts.index.minefiles import chunk_texts
+    from stilts.index.scan import chunk_texts
 
     ray = _ray()
     todo = cache.todo()

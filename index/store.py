@@ -9,16 +9,15 @@ other are added or removed), however old the snapshot is.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-LOG = logging.getLogger(__name__)
+from stilts.records import Document
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
@@ -40,8 +39,19 @@ CREATE TABLE IF NOT EXISTS reference (pos INTEGER PRIMARY KEY, seq INTEGER, vect
 """
 
 
-class Row(tuple):
-    """(seq, id, text, language, metadata JSON, margin_r)."""
+class Row(NamedTuple):
+    """One stored document as read back (without its vector)."""
+
+    seq: int
+    id: int
+    text: str
+    language: str
+    metadata: str  # JSON object
+    margin_r: float | None  # the document's margin term (None until a reference is set)
+
+    def document(self) -> Document:
+        """The row as a :class:`~stilts.records.Document`."""
+        return Document(int(self.id), self.text, self.language, json.loads(self.metadata))
 
 
 def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -189,30 +199,23 @@ class Store:
             )
         return np.asarray(seqs, dtype=np.int64)
 
-    def rows_by_id(self, ids: Sequence[int]) -> dict[int, tuple]:
-        """id -> (seq, id, text, language, metadata JSON, margin_r)."""
-        out: dict[int, tuple] = {}
-        for part in _chunks(list(ids)):
-            marks = ",".join("?" * len(part))
-            for r in self._read(
-                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
-                f"WHERE id IN ({marks})",
-                part,
-            ):
-                out[int(r[1])] = r
-        return out
+    def rows_by_id(self, ids: Sequence[int]) -> dict[int, Row]:
+        """id -> row."""
+        return self._rows("id", ids)
 
-    def rows_by_seq(self, seqs: Sequence[int]) -> dict[int, tuple]:
-        """seq -> (seq, id, text, language, metadata JSON, margin_r)."""
-        out: dict[int, tuple] = {}
-        for part in _chunks(list(seqs)):
+    def rows_by_seq(self, seqs: Sequence[int]) -> dict[int, Row]:
+        """seq -> row."""
+        return self._rows("seq", seqs)
+
+    def _rows(self, key: str, values: Sequence[int]) -> dict[int, Row]:
+        out: dict[int, Row] = {}
+        for part in _chunks(list(values)):
             marks = ",".join("?" * len(part))
             for r in self._read(
-                "SELECT seq, id, text, language, metadata, margin_r FROM docs "
-                f"WHERE seq IN ({marks})",
-                part,
+                f"SELECT {', '.join(Row._fields)} FROM docs WHERE {key} IN ({marks})", part
             ):
-                out[int(r[0])] = r
+                row = Row._make(r)
+                out[int(getattr(row, key))] = row
         return out
 
     def stored_bytes(self, column: str, keys: Sequence[int]) -> dict[int, int]:

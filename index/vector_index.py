@@ -19,21 +19,21 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError, invalid
+from stilts.fsutil import atomic_path
 from stilts.index import factory as fx
 from stilts.index.knn import empty_topk, knn, merge_topk
 from stilts.index.margin import MarginReference
 from stilts.index.margin import ratio as margin_ratio
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
-from stilts.index.types import Document, Hit
-
-from stilts.errors import ErrorCode, StiltsError
+from stilts.records import SCORINGS, Document, Hit
 
 LOG = logging.getLogger(__name__)
 
 FAISS_NAME = "index.faiss"
 FORMAT = 1
-SCORINGS = ("cosine", "margin")
 MAX_K = 10_000
 HIT_OVERHEAD_BYTES = 32  # id, score and protobuf framing per hit or document
 # Sized kinds (ivf, ivfpq) collect vectors in an exact buffer until this many exist, then train.
@@ -43,10 +43,6 @@ DEFAULT_TRAIN_SIZE = 50_000
 EXACT_FILTER_MAX = 4096
 MARGIN_SAMPLE = 20_000
 COMPACT_RATIO = 0.2
-
-
-def _invalid(message: str, field: str) -> StiltsError:
-    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
 
 
 def _check_response_bytes(total: int, max_bytes: int, field: str, advice: str) -> None:
@@ -60,19 +56,6 @@ def _check_response_bytes(total: int, max_bytes: int, field: str, advice: str) -
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _flat(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
@@ -80,10 +63,10 @@ def _flat(dim: int) -> faiss.Index:
 def _normalise(x: np.ndarray, field: str) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True, order="C")
     if not np.isfinite(x).all():
-        raise _invalid(f"{field} contains NaN or infinite values", field)
+        raise invalid(f"{field} contains NaN or infinite values", field)
     norms = np.linalg.norm(x, axis=1)
     if len(x) and norms.min() == 0:
-        raise _invalid(f"{field} row {int(norms.argmin())} is all zeros", field)
+        raise invalid(f"{field} row {int(norms.argmin())} is all zeros", field)
     x /= norms[:, None]
     return x
 
@@ -159,20 +142,20 @@ class VectorIndex:
             StiltsError: INVALID_ARGUMENT (dim, kind, manifest), ALREADY_EXISTS (path).
         """
         if not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1:
-            raise _invalid(f"dim must be a positive integer, got {dim!r}", "dim")
+            raise invalid(f"dim must be a positive integer, got {dim!r}", "dim")
         dim = int(dim)
         if device not in ("auto", "cpu", "gpu"):
-            raise _invalid("device must be one of auto, cpu, gpu", "device")
+            raise invalid("device must be one of auto, cpu, gpu", "device")
         fingerprint = None
         name = None
         if manifest is not None:
             from stilts.manifest import Manifest
 
             if not isinstance(manifest, dict):
-                raise _invalid("manifest must be a dict (Manifest.to_dict())", "manifest")
+                raise invalid("manifest must be a dict (Manifest.to_dict())", "manifest")
             m = Manifest.from_dict(manifest)
             if m.dim != dim:
-                raise _invalid(
+                raise invalid(
                     f"dim {dim} does not match the manifest's dim {m.dim} ({m.name})", "dim"
                 )
             fingerprint, name = m.fingerprint, m.name
@@ -191,9 +174,9 @@ class VectorIndex:
             try:
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise _invalid(f"{p}: cannot create the index directory: {e}", "path") from None
+                raise invalid(f"{p}: cannot create the index directory: {e}", "path") from None
         if train_size is not None and train_size < 1:
-            raise _invalid("train_size must be >= 1", "train_size")
+            raise invalid("train_size must be >= 1", "train_size")
         meta = {
             "format": FORMAT,
             "dim": dim,
@@ -324,13 +307,11 @@ class VectorIndex:
         try:
             arr = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError) as e:
-            raise _invalid(f"{field} must be a float array: {e}", field) from None
+            raise invalid(f"{field} must be a float array: {e}", field) from None
         if arr.ndim == 1 and arr.shape[0] == self.dim:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise _invalid(
-                f"{field} must have shape (n, {self.dim}), got {tuple(arr.shape)}", field
-            )
+            raise invalid(f"{field} must have shape (n, {self.dim}), got {tuple(arr.shape)}", field)
         return _normalise(arr, field)
 
     @staticmethod
@@ -338,11 +319,11 @@ class VectorIndex:
         try:
             arr = np.asarray(ids)
         except (TypeError, ValueError):
-            raise _invalid("ids must be a list of integers", "ids") from None
+            raise invalid("ids must be a list of integers", "ids") from None
         if arr.ndim == 0:
             arr = arr[None]
         if arr.ndim != 1 or (len(arr) and not np.issubdtype(arr.dtype, np.integer)):
-            raise _invalid("ids must be a 1-D list of 64-bit integers", "ids")
+            raise invalid("ids must be a 1-D list of 64-bit integers", "ids")
         return arr.astype(np.int64)
 
     # --- writes -------------------------------------------------------------------------------
@@ -378,27 +359,27 @@ class VectorIndex:
         vecs = self._vectors(vectors)
         n = len(id_arr)
         if len(vecs) != n:
-            raise _invalid(f"got {n} ids but {len(vecs)} vectors", "vectors")
+            raise invalid(f"got {n} ids but {len(vecs)} vectors", "vectors")
         if len(np.unique(id_arr)) != n:
-            raise _invalid("ids contains duplicates", "ids")
+            raise invalid("ids contains duplicates", "ids")
         if docs is None:
             docs = [Document(int(i)) for i in id_arr]
         if len(docs) != n:
-            raise _invalid(f"got {n} ids but {len(docs)} docs", "docs")
+            raise invalid(f"got {n} ids but {len(docs)} docs", "docs")
         texts, langs, metas = [], [], []
         for row, (i, doc) in enumerate(zip(id_arr, docs, strict=True)):
             if not isinstance(doc, Document):
-                raise _invalid(f"docs[{row}] must be a Document", "docs")
+                raise invalid(f"docs[{row}] must be a Document", "docs")
             if doc.id is not None and int(doc.id) != int(i):
-                raise _invalid(f"docs[{row}].id {doc.id} differs from ids[{row}] {i}", "docs")
+                raise invalid(f"docs[{row}].id {doc.id} differs from ids[{row}] {i}", "docs")
             if not isinstance(doc.text, str) or not isinstance(doc.language, str):
-                raise _invalid(f"docs[{row}].text and .language must be strings", "docs")
+                raise invalid(f"docs[{row}].text and .language must be strings", "docs")
             if not isinstance(doc.metadata, dict):
-                raise _invalid(f"docs[{row}].metadata must be a dict", "metadata")
+                raise invalid(f"docs[{row}].metadata must be a dict", "metadata")
             try:
                 metas.append(json.dumps(doc.metadata, ensure_ascii=False, allow_nan=False))
             except (TypeError, ValueError) as e:
-                raise _invalid(
+                raise invalid(
                     f"docs[{row}].metadata is not JSON-serialisable: {e}", "metadata"
                 ) from None
             texts.append(doc.text)
@@ -565,7 +546,7 @@ class VectorIndex:
         out: list[Document | None] = []
         for i in id_arr.tolist():
             r = rows.get(int(i))
-            out.append(None if r is None else Document(int(r[1]), r[2], r[3], json.loads(r[4])))
+            out.append(None if r is None else r.document())
         return out
 
     def iter_documents(self, block: int = 16384) -> Iterator[tuple[list[Document], np.ndarray]]:
@@ -578,10 +559,7 @@ class VectorIndex:
         for seqs, vecs in self._store.iter_vectors(block=block):
             rows = self._store.rows_by_seq(seqs.tolist())
             keep = np.array([int(s) in rows for s in seqs], dtype=bool)
-            docs = [
-                Document(int(r[1]), r[2], r[3], json.loads(r[4]))
-                for r in (rows[int(s)] for s in seqs[keep])
-            ]
+            docs = [rows[int(s)].document() for s in seqs[keep]]
             if docs:
                 yield docs, vecs[keep]
 
@@ -636,15 +614,15 @@ class VectorIndex:
         self.check_fingerprint(fingerprint)
         q = self._vectors(queries, "queries")
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-            raise _invalid(f"k must be an integer in 1..{MAX_K}, got {k!r}", "k")
+            raise invalid(f"k must be an integer in 1..{MAX_K}, got {k!r}", "k")
         if scoring not in SCORINGS:
-            raise _invalid(f"scoring must be one of {SCORINGS}, got {scoring!r}", "scoring")
+            raise invalid(f"scoring must be one of {SCORINGS}, got {scoring!r}", "scoring")
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
             if value is not None and (not isinstance(value, int | np.integer) or value < 1):
-                raise _invalid(f"{name} must be a positive integer", name)
+                raise invalid(f"{name} must be a positive integer", name)
         if languages is not None:
             if isinstance(languages, str) or not all(isinstance(x, str) for x in languages):
-                raise _invalid("languages must be a list of strings", "languages")
+                raise invalid("languages must be a list of strings", "languages")
             languages = list(languages)
         with self._lock.read():
             if scoring == "margin" and self._margin is None:
@@ -671,9 +649,9 @@ class VectorIndex:
                     continue
                 score = float(s)
                 if r_q is not None:
-                    r_doc = r[5] if r[5] is not None else r_q[qi]
+                    r_doc = r.margin_r if r.margin_r is not None else r_q[qi]
                     score = margin_ratio(score, float(r_q[qi]), float(r_doc))
-                hits.append(Hit(int(r[1]), score, r[2], r[3], json.loads(r[4])))
+                hits.append(Hit(int(r.id), score, r.text, r.language, json.loads(r.metadata)))
             if r_q is not None:
                 hits.sort(key=lambda h: -h.score)
             out.append(hits[:k])
@@ -759,7 +737,7 @@ class VectorIndex:
         """
         self._check_open()
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise _invalid("k must be a positive integer", "k")
+            raise invalid("k must be a positive integer", "k")
         with self._lock.write():
             if vectors is None:
                 live = self._store.seqs()
@@ -815,13 +793,9 @@ class VectorIndex:
             target.unlink(missing_ok=True)
             self._store.set_meta(factory=self._factory, trained_n=0)
             return
-        tmp = target.with_name(f".{FAISS_NAME}.{os.getpid()}.tmp")
         cpu = self._cpu
-        faiss.write_index(cpu, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(self.path)
+        with atomic_path(target) as tmp:
+            faiss.write_index(cpu, str(tmp))
         self._store.set_meta(factory=self._factory, trained_n=self._trained_n)
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 

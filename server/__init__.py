@@ -5,14 +5,13 @@
   Prometheus metrics (``metrics``), auth / limits / error mapping (``interceptor``, ``validate``).
 - :func:`start_server`: a server in this process or in a subprocess on a free loopback port, for
   tests, benchmarks and demos; both return a handle with ``.address``, ``.metrics_url``, ``.stop()``.
-- ``stilts serve | search | index ... | health`` (``cli``); :mod:`stilts.server.loadgen` measures
-  speed.
+- ``stilts serve | search | index ... | health`` (``cli``); the load generator and the serving
+  figures are in :mod:`stilts.benchmarks.loadgen` and :mod:`stilts.benchmarks.speed_grpc`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -20,8 +19,6 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-
-LOG = logging.getLogger(__name__)
 
 __all__ = ["ServerProcess", "start_server"]
 
@@ -105,7 +102,7 @@ class ServerProcess:
             fd, log_path = tempfile.mkstemp(prefix="stilts-serve-", suffix=".log")
             os.close(fd)
         self.log_path = Path(log_path)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop/kill)
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._log, env=full_env, text=True
         )

@@ -17,15 +17,15 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from stilts.encoder import Encoder
+from stilts.errors import ErrorCode, StiltsError
 from stilts.server.config import ServerConfig
 from stilts.server.indexes import IndexRegistry
 from stilts.server.interceptor import ServingInterceptor
 from stilts.server.metrics import Metrics
 from stilts.server.models import ModelRegistry
 from stilts.server.services import EmbeddingService, IndexService, RetrievalService
-
-from stilts.encoder import Encoder
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -271,10 +271,6 @@ class Server:
             LOG.info("stopped")
         finally:
             self._stopped.set()
-
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` finished (True) or ``timeout`` passed (False)."""
-        return self._stopped.wait(timeout)
 
     def __enter__(self) -> Server:
         return self

@@ -8,36 +8,34 @@ Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from pathlib import Path
 
 from stilts.cliutil import env_flag, setup_logging
 
-LOG = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "sentences.tsv"
+EXAMPLES = Path("examples") / "sentences.tsv"  # relative to the working directory (the checkout)
 INDEX = "demo"
 
 
-def load_demo(address: str, path: Path, token: str | None = None) -> int:
-    """Drop and rebuild the ``demo`` index from ``path`` (``lang<TAB>text``; id = line number)."""
-    from stilts.client import Client, Document, RemoteError
+def load_demo(address: str, path: Path, token: str | None = None) -> tuple[int, list[str]]:
+    """Drop and rebuild the ``demo`` index from the document file ``path`` (``lang<TAB>text``;
+    id = line number).
 
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            lang, _, text = line.partition("\t")
-            rows.append(Document(n, text, lang))
+    Returns:
+        (documents added, their languages).
+    """
+    from stilts.client import Client, Document, RemoteError
+    from stilts.inputs import read_documents
+
+    rows = [Document(*d) for d in read_documents(path)]
     with Client(address, token=token) as c:
         try:
             c.drop_index(INDEX)
         except RemoteError:
             pass
         c.create_index(INDEX, document_kind="bitext", kind="flat")
-        return c.add_documents(INDEX, rows).added
+        return c.add_documents(INDEX, rows).added, sorted({d.language for d in rows})
 
 
 def instructions(address: str, metrics_url: str | None, n: int, langs: list[str]) -> str:
@@ -72,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         default=str(default_data_dir().parent / "demo"),
         help="where the demo index lives",
     )
-    p.add_argument("--examples", default=str(EXAMPLES), help="lang<TAB>text file to index")
+    p.add_argument(
+        "--examples",
+        default=str(EXAMPLES),
+        help="lang<TAB>text file to index (default: examples/sentences.tsv in the checkout, "
+        "relative to the working directory)",
+    )
     p.add_argument("--model", default="default", help="model to serve")
     args = p.parse_args(argv)
     setup_logging(0)
@@ -84,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         models=[args.model],
     )
     examples = Path(args.examples)
+    if not examples.is_file():
+        print(f"make run: error: {examples}: no such file (pass --examples)", file=sys.stderr)
+        return 2
 
     def on_ready(srv) -> None:
-        n = load_demo(srv.address, examples)
-        langs = sorted(
-            {ln.split("\t", 1)[0] for ln in examples.read_text(encoding="utf-8").splitlines() if ln}
-        )
+        n, langs = load_demo(srv.address, examples)
         print(instructions(srv.address, srv.metrics_url, n, langs), flush=True)
 
     from stilts.errors import StiltsError

@@ -25,18 +25,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stilts.errors import ErrorCode, StiltsError, shorten
+from stilts.fsutil import fsync_dir
 from stilts.index import VectorIndex
 from stilts.index.factory import check_kind
+from stilts.records import TEXT_KINDS
 from stilts.server.models import ModelRegistry, ServedModel
-
-from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 
 SETTINGS_NAME = "server.json"
 # fullmatch everywhere: with match/search, "$" also matches before a trailing newline
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-TEXT_KINDS = ("query", "passage", "bitext")
 
 
 def default_query_kind(document_kind: str) -> str:
@@ -53,14 +53,6 @@ def check_name(name: str, field: str = "name") -> str:
             field,
         )
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclasses.dataclass
@@ -257,7 +249,7 @@ class IndexRegistry:
         si.index.close()
         grave = self.data_dir / f".drop-{name}-{uuid.uuid4().hex[:8]}"
         os.replace(si.path, grave)
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
         shutil.rmtree(grave, ignore_errors=True)
         LOG.info("dropped index %r (%d documents)", name, n)
         return n
@@ -315,9 +307,9 @@ def build_index(
         (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
         idx.save()
         idx.close()
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.replace(tmp, final)
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

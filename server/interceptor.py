@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from stilts.server.metrics import Metrics
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.server.metrics import Metrics
 
 LOG = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
 from stilts.server.batcher import Observer
 
 LOG = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""The Mine RPC: embed both sides through the batcher (or read an index's stored vectors), then
-let :func:`stilts.index.mining.mine` score pairs; stream them back best first."""
+"""The Mine RPC: check the request, then mine as :mod:`stilts.index.textmine` does (text sides are
+deduplicated and embedded through the batcher; index sides use their stored vectors); stream the
+pairs back best first."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.index.textmine import MineSide, mine_sides, text_side
 from stilts.server import validate as v
 from stilts.server.batcher import BULK
 from stilts.server.indexes import ServedIndex
 from stilts.server.models import ServedModel
-
-from stilts.errors import ErrorCode, StiltsError
 from stilts.v1 import retrieval_pb2
+from stilts.wire import mined_pair_to_proto
 
 if TYPE_CHECKING:
     from stilts.server.app import Server
@@ -26,22 +29,13 @@ LOG = logging.getLogger(__name__)
 DEFAULT_K = 4
 
 
-class _Side:
-    """One side of a mining job: vectors, texts, and ids (positions for text sides)."""
-
-    def __init__(self, vectors: np.ndarray, texts: list[str], ids: np.ndarray):
-        self.vectors = vectors
-        self.texts = texts
-        self.ids = ids
-
-
 def _text_side(
     server: Server,
     model: ServedModel,
     texts: list[str],
     field: str,
     context: grpc.ServicerContext,
-) -> _Side:
+) -> MineSide:
     from stilts.server.services import deadline_of
 
     c = server.config
@@ -56,19 +50,22 @@ def _text_side(
         )
     for i, t in enumerate(texts):
         v.check_text(t, c, f"{field}.texts[{i}]")
-    chunks = model.batcher.embed_chunks(
-        texts,
-        kind="bitext",
-        chunk=256,
-        priority=BULK,
-        deadline=deadline_of(context),
-        is_cancelled=lambda: not context.is_active(),
-    )
-    vecs = np.concatenate(list(chunks)) if texts else np.zeros((0, model.encoder.dim), np.float32)
-    return _Side(vecs, texts, np.arange(len(texts), dtype=np.int64))
+
+    def embed(unique: list[str]) -> np.ndarray:
+        chunks = model.batcher.embed_chunks(
+            unique,
+            kind="bitext",
+            chunk=256,
+            priority=BULK,
+            deadline=deadline_of(context),
+            is_cancelled=lambda: not context.is_active(),
+        )
+        return np.concatenate(list(chunks))
+
+    return text_side(texts, embed, f"{field}.texts")
 
 
-def _index_side(server: Server, si: ServedIndex, field: str) -> _Side:
+def _index_side(server: Server, si: ServedIndex, field: str) -> MineSide:
     """Every document of an index with its stored vector, in insertion order."""
     c = server.config
     n = len(si)
@@ -92,7 +89,7 @@ def _index_side(server: Server, si: ServedIndex, field: str) -> _Side:
         raise StiltsError(
             ErrorCode.FAILED_PRECONDITION, f"{field}: index {si.name!r} is empty", field
         )
-    return _Side(np.concatenate(vecs), texts, np.asarray(ids, dtype=np.int64))
+    return MineSide(texts, np.concatenate(vecs), np.arange(len(ids)), np.asarray(ids, np.int64))
 
 
 def mine_request(
@@ -138,8 +135,8 @@ def mine_request(
             )
     (src, _), (tgt, _) = sides
     t0 = time.perf_counter()
-    pairs = mining.mine(
-        src.vectors, tgt.vectors, k=k, margin=margin, retrieval=retrieval, threshold=threshold
+    pairs = mine_sides(
+        src, tgt, k=k, margin=margin, retrieval=retrieval, threshold=threshold, index="flat"
     )
     LOG.info(
         "mined %d pairs from %d x %d sentences in %.2fs",
@@ -148,17 +145,7 @@ def mine_request(
         len(tgt.texts),
         time.perf_counter() - t0,
     )
-    pairs = sorted(pairs, key=lambda p: -p.score)
     for p in pairs:
         if not context.is_active():
             return
-        s, t = int(p.src), int(p.tgt)
-        yield retrieval_pb2.MinedPair(
-            score=float(p.score),
-            src_index=s,
-            tgt_index=t,
-            src_id=int(src.ids[s]),
-            tgt_id=int(tgt.ids[t]),
-            src_text=src.texts[s],
-            tgt_text=tgt.texts[t],
-        )
+        yield mined_pair_to_proto(p)

@@ -6,12 +6,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from stilts.encoder import Encoder
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.server.batcher import Batcher
 from stilts.server.config import ServerConfig
 from stilts.server.metrics import Metrics
-
-from stilts.encoder import Encoder
-from stilts.errors import ErrorCode, StiltsError, shorten
 
 LOG = logging.getLogger(__name__)
 

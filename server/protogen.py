@@ -8,11 +8,8 @@ they no longer match the .proto sources. Regenerate with ``make proto`` or
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
-
-LOG = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"

@@ -4,7 +4,6 @@ statuses by :mod:`stilts.server.interceptor`."""
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -13,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+
+from stilts import __version__
+from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.server import validate as v
 from stilts.server.batcher import BULK, INTERACTIVE, Job
 from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
-
-from stilts import __version__
-from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -28,19 +27,14 @@ from stilts.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from stilts.wire import KIND_VALUES, SCORING_NAMES, dict_to_struct, document_to_proto, hit_to_proto
 
 if TYPE_CHECKING:
     from stilts.server.app import Server
 
-LOG = logging.getLogger(__name__)
 
 NO_DEADLINE = 1e7  # grpc reports a huge time_remaining() when the client set no deadline
 PIPELINE_DEPTH = 4
-SCORINGS = {
-    retrieval_pb2.SCORING_UNSPECIFIED: "cosine",
-    retrieval_pb2.SCORING_COSINE: "cosine",
-    retrieval_pb2.SCORING_MARGIN: "margin",
-}
 
 
 def remaining(context: grpc.ServicerContext) -> float | None:
@@ -227,7 +221,7 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
                 provider=enc.provider,
                 fingerprint=m.fingerprint,
             )
-            v.dict_to_struct(enc.manifest.to_dict(), info.manifest)
+            dict_to_struct(enc.manifest.to_dict(), info.manifest)
         return resp
 
 
@@ -244,13 +238,13 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             model_loaded=model is not None,
             dim=si.index.dim,
             kind=si.index.kind,
-            document_kind=v.KIND_VALUES.get(si.document_kind, 0),
-            query_kind=v.KIND_VALUES.get(si.query_kind, 0),
+            document_kind=KIND_VALUES.get(si.document_kind, 0),
+            query_kind=KIND_VALUES.get(si.query_kind, 0),
             documents=len(si),
         )
         details = si.index.describe()
         details["settings"] = si.settings
-        v.dict_to_struct(details, info.details)
+        dict_to_struct(details, info.details)
         return info
 
     def CreateIndex(self, request, context):
@@ -336,7 +330,7 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             if doc is None:
                 resp.missing_ids.append(i)
             else:
-                v.document_proto(doc, resp.documents.add())
+                document_to_proto(doc, resp.documents.add())
         return resp
 
     def SetMarginReference(self, request, context):
@@ -391,7 +385,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         with model.batcher.arriving():
             queries = v.texts(request.queries, c, "queries")
             k = v.k_value(request.k, c)
-            scoring = SCORINGS.get(request.scoring)
+            scoring = SCORING_NAMES.get(request.scoring)
             if scoring is None:
                 raise v.invalid(f"scoring: unknown value {request.scoring}", "scoring")
             languages = v.languages(request.languages)
@@ -421,8 +415,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         for hits in results:
             qh = resp.results.add()
             for h in hits:
-                ph = qh.hits.add(id=h.id, score=h.score, text=h.text, language=h.language)
-                v.dict_to_struct(h.metadata, ph.metadata)
+                hit_to_proto(h, qh.hits.add())
         return resp
 
     def Mine(self, request, context):

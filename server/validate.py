@@ -1,4 +1,4 @@
-"""Request checks and proto <-> Python conversions. Every error names the offending field."""
+"""Request checks: every error names the offending field (conversions: :mod:`stilts.wire`)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
-from stilts.index import Document
+from stilts.errors import ErrorCode, StiltsError, invalid, shorten
+from stilts.records import Document
 from stilts.server.config import ServerConfig
-
-from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.v1 import types_pb2
+from stilts.wire import KIND_NAMES, struct_to_dict
 
-KIND_NAMES = {
-    types_pb2.TEXT_KIND_QUERY: "query",
-    types_pb2.TEXT_KIND_PASSAGE: "passage",
-    types_pb2.TEXT_KIND_BITEXT: "bitext",
-}
-KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 MAX_LANGUAGE_CHARS = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_SEARCH_PARAM = 1 << 16
-
-
-def invalid(message: str, field: str) -> StiltsError:
-    return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
 
 
 def text_kind(value: int, default: str | None, field: str = "kind") -> str | None:
@@ -108,18 +97,6 @@ def threshold(value: float | None, field: str = "threshold") -> float | None:
     return value
 
 
-def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a dict; integral numbers come back as ints (Struct stores doubles)."""
-    from stilts.client import struct_to_dict as convert
-
-    return convert(s)
-
-
-def dict_to_struct(d: dict[str, Any] | None, out: struct_pb2.Struct) -> None:
-    if d:
-        out.update(d)
-
-
 def documents(
     docs: Sequence[types_pb2.Document], config: ServerConfig, field: str = "documents"
 ) -> list[Document]:
@@ -166,14 +143,6 @@ def documents(
             except Exception as e:  # NaN / infinity have no JSON form
                 raise invalid(f"{f}.metadata is not valid JSON: {e}", f"{f}.metadata") from None
         out.append(Document(int(d.id), d.text, d.language, meta))
-    return out
-
-
-def document_proto(doc: Document, out: types_pb2.Document) -> types_pb2.Document:
-    out.id = doc.id
-    out.text = doc.text
-    out.language = doc.language
-    dict_to_struct(doc.metadata, out.metadata)
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from stilts.ortload import disable_telemetry_env  # noqa: E402
+from stilts.ortload import disable_telemetry_env
 
 disable_telemetry_env()  # before anything imports onnxruntime (see stilts.ortload)
 

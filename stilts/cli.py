@@ -9,19 +9,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
 
 from stilts import __version__
-from stilts.cliutil import env_flag, read_lines, setup_logging
+from stilts.cliutil import env_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
+from stilts.inputs import LAYOUTS
+from stilts.records import TEXT_KINDS
 
-LOG = logging.getLogger(__name__)
-
-# Subpackages that add subcommands; a missing optional module is skipped.
+# Modules that add subcommands (the subpackages, then the server's clients); a missing optional
+# module is skipped.
 PLUGINS = (
     "stilts.index.cli",
     "stilts.server.cli",
+    "stilts.client_cli",
     "stilts.training.cli",
     "stilts.benchmarks.cli",
 )
@@ -31,9 +32,10 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
     from stilts.encoder import Encoder
+    from stilts.inputs import read_sentences
 
     enc = Encoder(args.model, precision=args.precision, threads=args.threads)
-    ids, texts = read_lines(args.input)
+    ids, texts = read_sentences(args.input, args.input_format)
     vecs = enc.encode(texts, kind=args.kind, batch_size=args.batch_size, progress=not args.quiet)
     np.save(args.output, vecs)
     if ids is not None:
@@ -134,11 +136,20 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         description="Embed one sentence per line (or id<TAB>sentence) into OUT.npy, row i = line i.",
     )
     env_flag(p, "--model", env="STILTS_MODEL", default="default", help="model name or directory")
-    p.add_argument("--input", required=True, help="UTF-8 text file, one sentence per line")
+    p.add_argument(
+        "--input", required=True, help="UTF-8 text file, one sentence per line or id<TAB>sentence"
+    )
+    p.add_argument(
+        "--input-format",
+        choices=LAYOUTS,
+        default="auto",
+        help="lines: one sentence per line; ids: id<TAB>sentence (ids go to OUT.ids); "
+        "auto: detected (see stilts.inputs)",
+    )
     p.add_argument("--output", required=True, help="where to write the float32 (n, dim) .npy")
     p.add_argument(
         "--kind",
-        choices=["query", "passage", "bitext"],
+        choices=TEXT_KINDS,
         default="query",
         help="which manifest prefix to use (bitext: symmetric translation retrieval)",
     )

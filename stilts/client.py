@@ -28,6 +28,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.records import TEXT_KINDS, Document, Hit, MinedPair
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -37,50 +38,30 @@ from stilts.v1 import (
     retrieval_pb2_grpc,
     types_pb2,
 )
+from stilts.wire import (
+    KIND_NAMES,
+    KIND_VALUES,
+    SCORING_VALUES,
+    document_from_proto,
+    document_to_proto,
+    hit_from_proto,
+    mined_pair_from_proto,
+    struct_to_dict,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-KINDS = {
-    None: types_pb2.TEXT_KIND_UNSPECIFIED,
-    "query": types_pb2.TEXT_KIND_QUERY,
-    "passage": types_pb2.TEXT_KIND_PASSAGE,
-    "bitext": types_pb2.TEXT_KIND_BITEXT,
-}
-KIND_NAMES = {v: k for k, v in KINDS.items() if k is not None}
-SCORINGS = {"cosine": retrieval_pb2.SCORING_COSINE, "margin": retrieval_pb2.SCORING_MARGIN}
-
-
-@dataclasses.dataclass
-class Document:
-    """A document to store (``id`` unique within the index, >= 0)."""
-
-    id: int
-    text: str
-    language: str = ""
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Hit:
-    """One search result, best first within a query."""
-
-    id: int
-    score: float
-    text: str
-    language: str
-    metadata: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class MinedPair:
-    """A mined translation pair: positions (or ids for index sides), texts and margin score."""
-
-    score: float
-    src_index: int
-    tgt_index: int
-    src_id: int
-    tgt_id: int
-    src_text: str
-    tgt_text: str
+__all__ = [
+    "AddResult",
+    "Client",
+    "Document",
+    "Hit",
+    "IndexInfo",
+    "MinedPair",
+    "ModelInfo",
+    "RemoteError",
+    "ServerInfo",
+    "struct_to_dict",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,34 +126,12 @@ def _raise(e: grpc.RpcError) -> None:
     raise RemoteError(code, details or code.name) from None
 
 
-def _value(v: Any) -> Any:
-    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:
-        return int(v)  # Struct numbers are doubles: give back the integers that went in
-    if isinstance(v, dict):
-        return {k: _value(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_value(x) for x in v]
-    return v
-
-
-def struct_to_dict(s) -> dict[str, Any]:
-    """A ``google.protobuf.Struct`` as a dict (integral numbers as ints)."""
-    return _value(json_format.MessageToDict(s))
-
-
-_struct = struct_to_dict
-
-
 def _doc_proto(d: Document | dict | tuple, out: types_pb2.Document) -> None:
     if isinstance(d, dict):
         d = Document(**d)
     elif isinstance(d, tuple):
         d = Document(*d)
-    out.id = int(d.id)
-    out.text = d.text
-    out.language = d.language or ""
-    if d.metadata:
-        out.metadata.update(d.metadata)
+    document_to_proto(d, out)
 
 
 def _index_info(p: index_pb2.IndexInfo) -> IndexInfo:
@@ -186,7 +145,7 @@ def _index_info(p: index_pb2.IndexInfo) -> IndexInfo:
         document_kind=KIND_NAMES.get(p.document_kind, ""),
         query_kind=KIND_NAMES.get(p.query_kind, ""),
         documents=p.documents,
-        details=_struct(p.details),
+        details=struct_to_dict(p.details),
     )
 
 
@@ -302,7 +261,7 @@ class Client:
                     m.precision,
                     m.provider,
                     m.fingerprint,
-                    _struct(m.manifest),
+                    struct_to_dict(m.manifest),
                 )
                 for m in r.models
             ],
@@ -328,7 +287,7 @@ class Client:
                 ErrorCode.INVALID_ARGUMENT, "texts must be a list of strings, not a string", "texts"
             )
         texts = list(texts)
-        kind_value = KINDS.get(kind)
+        kind_value = KIND_VALUES.get(kind)
         if kind_value is None:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "kind must be one of query, passage, bitext", "kind"
@@ -374,7 +333,7 @@ class Client:
         """Create an empty index embedding documents as ``document_kind`` (``bitext`` for
         translation retrieval) with a served model."""
         for field, value in (("document_kind", document_kind), ("query_kind", query_kind)):
-            if value is not None and value not in KINDS:
+            if value is not None and value not in TEXT_KINDS:
                 raise StiltsError(
                     ErrorCode.INVALID_ARGUMENT, f"{field} must be query, passage or bitext", field
                 )
@@ -384,8 +343,8 @@ class Client:
                 name=name,
                 model="" if model == "default" else model,
                 kind=kind,
-                document_kind=KINDS[document_kind],
-                query_kind=KINDS[query_kind],
+                document_kind=KIND_VALUES[document_kind],
+                query_kind=KIND_VALUES[query_kind],
             ),
         )
         return _index_info(r)
@@ -469,7 +428,7 @@ class Client:
             self._index.GetDocuments,
             index_pb2.GetDocumentsRequest(index=index, ids=list(dict.fromkeys(ids))),
         )
-        found = {d.id: Document(d.id, d.text, d.language, _struct(d.metadata)) for d in r.documents}
+        found = {d.id: document_from_proto(d) for d in r.documents}
         return [found.get(i) for i in ids]
 
     def set_margin_reference(
@@ -501,11 +460,11 @@ class Client:
         """The ``k`` best documents per query (best first), one list per query."""
         if isinstance(queries, str):
             queries = [queries]
-        if scoring not in SCORINGS:
+        if scoring not in SCORING_VALUES:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "scoring must be cosine or margin", "scoring"
             )
-        if kind not in KINDS:
+        if kind is not None and kind not in TEXT_KINDS:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "kind must be query, passage or bitext", "kind"
             )
@@ -516,15 +475,12 @@ class Client:
                 queries=list(queries),
                 k=k,
                 languages=list(languages or ()),
-                scoring=SCORINGS[scoring],
+                scoring=SCORING_VALUES[scoring],
                 params=retrieval_pb2.SearchParams(nprobe=nprobe or 0, ef_search=ef_search or 0),
-                kind=KINDS[kind],
+                kind=KIND_VALUES[kind],
             ),
         )
-        return [
-            [Hit(h.id, h.score, h.text, h.language, _struct(h.metadata)) for h in q.hits]
-            for q in r.results
-        ]
+        return [[hit_from_proto(h) for h in q.hits] for q in r.results]
 
     def mine(
         self,
@@ -572,9 +528,7 @@ class Client:
             req.threshold = threshold
         try:
             return [
-                MinedPair(
-                    p.score, p.src_index, p.tgt_index, p.src_id, p.tgt_id, p.src_text, p.tgt_text
-                )
+                mined_pair_from_proto(p)
                 for p in self._retrieval.Mine(req, timeout=timeout, metadata=self._metadata or None)
             ]
         except grpc.RpcError as e:

@@ -44,17 +44,3 @@ def setup_logging(verbose: int = 0) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("stilts").setLevel(level if verbose >= 0 else logging.WARNING)
-
-
-def read_lines(path: str) -> tuple[list[str] | None, list[str]]:
-    """Read one sentence per line, or ``id<TAB>sentence`` lines (detected on the whole file).
-
-    Returns:
-        (ids or None, sentences).
-    """
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\n").rstrip("\r") for line in f]
-    if lines and all("\t" in line for line in lines):
-        pairs = [line.split("\t", 1) for line in lines]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-    return None, lines

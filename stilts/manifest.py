@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write_text
+from stilts.records import TEXT_KINDS
 
 MANIFEST_NAME = "stilts.json"
 FP32_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
 TOKENIZER_NAME = "tokenizer.json"
-KINDS = ("query", "passage", "bitext")
 FORMAT_VERSION = 1
 
 
@@ -74,10 +75,10 @@ class Manifest:
     format: int = FORMAT_VERSION
 
     def prefix(self, kind: str) -> str:
-        if kind not in KINDS:
+        if kind not in TEXT_KINDS:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"kind must be one of {', '.join(KINDS)}, got {kind!r}",
+                f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}",
                 field="kind",
             )
         return self.prefixes.get(kind, "")
@@ -116,9 +117,7 @@ class Manifest:
 
     def save(self, model_dir: str | os.PathLike) -> Path:
         path = Path(model_dir) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

@@ -6,14 +6,11 @@ A model argument is either an installed name (``default``) or a path to a model 
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import MANIFEST_NAME, Manifest
-
-LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from stilts.benchmarks import data as bdata
 
+from stilts.benchmarks import data as bdata
 from stilts.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -145,6 +145,7 @@ def test_accuracy_bad_input_is_a_clear_error(tmp_path, capsys):
 def test_sentence_transformers_baseline_is_the_same_weights(dev_pack, encoder_fp32):
     """The st baseline runs the model's own checkpoint: its vectors match stilts fp32."""
     from conftest import read_tatoeba
+
     from stilts.benchmarks.systems import SentenceTransformersSystem, StiltsSystem
 
     src, en = read_tatoeba(dev_pack, "de", 40)

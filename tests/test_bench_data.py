@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from stilts.benchmarks import data
 
+from stilts.benchmarks import data
 from stilts.errors import StiltsError
 
 

@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+
 from stilts.benchmarks import loadgen
 
 SENTENCES = ["Guten Morgen", "Datei konnte nicht geöffnet werden", "Bonjour à tous", "こんにちは"]

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from stilts.benchmarks import metrics
 
+from stilts.benchmarks import metrics
 from stilts.errors import StiltsError
 
 

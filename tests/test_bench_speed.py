@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from stilts.benchmarks import speed_search
 
+from stilts.benchmarks import speed_search
 from stilts.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

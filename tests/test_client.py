@@ -153,9 +153,8 @@ def test_client_side_and_server_errors_name_the_field(server):
 
 
 def test_serve_flags_read_environment(monkeypatch, tmp_path):
-    from stilts.server.cli import config_from_args
-
     from stilts.cli import build_parser
+    from stilts.server.cli import config_from_args
 
     monkeypatch.setenv("STILTS_PORT", "6000")
     monkeypatch.setenv("STILTS_MAX_WAIT_MS", "7.5")

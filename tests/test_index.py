@@ -6,10 +6,10 @@ import threading
 
 import numpy as np
 import pytest
-from stilts.index import Document, Hit, VectorIndex
-from stilts.index import factory as fx
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index import Document, Hit, VectorIndex
+from stilts.index import factory as fx
 
 DIM = 32
 

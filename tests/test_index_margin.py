@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import read_tatoeba
+
 from stilts.index import VectorIndex
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import best_threshold, f1_of
-from stilts.index.knn import knn, knn_blocks
-from stilts.index.mining import MARGINS, RETRIEVALS, MinedPair, mine, neighbours
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.index.knn import knn, knn_blocks
+from stilts.index.mining import MARGINS, RETRIEVALS, MinedPair, mine, neighbours
 
 
 def unit(x: np.ndarray) -> np.ndarray:

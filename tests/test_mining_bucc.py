@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import best_threshold, f1_of
+
 from stilts.index.mining import mine
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from stilts.index.minefiles import mine_files, mine_texts, scan
 
 from stilts.cli import main
+from stilts.index.minefiles import mine_files
+from stilts.index.scan import dedupe, scan
+from stilts.index.textmine import mine_sides, text_side
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,11 +126,30 @@ def test_lines_layout_writes_sentences(encoder, tmp_path):
     assert len(pairs) == 3
 
 
-def test_mine_texts_maps_back_to_input_rows(encoder):
+def test_lists_dedupe_as_files_do(tmp_path):
+    texts = ["b", "", " a ", "b", "a", "c"]
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    side = scan(path, "lines")
+    unique, first = dedupe(texts)
+    assert unique == ["b", "a", "c"]
+    assert first.tolist() == side.first_line.tolist() == [0, 2, 5]
+
+
+def test_text_sides_map_back_to_input_positions(encoder):
     src = ["Drucken", "", "Die Datei wurde nicht gefunden.", "Drucken"]
     tgt = ["Quit", "The file was not found.", "Print"]
-    pairs = mine_texts(encoder, src, tgt)
-    assert {(p.src, p.tgt) for p in pairs} == {(0, 2), (2, 1)}
+
+    def embed(texts):
+        return encoder.encode(texts, kind="bitext")
+
+    pairs = mine_sides(text_side(src, embed, "src"), text_side(tgt, embed, "tgt"))
+    assert {(p.src_index, p.tgt_index) for p in pairs} == {(0, 2), (2, 1)}
+    assert {(p.src_text, p.tgt_text) for p in pairs} == {
+        ("Drucken", "Print"),
+        ("Die Datei wurde nicht gefunden.", "The file was not found."),
+    }
+    assert [p.score for p in pairs] == sorted((p.score for p in pairs), reverse=True)
 
 
 def _stilts(*args: str, **kw) -> subprocess.Popen:

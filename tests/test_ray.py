@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray  # the ray extra: `make test` installs it, so CI runs these tests (no skip)
+
 from stilts.index import knn as knn_mod
 from stilts.index import ray_engine
 from stilts.index.minefiles import mine_files

@@ -329,6 +329,11 @@ def test_mine_texts_recovers_translations(client, demo):
     for p in pairs:
         assert order[p.tgt_index] == p.src_index
         assert p.src_text == de[p.src_index] and p.tgt_text == en_shuffled[p.tgt_index]
+    # a repeated sentence is mined once, at its first position (as `stilts mine` does)
+    again = client.mine([*de, de[0]], en_shuffled, k=2, threshold=1.0)
+    assert {(p.src_index, p.tgt_index) for p in again} == {
+        (p.src_index, p.tgt_index) for p in pairs
+    }
 
 
 def test_mine_between_indices(client, demo):

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from stilts.server.batcher import BULK, INTERACTIVE, Batcher, plan_groups
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.server.batcher import BULK, INTERACTIVE, Batcher, plan_groups
 
 
 def _cost(groups, lengths, overhead):

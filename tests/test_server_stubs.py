@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc_tools
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
+
 from stilts.server import protogen
 
 STUB_DIR = protogen.ROOT / protogen.PACKAGE_DIR

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_toy_xlmr
-from stilts.training import samples
-from stilts.training.tasks import TASKS
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import Manifest, sha256_file
+from stilts.training import samples
+from stilts.training.tasks import TASKS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -251,10 +251,9 @@ def _torch_pooled(checkpoint: Path, ids: list[np.ndarray], layer: int) -> np.nda
 
 
 def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path):
-    from stilts.training.trainer import train
-
     from stilts import Encoder
     from stilts.export import export_checkpoint as core_export
+    from stilts.training.trainer import train
 
     out = tmp_path / "run"
     summary = train(
@@ -305,10 +304,9 @@ def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path)
 
 
 def test_starting_manifest_default_encoder_and_raw_checkpoints(toy):
-    from stilts.training.finalize import base_manifest
-
     from stilts.default_model import checkpoint_dir
     from stilts.export import default_layer
+    from stilts.training.finalize import base_manifest
 
     raw = base_manifest(toy, 2, 32)
     assert (raw.pooling, raw.layer, raw.prefixes["query"]) == ("mean", 1, "")

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_toy_xlmr
-from stilts.training.bitext_files import read_pairs
 
 from stilts.errors import StiltsError
+from stilts.training.bitext_files import read_pairs
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -452,10 +452,9 @@ def _retrieval(model_dir: Path, pairs) -> float:
 def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
     bitext_toy, tmp_path, capsys
 ):
-    from stilts.training.trainer import TrainConfig, train
-
     from stilts.cli import main
     from stilts.export import export_checkpoint
+    from stilts.training.trainer import TrainConfig, train
 
     toy, data, dev = bitext_toy
     torch.set_num_threads(1)

@@ -10,6 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from stilts.errors import ErrorCode, StiltsError
 from stilts.training import metrics, readers, samples
 from stilts.training.data import read_examples
 from stilts.training.evaluation import (
@@ -46,8 +48,6 @@ from stilts.training.tasks import (
     resolve_files,
 )
 from stilts.training.text import TextTokenizer
-
-from stilts.errors import ErrorCode, StiltsError
 
 
 @pytest.fixture(scope="module")

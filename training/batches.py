@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from stilts.training.examples import (
     IGNORE_INDEX,
     BitextFeature,

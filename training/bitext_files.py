@@ -18,9 +18,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from stilts.training.examples import BitextExample
-
 from stilts.errors import ErrorCode, StiltsError
+from stilts.training.examples import BitextExample
 
 LOG = logging.getLogger(__name__)
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
+from stilts.cliutil import env_flag
 from stilts.training.tasks import NINE_TASKS, TASKS  # light: readers only, no torch
 from stilts.training.trainer import LORA_TARGETS  # light: torch is imported inside train()
-
-from stilts.cliutil import env_flag
-
-LOG = logging.getLogger(__name__)
 
 TASK_NAMES = tuple(TASKS)
 

@@ -10,12 +10,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stilts.errors import ErrorCode, StiltsError
+from stilts.manifest import sha256_file
 from stilts.training.features import DOC_STRIDE, featurize, tag_vocabulary
 from stilts.training.tasks import TAGGING, TaskSpec, resolve_files
 from stilts.training.text import TextTokenizer
-
-from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import sha256_file
 
 LOG = logging.getLogger(__name__)
 

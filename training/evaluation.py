@@ -5,11 +5,11 @@ The ``score_*`` functions are pure numpy (hand-checkable); :func:`evaluate_task`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from stilts.training import metrics
 from stilts.training.examples import (
     ChoiceFeature,
@@ -19,8 +19,6 @@ from stilts.training.examples import (
     TaggingFeature,
 )
 from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
-
-LOG = logging.getLogger(__name__)
 
 MAX_ANSWER_TOKENS = 30
 
@@ -136,9 +134,10 @@ def evaluate_bitext(model, task, batch_size: int, device, pad_id: int, progress:
     """Embed the dev pairs' two sides as exported and score top-1 retrieval
     (:func:`score_retrieval`); ``loss`` is the ranking loss with all dev pairs as one batch."""
     import torch
+    from tqdm.auto import tqdm
+
     from stilts.training.batches import pad
     from stilts.training.heads import bitext_ranking_loss
-    from tqdm.auto import tqdm
 
     feats = task.dev_features
     seqs = [f.source_ids for f in feats] + [f.target_ids for f in feats]
@@ -195,8 +194,9 @@ def evaluate_task(
         the task's metrics plus ``loss`` (mean dev loss) and ``n`` (dev examples).
     """
     import torch
-    from stilts.training.batches import COLLATE
     from tqdm.auto import tqdm
+
+    from stilts.training.batches import COLLATE
 
     spec = task.spec
     if spec.kind == BITEXT:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
-import logging
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
 from stilts.training.examples import (
     IGNORE_INDEX,
     BitextExample,
@@ -29,9 +30,6 @@ from stilts.training.tasks import (
     TaskSpec,
 )
 from stilts.training.text import TextTokenizer
-from tqdm.auto import tqdm
-
-LOG = logging.getLogger(__name__)
 
 MAX_QUERY_TOKENS = 64
 DOC_STRIDE = 128

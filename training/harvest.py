@@ -39,6 +39,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_directory
 from stilts.training.bitext_files import (
     MO_SUFFIXES,
     PO_SUFFIXES,
@@ -46,10 +50,6 @@ from stilts.training.bitext_files import (
     gettext_entries,
     load_catalog,
 )
-from tqdm.auto import tqdm
-
-from stilts.errors import ErrorCode, StiltsError
-from stilts.fsutil import atomic_directory
 
 LOG = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ None when no labels are given.
 from __future__ import annotations
 
 import torch
-from stilts.training.examples import IGNORE_INDEX
-from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 from torch import nn
 from torch.nn import functional as F
+
+from stilts.training.examples import IGNORE_INDEX
+from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 
 
 class _Pooler(nn.Module):

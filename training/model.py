@@ -12,11 +12,11 @@ import os
 from collections.abc import Mapping
 
 import torch
-from stilts.training.heads import BITEXT_MARGIN, BITEXT_SCALE, build_head
-from stilts.training.tasks import BITEXT, MULTIPLE_CHOICE
 from torch import nn
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.training.heads import BITEXT_MARGIN, BITEXT_SCALE, build_head
+from stilts.training.tasks import BITEXT, MULTIPLE_CHOICE
 
 LOG = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stilts.training.examples import ChoiceExample, PairExample, SpanExample, TaggingExample
-
 from stilts.errors import ErrorCode, StiltsError
+from stilts.training.examples import ChoiceExample, PairExample, SpanExample, TaggingExample
 
 LOG = logging.getLogger(__name__)
 

@@ -22,9 +22,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from stilts.training import bitext_files, readers
-
 from stilts.errors import ErrorCode, StiltsError
+from stilts.training import bitext_files, readers
 
 CLASSIFICATION = "classification"
 SPAN = "span"

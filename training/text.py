@@ -7,7 +7,6 @@ in the exported graph.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -15,8 +14,6 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import TOKENIZER_NAME
-
-LOG = logging.getLogger(__name__)
 
 PAD_TOKENS = ("<pad>", "[PAD]")
 CHUNK = 2048

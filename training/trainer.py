@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write_text
 
 LOG = logging.getLogger(__name__)
 
@@ -317,8 +318,9 @@ def _build_callbacks(progress: bool):
 
 def _build_trainer_class():
     import torch
-    from stilts.training.evaluation import evaluate_task
     from transformers import Trainer
+
+    from stilts.training.evaluation import evaluate_task
 
     class StiltsTrainer(Trainer):
         """``Trainer`` with the multi-task batch sampler and per-task dev evaluation."""
@@ -478,9 +480,7 @@ def _prepare_metrics_log(path: Path, resume_from: str | None) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _training_record(cfg: TrainConfig, base_name: str, run: dict, trainer) -> dict[str, Any]:
@@ -557,11 +557,10 @@ def _finish(
 ) -> dict:
     """Save the encoder (or the adapter, then the base with it merged in) with the manifest it
     will be exported with, then export it."""
-    from stilts.training.finalize import save_checkpoint
-
     from stilts.adapters import merge_adapter, write_record
     from stilts.export import export_checkpoint
     from stilts.fsutil import atomic_directory
+    from stilts.training.finalize import save_checkpoint
 
     base_name = base.name
     base.name = cfg.name or _default_name(base_name, cfg.tasks)
@@ -623,6 +622,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         _check_resume(cfg, saved)
 
     import torch
+    from transformers import PrinterCallback, ProgressCallback, set_seed
+
     from stilts.training.batches import MultiTaskCollator
     from stilts.training.data import describe_files, load_task
     from stilts.training.finalize import base_manifest
@@ -634,7 +635,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         task_probabilities,
     )
     from stilts.training.text import TextTokenizer, tokenizer_file
-    from transformers import PrinterCallback, ProgressCallback, set_seed
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
