@@ -68,12 +68,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.action == "info":
         print(json.dumps(models.info(args.name), indent=2, ensure_ascii=False))
         return 0
+    from stilts import tuned_model
+
+    if args.name == tuned_model.NAME:
+        print(tuned_model.install(force=args.force, adapter=args.adapter))
+        return 0
     if args.name != models.DEFAULT_MODEL:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            "only the embedded default model can be installed by name; use `stilts export` "
-            "for other checkpoints",
+            f"only {models.DEFAULT_MODEL} and {tuned_model.NAME} can be installed by name; use "
+            "`stilts export` for other checkpoints",
             "name",
+        )
+    if args.adapter:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT, f"--adapter applies to {tuned_model.NAME} only", "adapter"
         )
     from stilts.default_model import install
 
@@ -102,8 +111,6 @@ def _parity_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from stilts.export import export_checkpoint
-
     prefixes = {
         k: v
         for k, v in (
@@ -113,8 +120,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.adapter:
+        import tempfile
+        from pathlib import Path
+
+        from stilts.adapters import merge_adapter
+
+        out_parent = Path(args.out).resolve().parent
+        out_parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="stilts-merge-", dir=out_parent) as tmp:
+            merged = merge_adapter(args.checkpoint, args.adapter, Path(tmp) / "checkpoint")
+            return _export(args, merged, prefixes)
+    return _export(args, args.checkpoint, prefixes)
+
+
+def _export(args: argparse.Namespace, checkpoint, prefixes: dict[str, str]) -> int:
+    from stilts.export import export_checkpoint
+
     m = export_checkpoint(
-        args.checkpoint,
+        checkpoint,
         args.out,
         layer=args.layer,
         pooling=args.pooling,
@@ -170,10 +194,16 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "action",
         choices=["list", "info", "install"],
-        help="list installed models, print a manifest, or install the embedded default",
+        help="list installed models, print a manifest, or install the embedded default "
+        "(default) or its bitext-tuned variant (default-bitext)",
     )
     p.add_argument("name", nargs="?", default="default", help="model name or directory")
     p.add_argument("--force", action="store_true", help="install: rebuild even if present")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="install default-bitext: merge this LoRA adapter directory instead of the shipped one",
+    )
     _parity_flag(p)
     p.set_defaults(func=_cmd_models)
 
@@ -208,6 +238,12 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         "--max-len", type=int, default=None, help="max tokens (default 512 or the model's)"
     )
     p.add_argument("--name", default=None, help="model name in the manifest (default: dir name)")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="LoRA adapter directory (from `stilts train --adapter lora`) to merge into the "
+        "checkpoint before the export",
+    )
     _parity_flag(p)
     p.set_defaults(func=_cmd_export)
 

@@ -66,6 +66,20 @@ def default_layer(num_layers: int) -> int:
     return max(1, round(num_layers * 14 / 24))
 
 
+def pool_hidden(hidden, attention_mask, pooling: str, normalize: bool):
+    """(batch, length, dim) hidden states -> (batch, dim) sentence vectors: ``mean`` over the
+    attended tokens or the first (``cls``) token, L2-normalised when ``normalize``. The one
+    definition of the contract's pooling (export and training both use it)."""
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if normalize:
+        pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return pooled
+
+
 class PooledEncoder:
     """Factory for a torch module: (input_ids, attention_mask) -> pooled, normalised embedding."""
 
@@ -98,15 +112,9 @@ class PooledEncoder:
                     token_type_ids=torch.zeros_like(input_ids),
                     output_hidden_states=True,
                 )
-                h = out.hidden_states[self.layer]
-                if pooling == "cls":
-                    pooled = h[:, 0]
-                else:
-                    m = attention_mask.unsqueeze(-1).to(h.dtype)
-                    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                if normalize:
-                    pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-                return pooled
+                return pool_hidden(
+                    out.hidden_states[self.layer], attention_mask, pooling, normalize
+                )
 
         # Layers above the pooled one cannot change its output: drop them from the graph
         # (on a copy, so the caller's model stays whole).
