@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The q4 parity check runs on the dev pack's sentences where it is beside the project.
+PARITY_DATA ?= $(wildcard ../shared/data/bitext-dev/tatoeba)
+
 model: install
-	$(STILTS) models install default
+	$(STILTS) models install default $(if $(PARITY_DATA),--parity-data $(PARITY_DATA))
 
 # Serve the default model on localhost:50051 with a demo index of examples/sentences.tsv (Ctrl-C stops).
 run: model

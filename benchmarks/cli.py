@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.encoder import PRECISION_CHOICES
 from stilts.fsutil import atomic_write_text
 from stilts.records import TEXT_KINDS
 from stilts.sample import dev_sentences
@@ -41,14 +42,28 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precisions(model: str, name: str, precision: str) -> list[tuple[str, str]]:
+    """(precision, report name) pairs for ``--precision``: ``all`` is every graph the model
+    directory holds, fp32 first (the reference for deltas), each named ``NAME-PRECISION``."""
+    from stilts.manifest import available_precisions
+    from stilts.models import resolve
+
+    if precision != "all":
+        return [(None if precision == "auto" else precision, name)]
+    have = available_precisions(resolve(model))
+    ordered = sorted(have, key=lambda p: p != "fp32")
+    return [(p, f"{name}-{p}") for p in ordered]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="accuracy and speed benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
 
     p = bsub.add_parser(
         "encode",
-        help="encoder throughput: stilts int8/fp32 vs sentence-transformers",
-        description="Throughput of stilts int8, stilts fp32 and sentence-transformers (the same "
+        help="encoder throughput: stilts q4/int8/fp32 vs sentence-transformers",
+        description="Throughput of stilts at every precision the model holds (q4, int8, fp32) "
+        "and sentence-transformers (the same "
         "checkpoint in PyTorch) on the same sentences in one run; median of --repeats, "
         "printed as sentences/s and as ratios to sentence-transformers.",
     )
@@ -174,10 +189,9 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
             ErrorCode.INVALID_ARGUMENT, f"--model given twice: {', '.join(models)}", "model"
         )
     systems = [
-        StiltsSystem(
-            m, precision=args.precision, kind=args.kind, batch_size=args.batch_size, name=n
-        )
+        StiltsSystem(m, precision=p, kind=args.kind, batch_size=args.batch_size, name=label)
         for m, n in zip(models, names, strict=True)
+        for p, label in _precisions(m, n, args.precision)
     ]
     systems += _baseline_systems(args, systems[0] if systems else None)
     settings = accuracy.Settings(
@@ -288,9 +302,10 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="ONNX graph of the stilts models",
+        default="all",
+        choices=["all", *PRECISION_CHOICES],
+        help="ONNX graph of the stilts models: all (every graph the model holds, side by side, "
+        "fp32 first as the reference), auto (the model's default) or one precision",
     )
     p.add_argument(
         "--kind",
@@ -531,7 +546,7 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         "speed",
         help="encode / search / mining / gRPC-under-load speed, ratios vs baselines",
         description="Speed, every figure a median of repeats with ratios against a baseline run "
-        "in the same invocation: encode (stilts int8/fp32 vs sentence-transformers and "
+        "in the same invocation: encode (stilts q4/int8/fp32 vs sentence-transformers and "
         "USE-multilingual, by batch size), search (latency percentiles, QPS and recall@10 per "
         "index kind on synthetic vectors), mining (`stilts mine` vs encode+kNN and vs the "
         "sentence-transformers recipe on a BUCC pair), gRPC (own server on loopback, bounded "
@@ -548,9 +563,9 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="graph for mining and serving (encode times both)",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="graph for mining and serving; auto: the model's default (encode times every graph)",
     )
     p.add_argument("--kind", default="bitext", choices=TEXT_KINDS, help="encode prefix")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")

@@ -1,4 +1,4 @@
-"""Encode throughput by batch size: stilts int8 / fp32 vs sentence-transformers and USE.
+"""Encode throughput by batch size: stilts at every precision vs sentence-transformers and USE.
 
 The one encode benchmark: ``stilts bench speed --sections encode`` (:func:`run`, every batch size)
 and ``stilts bench encode`` (:func:`encode_report`, one batch size, sentence-transformers as the
@@ -36,9 +36,9 @@ def build_systems(
     checkpoint: str | None = None,
 ) -> tuple[dict[str, Callable[[list[str], int], object]], dict]:
     """The systems to time: ``name -> fn(texts, batch_size)``, and what each one is."""
-    from stilts import Encoder
+    from stilts.encoder import encoders_by_precision
 
-    encoders = {p: Encoder(model, precision=p) for p in ("int8", "fp32")}
+    encoders = encoders_by_precision(model)
     systems: dict[str, Callable[[list[str], int], object]] = {}
     info: dict[str, dict] = {}
     for p, enc in encoders.items():
@@ -49,8 +49,11 @@ def build_systems(
             "precision": p,
             "threads": enc.threads,
             "provider": enc.provider,
+            "load_seconds": enc.load_seconds,
+            "graph_bytes": enc.graph_bytes,
         }
-    m = encoders["fp32"].manifest
+    first = next(iter(encoders.values()))
+    m = first.manifest
     if "st" in baselines:
         from stilts.benchmarks.systems import sentence_transformers_model
 
@@ -71,7 +74,7 @@ def build_systems(
         use = USESystem()
         systems[USE] = lambda t, b: _chunked(use.model.encode, t, b)
         info[USE] = use.info()
-    return systems, {"systems": info, "tokenizer": encoders["int8"]}
+    return systems, {"systems": info, "tokenizer": first}
 
 
 def run(

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from stilts.cliutil import env_flag
+from stilts.encoder import PRECISION_CHOICES
 
 
 def _threshold(value: str) -> float:
@@ -179,9 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="which ONNX graph to run",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
     )
     p.add_argument(
         "--chunk-size", type=int, default=8192, help="sentences per encoded and cached chunk"

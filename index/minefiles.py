@@ -105,7 +105,7 @@ def mine_files(
     output: str | os.PathLike,
     *,
     model: Any = "default",
-    precision: str | None = "int8",
+    precision: str | None = None,
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
@@ -129,7 +129,7 @@ def mine_files(
         src, tgt: UTF-8 files, one sentence per line or ``id<TAB>sentence``.
         output: the TSV to write; ``OUTPUT.json`` gets the summary.
         model: a model name or directory, or an ``Encoder``.
-        precision: ``int8`` or ``fp32`` (ignored when ``model`` is an Encoder).
+        precision: ``q4``, ``int8`` or ``fp32``; None: the model's default (ignored for an Encoder).
         k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`.
         engine: ``local`` or ``ray``.
         ray_address: a Ray cluster (None: local Ray).

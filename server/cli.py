@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.encoder import PRECISION_CHOICES
 
 LOG = logging.getLogger(__name__)
 
@@ -185,9 +186,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         g,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="which ONNX graph to run",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
     )
     env_flag(
         g,

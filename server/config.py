@@ -28,7 +28,8 @@ class ServerConfig:
         data_dir: where indices live, one directory each.
         models: models to serve: installed names, directories, or ``NAME=DIR``; the first is the
             default.
-        precision: ``int8`` or ``fp32`` graphs (None: int8 on CPU, fp32 on CUDA).
+        precision: ``q4``, ``int8`` or ``fp32`` graphs (None or ``auto``: the model's default,
+            see :class:`stilts.Encoder`).
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: ONNX Runtime intra-op threads per model (None: all cores).
         ort_spinning: let ONNX Runtime's threads spin-wait between calls (off: they yield the
@@ -58,7 +59,7 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     models: list[str] = dataclasses.field(default_factory=lambda: ["default"])
-    precision: str | None = "int8"
+    precision: str | None = None
     device: str = "auto"
     threads: int | None = None
     ort_spinning: bool = False

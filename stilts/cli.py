@@ -13,6 +13,7 @@ import sys
 
 from stilts import __version__
 from stilts.cliutil import env_flag, setup_logging
+from stilts.encoder import PRECISION_CHOICES
 from stilts.errors import ErrorCode, StiltsError
 from stilts.inputs import LAYOUTS
 from stilts.records import TEXT_KINDS
@@ -67,22 +68,49 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.action == "info":
         print(json.dumps(models.info(args.name), indent=2, ensure_ascii=False))
         return 0
+    from stilts import tuned_model
+
+    if args.name == tuned_model.NAME:
+        print(tuned_model.install(force=args.force, adapter=args.adapter))
+        return 0
     if args.name != models.DEFAULT_MODEL:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            "only the embedded default model can be installed by name; use `stilts export` "
-            "for other checkpoints",
+            f"only {models.DEFAULT_MODEL} and {tuned_model.NAME} can be installed by name; use "
+            "`stilts export` for other checkpoints",
             "name",
+        )
+    if args.adapter:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT, f"--adapter applies to {tuned_model.NAME} only", "adapter"
         )
     from stilts.default_model import install
 
-    print(install(force=args.force))
+    print(install(force=args.force, parity_texts=_parity_texts(args)))
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from stilts.export import export_checkpoint
+PARITY_SENTENCES = 264  # 3 per language of the 88 in the dev pack
 
+
+def _parity_texts(args: argparse.Namespace) -> list[str] | None:
+    from stilts.sample import dev_sentences
+
+    return dev_sentences(args.parity_data, PARITY_SENTENCES) if args.parity_data else None
+
+
+def _parity_flag(p: argparse.ArgumentParser) -> None:
+    env_flag(
+        p,
+        "--parity-data",
+        env="STILTS_PARITY_DATA",
+        default=None,
+        help="Tatoeba-layout directory (<xx>-en.tsv) whose sentences the q4 parity check runs "
+        f"on ({PARITY_SENTENCES}, round-robin over languages; default: a built-in sample)",
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
     prefixes = {
         k: v
         for k, v in (
@@ -92,14 +120,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.adapter:
+        import tempfile
+        from pathlib import Path
+
+        from stilts.adapters import merge_adapter
+
+        out_parent = Path(args.out).resolve().parent
+        out_parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="stilts-merge-", dir=out_parent) as tmp:
+            merged = merge_adapter(args.checkpoint, args.adapter, Path(tmp) / "checkpoint")
+            return _export(args, merged, prefixes)
+    return _export(args, args.checkpoint, prefixes)
+
+
+def _export(args: argparse.Namespace, checkpoint, prefixes: dict[str, str]) -> int:
+    from stilts.export import export_checkpoint
+
     m = export_checkpoint(
-        args.checkpoint,
+        checkpoint,
         args.out,
         layer=args.layer,
         pooling=args.pooling,
         prefixes=prefixes,
         max_len=args.max_len,
         name=args.name,
+        parity_texts=_parity_texts(args),
     )
     print(json.dumps({"out": args.out, "name": m.name, "dim": m.dim, "parity": m.parity}))
     return 0
@@ -133,9 +179,9 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         p,
         "--precision",
         env="STILTS_PRECISION",
-        default="int8",
-        choices=["int8", "fp32"],
-        help="which ONNX graph to run",
+        default="auto",
+        choices=list(PRECISION_CHOICES),
+        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     env_flag(
@@ -148,17 +194,26 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "action",
         choices=["list", "info", "install"],
-        help="list installed models, print a manifest, or install the embedded default",
+        help="list installed models, print a manifest, or install the embedded default "
+        "(default) or its bitext-tuned variant (default-bitext)",
     )
     p.add_argument("name", nargs="?", default="default", help="model name or directory")
     p.add_argument("--force", action="store_true", help="install: rebuild even if present")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="install default-bitext: merge this LoRA adapter directory instead of the shipped one",
+    )
+    _parity_flag(p)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser(
         "export",
         help="export a transformers checkpoint into the stilts encoder contract",
-        description="Export any BERT/XLM-R-family checkpoint to ONNX fp32 + int8 with a manifest, "
-        "checking parity (fp32 vs PyTorch max abs diff < 1e-4, int8 vs fp32 mean cosine >= 0.99).",
+        description="Export any BERT/XLM-R-family checkpoint to ONNX fp32, q4 (fused, 4-bit block "
+        "weights: the CPU default) and int8 with a manifest, checking parity (fp32 vs PyTorch max "
+        "abs diff < 1e-4; q4 vs fp32 mean cosine >= 0.999, each >= 0.99, q4 batch-invariant to < 1e-5; "
+        "int8 vs fp32 mean cosine >= 0.99); a graph that misses parity fails the export.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="local checkpoint dir (or hub id where reachable)"
@@ -183,6 +238,13 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         "--max-len", type=int, default=None, help="max tokens (default 512 or the model's)"
     )
     p.add_argument("--name", default=None, help="model name in the manifest (default: dir name)")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="LoRA adapter directory (from `stilts train --adapter lora`) to merge into the "
+        "checkpoint before the export",
+    )
+    _parity_flag(p)
     p.set_defaults(func=_cmd_export)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
+from stilts.manifest import MANIFEST_NAME, Q4_NAME, TOKENIZER_NAME, Manifest, sha256_file
 from stilts.models import models_dir, stilts_home
 
 LOG = logging.getLogger(__name__)
@@ -169,8 +169,12 @@ def build_checkpoint(out: Path) -> Path:
     return out
 
 
-def install(force: bool = False) -> Path:
+def install(force: bool = False, parity_texts: list[str] | None = None) -> Path:
     """Install the default model under ``$STILTS_HOME/models/default`` (idempotent).
+
+    Args:
+        force: rebuild even when installed.
+        parity_texts: sentences for the q4 parity check (None: the export's built-in sample).
 
     Returns:
         the model directory.
@@ -180,14 +184,17 @@ def install(force: bool = False) -> Path:
     target = models_dir() / "default"
     if not force and (target / MANIFEST_NAME).is_file():
         try:
-            Manifest.load(target).verify_files(target)
-            LOG.info("default model already installed at %s", target)
-            return target
+            manifest = Manifest.load(target)
+            manifest.verify_files(target)
+            if Q4_NAME in manifest.files:
+                LOG.info("default model already installed at %s", target)
+                return target
+            LOG.warning("reinstalling the default model: it predates the q4 graph")
         except StiltsError as e:
             LOG.warning("reinstalling the default model: %s", e)
     ckpt = checkpoint_dir()
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if force or not (ckpt / MANIFEST_NAME).is_file():
         build_checkpoint(ckpt)
-    export_checkpoint(ckpt, target, name=NAME, license=LICENSE)
+    export_checkpoint(ckpt, target, name=NAME, license=LICENSE, parity_texts=parity_texts)
     return target

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
+from stilts.manifest import GRAPHS, TOKENIZER_NAME, Manifest, available_precisions
 from stilts.models import resolve
 from stilts.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = tuple(GRAPHS)
+# What the CLIs offer: ``auto`` loads the model's default (its ``cpu_precision`` on CPU, fp32 on GPU).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -64,7 +66,8 @@ class Encoder:
 
     Args:
         path_or_name: an installed model name (``default``) or a model directory.
-        precision: ``int8`` or ``fp32``; None picks int8 on CPU and fp32 on CUDA.
+        precision: ``q4``, ``int8`` or ``fp32``; None (or ``auto``) picks fp32 on CUDA and on CPU
+            the manifest's ``cpu_precision`` (directories without one: q4 if present, else int8).
         device: ``auto`` (CUDA when onnxruntime has it, else CPU), ``cpu`` or ``cuda``.
         threads: intra-op threads; None reads ``STILTS_THREADS``, else all cores.
         verify: check the graph's sha256 against the manifest before loading.
@@ -81,7 +84,7 @@ class Encoder:
     def __init__(
         self,
         path_or_name: str | os.PathLike = "default",
-        precision: str | None = "int8",
+        precision: str | None = None,
         device: str = "auto",
         threads: int | None = None,
         verify: bool = False,
@@ -96,6 +99,8 @@ class Encoder:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, f"device must be one of {DEVICES}", "device"
             )
+        if precision == "auto":
+            precision = None
         if precision is not None and precision not in PRECISIONS:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT,
@@ -110,8 +115,8 @@ class Encoder:
         elif device == "cuda":
             LOG.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
         on_gpu = providers[0] == "CUDAExecutionProvider"
-        self.precision = precision or ("fp32" if on_gpu else "int8")
-        graph = self.path / (INT8_NAME if self.precision == "int8" else FP32_NAME)
+        self.precision = precision or self.manifest.default_precision(self.path, on_gpu)
+        graph = self.path / GRAPHS[self.precision]
         if not graph.is_file():
             raise StiltsError(ErrorCode.NOT_FOUND, f"{graph}: missing from the model directory")
         if verify:
@@ -128,6 +133,7 @@ class Encoder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.threads = threads
         self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
+        self.graph_bytes = graph.stat().st_size
         self.provider = self.session.get_providers()[0]
 
         self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
@@ -247,3 +253,9 @@ class Encoder:
             f"Encoder({self.manifest.name!r}, dim={self.dim}, precision={self.precision!r}, "
             f"provider={self.provider!r})"
         )
+
+
+def encoders_by_precision(model: str | os.PathLike = "default", **kwargs) -> dict[str, Encoder]:
+    """One :class:`Encoder` per graph the model directory holds (``q4``, ``int8``, ``fp32``)."""
+    path = resolve(model)
+    return {p: Encoder(path, precision=p, **kwargs) for p in available_precisions(path)}

@@ -1,4 +1,4 @@
-"""Export a transformers encoder into the stilts contract (ONNX fp32 + int8, tokenizer, manifest).
+"""Export a transformers encoder into the stilts contract (ONNX fp32, q4, int8, tokenizer, manifest).
 
 This is the only core module that needs torch (the ``train`` extra); it is imported lazily by
 ``stilts export``, ``stilts models install`` and ``stilts.training``.
@@ -18,14 +18,20 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.manifest import FP32_NAME, INT8_NAME, TOKENIZER_NAME, Manifest
+from stilts.manifest import FP32_NAME, INT8_NAME, Q4_NAME, TOKENIZER_NAME, Manifest
 from stilts.ortload import load_onnxruntime
+from stilts.quantize import build_q4
 
 LOG = logging.getLogger(__name__)
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
 MIN_INT8_COSINE = 0.99
+# q4 must match fp32 (the default model's q4 weights are fp32's exactly; what is left is the int8
+# rounding of activations) and give a text the same vector alone as inside a batch.
+MIN_Q4_COSINE = 0.999  # mean over the parity sentences
+MIN_Q4_COSINE_EACH = 0.99  # every sentence
+MAX_Q4_BATCH_DIFF = 1e-5
 
 # A fixed multilingual sample for the parity checks: several scripts, lengths and an empty string.
 PARITY_SAMPLE = [
@@ -60,6 +66,20 @@ def default_layer(num_layers: int) -> int:
     return max(1, round(num_layers * 14 / 24))
 
 
+def pool_hidden(hidden, attention_mask, pooling: str, normalize: bool):
+    """(batch, length, dim) hidden states -> (batch, dim) sentence vectors: ``mean`` over the
+    attended tokens or the first (``cls``) token, L2-normalised when ``normalize``. The one
+    definition of the contract's pooling (export and training both use it)."""
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if normalize:
+        pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return pooled
+
+
 class PooledEncoder:
     """Factory for a torch module: (input_ids, attention_mask) -> pooled, normalised embedding."""
 
@@ -92,15 +112,9 @@ class PooledEncoder:
                     token_type_ids=torch.zeros_like(input_ids),
                     output_hidden_states=True,
                 )
-                h = out.hidden_states[self.layer]
-                if pooling == "cls":
-                    pooled = h[:, 0]
-                else:
-                    m = attention_mask.unsqueeze(-1).to(h.dtype)
-                    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                if normalize:
-                    pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-                return pooled
+                return pool_hidden(
+                    out.hidden_states[self.layer], attention_mask, pooling, normalize
+                )
 
         # Layers above the pooled one cannot change its output: drop them from the graph
         # (on a copy, so the caller's model stays whole).
@@ -143,21 +157,28 @@ def load_checkpoint(checkpoint: str | os.PathLike):
     return model.eval(), tok_file
 
 
-def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
+def _token_ids(tokenizer_file: Path, texts: list[str], max_len: int) -> tuple[list, int]:
+    """Token ids of each text (truncated to ``max_len``) and the pad id."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.no_padding()
     tok.enable_truncation(max_len)
-    encs = tok.encode_batch(texts)
-    pad = tok.token_to_id("<pad>") or 0
-    longest = max(len(e.ids) for e in encs)
-    ids = np.full((len(encs), longest), pad, dtype=np.int64)
+    return [e.ids for e in tok.encode_batch(texts)], tok.token_to_id("<pad>") or 0
+
+
+def _pad(rows: list, pad: int):
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), pad, dtype=np.int64)
     mask = np.zeros_like(ids)
-    for i, e in enumerate(encs):
-        ids[i, : len(e.ids)] = e.ids
-        mask[i, : len(e.ids)] = 1
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
     return ids, mask
+
+
+def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
+    return _pad(*_token_ids(tokenizer_file, texts, max_len))
 
 
 def _session(path: Path):
@@ -166,6 +187,43 @@ def _session(path: Path):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
+    """Vectors of tokenised texts run in padded batches of ``batch``, in length order like
+    ``Encoder``."""
+    from stilts.encoder import length_batches
+
+    out = None
+    for idx in length_batches([len(r) for r in rows], batch):
+        ids, mask = _pad([rows[i] for i in idx], pad)
+        (emb,) = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        if out is None:
+            out = np.zeros((len(rows), emb.shape[1]), dtype=np.float32)
+        out[idx] = emb
+    return out
+
+
+def q4_parity(
+    fp32_path: Path, q4_path: Path, tokenizer_file: Path, texts: list[str], max_len: int
+) -> dict[str, float]:
+    """q4 against fp32 on ``texts`` (batches of 32), and q4 alone against q4 in a batch."""
+    rows, pad = _token_ids(tokenizer_file, texts, max_len)
+    fp32 = _embed(_session(fp32_path), rows, pad, 32)
+    q4_session = _session(q4_path)
+    q4 = _embed(q4_session, rows, pad, 32)
+    alone = _embed(q4_session, rows, pad, 1)
+    cos = _cosines(q4, fp32)
+    return {
+        "q4_vs_fp32_cosine_mean": float(cos.mean()),
+        "q4_vs_fp32_cosine_min": float(cos.min()),
+        "q4_vs_fp32_max_abs_diff": float(np.abs(q4 - fp32).max()),
+        "q4_batch_vs_alone_max_abs_diff": float(np.abs(q4 - alone).max()),
+    }
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
@@ -203,15 +261,23 @@ def export(
     license: str = "unknown",
     training: dict[str, Any] | None = None,
     min_int8_cosine: float = MIN_INT8_COSINE,
+    parity_texts: list[str] | None = None,
+    min_q4_cosine: float = MIN_Q4_COSINE,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
     The directory is assembled in a temporary sibling and renamed into place, so a failed export
     never leaves a half-written model.
 
+    The q4 graph (the CPU default) is checked on ``parity_texts`` (default: a built-in
+    multilingual sample; ``stilts export --parity-data`` passes dev sentences) and its figures are
+    recorded in the manifest's ``parity``.
+
     Raises:
-        StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4
-            or int8 falls below ``min_int8_cosine`` mean cosine to fp32.
+        StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
+            int8 falls below ``min_int8_cosine`` mean cosine to fp32, q4 falls below
+            ``min_q4_cosine`` mean cosine to fp32 (or any sentence below 0.99), or q4 vectors change with the batch by
+            ``MAX_Q4_BATCH_DIFF`` or more.
     """
     _require_torch()
     import torch
@@ -273,6 +339,28 @@ def export(
                 f"parity check failed: int8 vs fp32 mean cosine {cos.mean():.4f} "
                 f"< {min_int8_cosine} on the parity sample",
             )
+        texts = list(parity_texts or PARITY_SAMPLE)
+        LOG.info("building the q4 graph; parity on %d sentences", len(texts))
+        q4_report = build_q4(
+            work / FP32_NAME, work / Q4_NAME, model.config.num_attention_heads, dim
+        )
+        q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
+        if not (
+            q4["q4_vs_fp32_cosine_mean"] >= min_q4_cosine
+            and q4["q4_vs_fp32_cosine_min"] >= MIN_Q4_COSINE_EACH
+        ):
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"parity check failed: q4 vs fp32 cosine mean {q4['q4_vs_fp32_cosine_mean']:.5f}"
+                f" (limit {min_q4_cosine}), min {q4['q4_vs_fp32_cosine_min']:.5f} (limit "
+                f"{MIN_Q4_COSINE_EACH}) on {len(texts)} sentences",
+            )
+        if not q4["q4_batch_vs_alone_max_abs_diff"] < MAX_Q4_BATCH_DIFF:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"parity check failed: q4 vectors change with their batch by "
+                f"{q4['q4_batch_vs_alone_max_abs_diff']:.2e} (limit {MAX_Q4_BATCH_DIFF:.0e})",
+            )
         manifest = Manifest(
             name=name,
             dim=dim,
@@ -289,17 +377,22 @@ def export(
                 "int8_vs_fp32_cosine_mean": float(cos.mean()),
                 "int8_vs_fp32_cosine_min": float(cos.min()),
                 "sample_size": len(PARITY_SAMPLE),
+                **q4,
+                "q4_weight_max_abs_error": q4_report["weight_max_abs_error"],
+                "q4_parity_sentences": len(texts),
             },
             training=training,
+            cpu_precision="q4",
         )
         manifest.record_files(work)
         manifest.save(work)
     LOG.info(
-        "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f",
+        "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f, q4 cosine min %.5f",
         out_dir,
         max_diff,
         cos.mean(),
         cos.min(),
+        q4["q4_vs_fp32_cosine_min"],
     )
     return manifest
 
@@ -316,6 +409,7 @@ def export_checkpoint(
     license: str | None = None,
     training: dict[str, Any] | None = None,
     min_int8_cosine: float = MIN_INT8_COSINE,
+    parity_texts: list[str] | None = None,
 ) -> Manifest:
     """``stilts export``: a checkpoint directory (or hub id) into the contract.
 
@@ -342,4 +436,5 @@ def export_checkpoint(
         license=license or base.get("license", "unknown"),
         training=training if training is not None else base.get("training"),
         min_int8_cosine=min_int8_cosine,
+        parity_texts=parity_texts,
     )

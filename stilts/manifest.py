@@ -3,6 +3,7 @@
 A model directory::
 
     model.onnx        fp32 graph: (input_ids, attention_mask) -> embedding (pooled, L2-normalised)
+    model.q4.onnx     the same graph, fused, 4-bit block weights (CPU default; absent in old dirs)
     model.int8.onnx   the same graph, int8 dynamic quantisation (CPU)
     tokenizer.json    a Hugging Face ``tokenizers`` file
     stilts.json       this manifest
@@ -24,6 +25,9 @@ from stilts.records import TEXT_KINDS
 MANIFEST_NAME = "stilts.json"
 FP32_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
+Q4_NAME = "model.q4.onnx"
+# Precision -> graph file. Order: the CPU preference among those a directory holds.
+GRAPHS = {"q4": Q4_NAME, "int8": INT8_NAME, "fp32": FP32_NAME}
 TOKENIZER_NAME = "tokenizer.json"
 FORMAT_VERSION = 1
 
@@ -35,6 +39,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def available_precisions(model_dir: str | os.PathLike) -> list[str]:
+    """The precisions whose graph a model directory holds, in ``GRAPHS`` order."""
+    return [p for p, name in GRAPHS.items() if (Path(model_dir) / name).is_file()]
 
 
 @dataclasses.dataclass
@@ -53,7 +62,9 @@ class Manifest:
         source: where the weights come from (checkpoint, packages, hashes).
         license: licence of the weights.
         files: sha256 per file of the directory.
-        parity: the export's parity figures.
+        parity: the export's parity figures (per precision, against the fp32 graph).
+        cpu_precision: the graph CPU encoders load when no precision is asked for (None, in
+            directories written before it existed: the first of ``GRAPHS`` that is present).
         training: tasks, steps and data files when the encoder was STILTs-trained.
     """
 
@@ -71,6 +82,7 @@ class Manifest:
     license: str = "unknown"
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cpu_precision: str | None = None
     training: dict[str, Any] | None = None
     format: int = FORMAT_VERSION
 
@@ -100,6 +112,15 @@ class Manifest:
             sort_keys=True,
         )
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def default_precision(self, model_dir: str | os.PathLike, on_gpu: bool = False) -> str:
+        """The precision to load when none is asked for: fp32 on a GPU, else ``cpu_precision``
+        or, for older directories, the first graph of ``GRAPHS`` present in ``model_dir``."""
+        if on_gpu:
+            return "fp32"
+        if self.cpu_precision:
+            return self.cpu_precision
+        return next((p for p in available_precisions(model_dir)), "fp32")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,9 +158,7 @@ class Manifest:
         """Hash every contract file present in ``model_dir`` into ``files``."""
         d = Path(model_dir)
         self.files = {
-            n: sha256_file(d / n)
-            for n in (FP32_NAME, INT8_NAME, TOKENIZER_NAME)
-            if (d / n).is_file()
+            n: sha256_file(d / n) for n in (*GRAPHS.values(), TOKENIZER_NAME) if (d / n).is_file()
         }
 
     def verify_files(self, model_dir: str | os.PathLike, names: list[str] | None = None) -> None:

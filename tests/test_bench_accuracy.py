@@ -9,6 +9,7 @@ import pytest
 
 from stilts.benchmarks import data as bdata
 from stilts.cli import main
+from stilts.manifest import available_precisions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,6 +58,8 @@ def test_accuracy_run_on_the_dev_pack(dev_pack, default_model_dir, tmp_path):
             str(tmp_path / "calib"),
             "--baseline",
             "use",
+            "--precision",
+            "auto",
             "--output",
             str(out),
             "--report",
@@ -118,6 +121,23 @@ def test_accuracy_run_on_the_dev_pack(dev_pack, default_model_dir, tmp_path):
     assert res["plots"] == [str(p) for p in plots]
     for p in plots:
         assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+
+
+def test_accuracy_reports_every_precision_side_by_side(dev_pack, default_model_dir, tmp_path):
+    out = tmp_path / "results.json"
+    args = ["bench", "accuracy", "--model", str(default_model_dir), "--tatoeba"]
+    args += [str(dev_pack / "tatoeba"), "--languages", "de", "--max-pairs", "20"]
+    assert main([*args, "--no-baselines", "--no-plots", "--quiet", "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    have = available_precisions(default_model_dir)
+    name = default_model_dir.name
+    # fp32 first: the reference the other precisions' deltas are taken against.
+    assert list(res["models"]) == [f"{name}-{p}" for p in sorted(have, key=lambda p: p != "fp32")]
+    assert res["comparison"]["reference"] == f"{name}-fp32"
+    for p in have:
+        info = res["models"][f"{name}-{p}"]
+        assert info["system"]["precision"] == p
+        assert 0.5 < info["tatoeba"]["per_language"]["de"]["cosine"]["xx2en"] <= 1
 
 
 def test_accuracy_bad_input_is_a_clear_error(tmp_path, capsys):

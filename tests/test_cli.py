@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from stilts.manifest import available_precisions
+
 
 def stilts(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
@@ -46,7 +48,8 @@ def test_encode_round_trip_plain_and_with_ids(tmp_path, encoder, default_model_d
         "--quiet",
     )
     summary = json.loads(res.stdout)
-    assert summary == {**summary, "n": 4, "dim": 384, "truncated": 0, "precision": "int8"}
+    default = available_precisions(default_model_dir)[0]  # q4 in a current install
+    assert summary == {**summary, "n": 4, "dim": 384, "truncated": 0, "precision": default}
     vecs = np.load(out)
     assert vecs.shape == (4, 384)
     ref = encoder.encode(["Guten Morgen", "Good morning", "", "どうもありがとう"], kind="bitext")
@@ -104,7 +107,9 @@ def test_bench_encode_reports_ratios(tmp_path, dev_pack, default_model_dir):
     )
     report = json.loads(out.read_text())
     systems = report["systems"]
-    assert set(systems) == {"stilts-int8", "stilts-fp32", "sentence-transformers"}
+    precisions = available_precisions(default_model_dir)
+    assert set(systems) == {f"stilts-{p}" for p in precisions} | {"sentence-transformers"}
+    assert all(systems[f"stilts-{p}"]["graph_bytes"] > 0 for p in precisions)
     assert systems["sentence-transformers"]["speedup_vs_baseline"] == 1.0
     assert all(s["sentences_per_second"] > 0 for s in systems.values())
     assert "vs baseline" in res.stdout and report["n"] == 96

@@ -81,7 +81,8 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
     assert m.layer == layer and m.num_layers == 2 and m.dim == 32 and m.pooling == pooling
     assert m.max_len == 64  # RoBERTa positions start at pad_token_id + 1
     assert m.parity["fp32_vs_torch_max_abs_diff"] < 1e-4
-    assert set(m.files) == {"model.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert set(m.files) == {"model.onnx", "model.q4.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert m.cpu_precision == "q4" and m.parity["q4_vs_fp32_cosine_mean"] >= 0.999
     texts = ["the file could not be opened", "save your changes", "der datei", ""]
     enc = Encoder(out, precision="fp32")
     ref = torch_pooled(tiny_checkpoint, texts, layer, pooling)
@@ -94,6 +95,21 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
     )
     int8 = Encoder(out, precision="int8").encode(texts, kind="bitext")
     assert np.sum(int8 * ref, axis=1).mean() > 0.95
+    # Random weights are off the 4-bit grid: q4 rounds them (RTN) and still passes parity.
+    assert m.parity["q4_weight_max_abs_error"] > 0
+    q4 = Encoder(out).encode(texts, kind="bitext")
+    cos = np.sum(q4 * ref, axis=1)
+    assert cos.mean() >= 0.999 and cos.min() >= 0.99
+
+
+def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
+    from stilts.export import export, load_checkpoint
+
+    model, tok = load_checkpoint(tiny_checkpoint)
+    with pytest.raises(StiltsError, match="q4 vs fp32 cosine mean"):
+        export(model, tok, tmp_path / "m", name="tiny", layer=1, min_q4_cosine=1.01)
+    assert not (tmp_path / "m").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
 
 
 def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
@@ -107,6 +123,10 @@ def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
 
 def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path):
     out = tmp_path / "cli-model"
+    pack = tmp_path / "tatoeba"
+    pack.mkdir()
+    (pack / "de-en.tsv").write_text("die datei\tthe file\nder window\tthe window\n")
+    (pack / "fr-en.tsv").write_text("le fichier\tthe file\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -117,6 +137,8 @@ def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path
             str(tiny_checkpoint),
             "--out",
             str(out),
+            "--parity-data",
+            str(pack),
         ],
         capture_output=True,
         text=True,
@@ -124,6 +146,7 @@ def test_export_cli_default_layer_is_the_papers_middle(tiny_checkpoint, tmp_path
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "stilts.json").read_text())
     assert manifest["layer"] == 1  # round(2 * 14 / 24)
+    assert manifest["parity"]["q4_parity_sentences"] == 3  # every sentence of the pack
     assert json.loads(proc.stdout.strip().splitlines()[-1])["dim"] == 32
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_toy_xlmr
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import Manifest, sha256_file
@@ -41,39 +42,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
-    """A raw 'MLM' checkpoint: a 2-layer, hidden-32 XLM-R with random weights and a sentencepiece
-    style Unigram tokenizer trained here on the sample text (XLM-R's special tokens and template)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
-
-    d = tmp_path_factory.mktemp("toy-xlmr")
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=400,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        unk_token="<unk>",
-    )
-    tok.train_from_iterator(samples.all_text(), trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tok.save(str(d / "tokenizer.json"))
-    torch.manual_seed(0)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(d)
-    return d
+    """A raw 'MLM' checkpoint: a 2-layer, hidden-32 XLM-R with random weights, its tokenizer trained
+    on the sample text."""
+    return make_toy_xlmr(tmp_path_factory.mktemp("toy-xlmr"), samples.all_text())
 
 
 def _config(toy: Path, data_dir: Path, output: Path, **kw):

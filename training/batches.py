@@ -15,12 +15,13 @@ import torch
 
 from stilts.training.examples import (
     IGNORE_INDEX,
+    BitextFeature,
     ChoiceFeature,
     ClassificationFeature,
     SpanFeature,
     TaggingFeature,
 )
-from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
+from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 
 
 def pad(seqs: Sequence[np.ndarray], value: int, length: int | None = None) -> torch.Tensor:
@@ -74,6 +75,18 @@ class TaggingBatch(Batch):
     labels: torch.Tensor
 
 
+@dataclasses.dataclass
+class BitextBatch(Batch):
+    """``input_ids`` and ``attention_mask`` are (batch, 2, length): source, then target."""
+
+
+def collate_bitext(task: str, feats: Sequence[BitextFeature], pad_id: int):
+    flat = [s for f in feats for s in (f.source_ids, f.target_ids)]
+    length = max(len(s) for s in flat)
+    shape = (len(feats), 2, length)
+    return BitextBatch(task, pad(flat, pad_id, length).view(shape), _mask(flat, length).view(shape))
+
+
 def collate_classification(task: str, feats: Sequence[ClassificationFeature], pad_id: int):
     ids = [f.input_ids for f in feats]
     return ClassificationBatch(
@@ -119,6 +132,7 @@ COLLATE = {
     SPAN: collate_spans,
     MULTIPLE_CHOICE: collate_choices,
     TAGGING: collate_tags,
+    BITEXT: collate_bitext,
 }
 
 

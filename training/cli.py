@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from stilts.cliutil import env_flag
-from stilts.training.tasks import TASKS  # light: readers only, no torch
+from stilts.training.tasks import NINE_TASKS, TASKS  # light: readers only, no torch
+from stilts.training.trainer import LORA_TARGETS  # light: torch is imported inside train()
 
 TASK_NAMES = tuple(TASKS)
 
@@ -54,18 +55,86 @@ def _cmd_train(args: argparse.Namespace) -> int:
         name=args.name,
         export=not args.no_export,
         progress=not args.quiet,
+        adapter=args.adapter,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
+        bitext_scale=args.bitext_scale,
+        bitext_margin=args.bitext_margin,
     )
     summary = train(cfg)
     print(json.dumps(summary, default=str))
     return 0
 
 
+def _cmd_data_bitext(args: argparse.Namespace) -> int:
+    from stilts.training.harvest import Filters, harvest
+
+    langs = frozenset(x.strip() for x in args.languages.split(",") if x.strip()) or None
+    summary = harvest(
+        args.inputs,
+        args.out,
+        exclude=args.exclude or (),
+        filters=Filters(args.min_chars, args.max_chars, args.max_ratio, langs),
+        dev_fraction=args.dev_fraction,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    brief = {k: summary[k] for k in ("catalogs_read", "pairs", "dropped", "catalogs_skipped")}
+    print(json.dumps({"out": args.out, **brief, "languages": len(summary["languages"])}))
+    return 0
+
+
+def _register_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build training data")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data_sub.add_parser(
+        "bitext",
+        help="harvest translation pairs from gettext catalogs (dirs, .deb, .whl, .po/.mo)",
+        description="Harvest (English msgid, translation) pairs from gettext catalogs: "
+        "directories, .po/.mo files, Debian packages (`apt-get download PKG`; unpacked with "
+        "dpkg-deb -x) and wheels. Cleans accelerators, drops untranslated, identical, "
+        "placeholder-only and badly length-matched strings, texts of --exclude files, duplicates, "
+        "and the catalogs of Django, Sphinx, Wagtail, Weblate, django-allauth, pretix and Gramps "
+        "(reserved for independent evaluation); splits train/dev by source text and writes "
+        "OUT/pairs.tsv, OUT/dev.tsv (source, target, language, origin) and OUT/summary.json. "
+        "Train on it with `stilts train --tasks bitext --data-dir PARENT` (OUT = PARENT/bitext).",
+    )
+    p.add_argument("inputs", nargs="+", help="directories, .deb, .whl, .po or .mo files")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATH",
+        help="file or directory whose texts (every line and tab-separated field) must not occur "
+        "on either side of a pair, e.g. an evaluation pack (repeatable)",
+    )
+    p.add_argument("--languages", default="", help="keep only these comma-separated languages")
+    p.add_argument("--min-chars", type=int, default=3, help="shortest source string kept")
+    p.add_argument("--max-chars", type=int, default=300, help="longest string kept (either side)")
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=3.0,
+        help="largest length ratio of the two sides (wide CJK characters count twice)",
+    )
+    p.add_argument(
+        "--dev-fraction", type=float, default=0.02, help="share of source texts held back for dev"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the dev split and the file order")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_bitext)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_data(sub)
     p = sub.add_parser(
         "train",
         help="STILTs intermediate-task training of an encoder, exported into the contract",
-        description="Fine-tune an XLM-R-family encoder on English intermediate tasks (one, several "
-        "or all nine: " + ", ".join(TASK_NAMES) + "), one head per task on a shared encoder, "
+        description="Fine-tune an XLM-R-family encoder on intermediate tasks (one, several "
+        "or all nine English tasks: " + ", ".join(NINE_TASKS) + "; and bitext, translation "
+        "ranking on translation pairs), one head per task on a shared encoder (or a LoRA adapter), "
         "then save the encoder alone to OUTPUT/checkpoint and export it to OUTPUT/model, ready for "
         "`stilts encode`, `stilts mine`, `stilts serve` and `stilts bench`. Built on "
         "transformers.Trainer: run under `torchrun --nproc_per_node N -m stilts.cli train ...` "
@@ -82,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tasks",
         required=True,
-        help="comma-separated task names, or 'all' for the nine: " + ",".join(TASK_NAMES),
+        help="comma-separated task names, or 'all' for the nine: " + ",".join(NINE_TASKS),
     )
     env_flag(
         p,
@@ -137,6 +206,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--doc-stride", type=int, default=128, help="SQuAD: context tokens shared by windows"
+    )
+    g.add_argument(
+        "--bitext-scale",
+        type=float,
+        default=20.0,
+        help="bitext: scale (inverse temperature) of the cosines in the ranking softmax",
+    )
+    g.add_argument(
+        "--bitext-margin",
+        type=float,
+        default=0.2,
+        help="bitext: additive margin subtracted from the translation pair's cosine",
+    )
+    g = p.add_argument_group("adapter (train a small LoRA adapter on the frozen encoder)")
+    g.add_argument(
+        "--adapter",
+        choices=["lora"],
+        default=None,
+        help="train a LoRA adapter (peft) instead of the whole encoder; it is saved to "
+        "OUTPUT/adapter and merged into the base for the export",
+    )
+    g.add_argument("--lora-rank", type=int, default=8, help="LoRA rank R")
+    g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (scale alpha/R)")
+    g.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the LoRA input")
+    g.add_argument(
+        "--lora-targets",
+        default=",".join(LORA_TARGETS),
+        help="comma-separated module names to adapt (BERT/XLM-R: query,key,value,dense)",
     )
     g = p.add_argument_group("run")
     g.add_argument(

@@ -89,11 +89,13 @@ def load_task(
     max_eval_examples: int | None = None,
     doc_stride: int = DOC_STRIDE,
     labels: Sequence[str] | None = None,
+    prefix: str = "",
 ) -> TaskData:
     """Read and tokenize one task.
 
     Args:
         labels: tag labels to use (a resumed run passes the saved ones); default: from the data.
+        prefix: text prepended to each side of bitext pairs (the manifest's ``bitext`` prefix).
 
     Raises:
         StiltsError: missing or malformed files (naming them), no examples.
@@ -108,8 +110,8 @@ def load_task(
     if labels is None:
         labels = tag_vocabulary(train) if spec.kind == TAGGING else list(spec.labels)
     labels = list(labels)
-    train_features = featurize(spec, train, tok, labels, max_len, doc_stride)
-    dev_features = featurize(spec, dev, tok, labels, max_len, doc_stride) if dev else []
+    train_features = featurize(spec, train, tok, labels, max_len, doc_stride, prefix)
+    dev_features = featurize(spec, dev, tok, labels, max_len, doc_stride, prefix) if dev else []
     LOG.info(
         "%s: %d train examples (%d features), %d dev examples",
         spec.name,

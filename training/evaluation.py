@@ -18,7 +18,7 @@ from stilts.training.examples import (
     TaggingExample,
     TaggingFeature,
 )
-from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
+from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 
 MAX_ANSWER_TOKENS = 30
 
@@ -106,6 +106,67 @@ def score_tags(
     return {"accuracy": correct / total if total else 0.0}
 
 
+def score_retrieval(
+    sim: np.ndarray, source_keys: Sequence[int], target_keys: Sequence[int]
+) -> dict[str, float]:
+    """Top-1 translation retrieval on held-back pairs, both directions.
+
+    ``sim[i, j]`` scores source ``i`` against target ``j``. Source ``i`` is answered correctly
+    when its best target ``j`` is a translation of it: pair ``j`` has the text of source ``i`` or
+    of target ``i`` (a source translated into several languages has several right answers); the
+    same for target -> source.
+
+    Returns:
+        ``accuracy`` (the mean of the two directions), ``source_to_target``, ``target_to_source``.
+    """
+    sim = np.asarray(sim)
+    src = np.asarray(source_keys)
+    tgt = np.asarray(target_keys)
+    if not len(src):
+        return {"accuracy": 0.0, "source_to_target": 0.0, "target_to_source": 0.0}
+    best_t, best_s = sim.argmax(1), sim.argmax(0)
+    s2t = float(np.mean((src[best_t] == src) | (tgt[best_t] == tgt)))
+    t2s = float(np.mean((src[best_s] == src) | (tgt[best_s] == tgt)))
+    return {"accuracy": (s2t + t2s) / 2, "source_to_target": s2t, "target_to_source": t2s}
+
+
+def evaluate_bitext(model, task, batch_size: int, device, pad_id: int, progress: bool = False):
+    """Embed the dev pairs' two sides as exported and score top-1 retrieval
+    (:func:`score_retrieval`); ``loss`` is the ranking loss with all dev pairs as one batch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from stilts.training.batches import pad
+    from stilts.training.heads import bitext_ranking_loss
+
+    feats = task.dev_features
+    seqs = [f.source_ids for f in feats] + [f.target_ids for f in feats]
+    order = np.argsort([-len(x) for x in seqs], kind="stable")
+    vectors: list[Any] = [None] * len(seqs)
+    was_training = model.training
+    model.eval()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for idx in tqdm(batches, desc=f"eval {task.name}", disable=not progress, leave=False):
+            chunk = [seqs[i] for i in idx]
+            ids = pad(chunk, pad_id).to(device)
+            mask = pad([np.ones(len(x), dtype=np.int64) for x in chunk], 0).to(device)
+            out = model.embed(ids, mask).float().cpu()
+            for row, i in enumerate(idx):
+                vectors[i] = out[row]
+        head = model.heads[task.name]
+        n = len(feats)
+        src, tgt = torch.stack(vectors[:n]), torch.stack(vectors[n:])
+        loss, sim = bitext_ranking_loss(src, tgt, head.scale, head.margin)
+    model.train(was_training)
+    result = score_retrieval(
+        sim.numpy(), [f.source_key for f in feats], [f.target_key for f in feats]
+    )
+    result["loss"] = float(loss)
+    result["n"] = n
+    return result
+
+
 def _length(f: Any) -> int:
     if isinstance(f, ChoiceFeature):
         return max(len(x) for x in f.input_ids)
@@ -138,6 +199,8 @@ def evaluate_task(
     from stilts.training.batches import COLLATE
 
     spec = task.spec
+    if spec.kind == BITEXT:
+        return evaluate_bitext(model, task, batch_size, device, pad_id, progress)
     feats = task.dev_features
     order = np.argsort([-_length(f) for f in feats], kind="stable")
     outputs: list[Any] = [None] * len(feats)

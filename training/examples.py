@@ -86,6 +86,23 @@ class TaggingExample:
     tags: list[str]
 
 
+@dataclasses.dataclass
+class BitextExample:
+    """A translation pair (the ``bitext`` task).
+
+    Attributes:
+        guid: ``file:entry`` of the pair.
+        source: source text (English for gettext catalogs).
+        target: its translation.
+        lang: the target's language code ('' when the file does not say).
+    """
+
+    guid: str
+    source: str
+    target: str
+    lang: str = ""
+
+
 # ---- tokenized features ----
 
 
@@ -140,3 +157,19 @@ class TaggingFeature:
     input_ids: np.ndarray
     labels: np.ndarray
     word_positions: np.ndarray
+
+
+@dataclasses.dataclass
+class BitextFeature:
+    """A translation pair as two single-sequence token id arrays (each with the bitext prefix).
+
+    Attributes:
+        source_ids / target_ids: token ids of each side.
+        source_key / target_key: ids of the normalised texts, for keeping two pairs that share a
+            side out of one batch.
+    """
+
+    source_ids: np.ndarray
+    target_ids: np.ndarray
+    source_key: int
+    target_key: int

@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 
 from stilts.training.examples import (
     IGNORE_INDEX,
+    BitextExample,
+    BitextFeature,
     ChoiceExample,
     ChoiceFeature,
     ClassificationFeature,
@@ -19,7 +21,14 @@ from stilts.training.examples import (
     TaggingExample,
     TaggingFeature,
 )
-from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING, TaskSpec
+from stilts.training.tasks import (
+    BITEXT,
+    CLASSIFICATION,
+    MULTIPLE_CHOICE,
+    SPAN,
+    TAGGING,
+    TaskSpec,
+)
 from stilts.training.text import TextTokenizer
 
 MAX_QUERY_TOKENS = 64
@@ -119,6 +128,30 @@ def featurize_tags(
     return out
 
 
+def text_key(text: str) -> str:
+    """The form under which two texts count as the same (case and spacing folded)."""
+    return " ".join(text.casefold().split())
+
+
+def featurize_bitext(
+    examples: Sequence[BitextExample], tok: TextTokenizer, max_len: int, prefix: str = ""
+) -> list[BitextFeature]:
+    """Each side as its own sequence, with the manifest's bitext ``prefix`` (as exported models
+    encode it); each distinct text (:func:`text_key`) gets one key shared by both sides."""
+    keys: dict[str, int] = {}
+    srcs = tok.encode_texts([prefix + ex.source for ex in examples], max_len)
+    tgts = tok.encode_texts([prefix + ex.target for ex in examples], max_len)
+    return [
+        BitextFeature(
+            _ids(s),
+            _ids(t),
+            keys.setdefault(text_key(ex.source), len(keys)),
+            keys.setdefault(text_key(ex.target), len(keys)),
+        )
+        for ex, s, t in zip(examples, srcs, tgts, strict=True)
+    ]
+
+
 def featurize(
     task: TaskSpec,
     examples: Sequence,
@@ -126,8 +159,9 @@ def featurize(
     labels: Sequence[str],
     max_len: int,
     doc_stride: int = DOC_STRIDE,
+    prefix: str = "",
 ) -> list:
-    """Dispatch on the task kind."""
+    """Dispatch on the task kind (``prefix``: the bitext task's text prefix)."""
     if task.kind == CLASSIFICATION:
         return featurize_pairs(examples, tok, labels, max_len)
     if task.kind == SPAN:
@@ -136,4 +170,6 @@ def featurize(
         return featurize_choices(examples, tok, max_len)
     if task.kind == TAGGING:
         return featurize_tags(examples, tok, labels, max_len)
+    if task.kind == BITEXT:
+        return featurize_bitext(examples, tok, max_len, prefix)
     raise ValueError(f"unknown task kind {task.kind!r}")

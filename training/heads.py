@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stilts.training.examples import IGNORE_INDEX
-from stilts.training.tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
+from stilts.training.tasks import BITEXT, CLASSIFICATION, MULTIPLE_CHOICE, SPAN, TAGGING
 
 
 class _Pooler(nn.Module):
@@ -97,8 +97,58 @@ class TaggingHead(nn.Module):
         return loss, logits
 
 
-def build_head(kind: str, hidden: int, num_labels: int, dropout: float = 0.1) -> nn.Module:
-    """The head for a task kind."""
+BITEXT_SCALE = 20.0
+BITEXT_MARGIN = 0.2
+
+
+def bitext_ranking_loss(
+    source: torch.Tensor, target: torch.Tensor, scale: float, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Translation ranking with in-batch negatives and an additive margin (LaBSE-style).
+
+    Pair ``i`` is ``(source[i], target[i])``; every other target (source) of the batch is a
+    negative for ``source[i]`` (``target[i]``). With cosines ``S = source @ target.T`` the logits
+    are ``scale * (S - margin * I)`` and the loss is the mean of the softmax cross-entropies of
+    the rows (source -> target) and the columns (target -> source).
+
+    Args:
+        source / target: (batch, dim) L2-normalised sentence vectors.
+        scale: multiplies the cosines (inverse temperature).
+        margin: subtracted from the positive pair's cosine.
+
+    Returns:
+        (loss, cosines ``S``).
+    """
+    sim = source @ target.T
+    n = sim.shape[0]
+    logits = scale * (sim - margin * torch.eye(n, dtype=sim.dtype, device=sim.device))
+    labels = torch.arange(n, device=sim.device)
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    return loss, sim
+
+
+class BitextHead(nn.Module):
+    """Translation ranking on the pooled, L2-normalised sentence vectors (no parameters of its
+    own: it trains the representation that is exported). Logits: the (batch, batch) cosines."""
+
+    def __init__(self, scale: float = BITEXT_SCALE, margin: float = BITEXT_MARGIN):
+        super().__init__()
+        self.scale = float(scale)
+        self.margin = float(margin)
+
+    def forward(self, source, target):
+        return bitext_ranking_loss(source, target, self.scale, self.margin)
+
+
+def build_head(
+    kind: str,
+    hidden: int,
+    num_labels: int,
+    dropout: float = 0.1,
+    scale: float = BITEXT_SCALE,
+    margin: float = BITEXT_MARGIN,
+) -> nn.Module:
+    """The head for a task kind (``scale`` and ``margin``: the bitext head's)."""
     if kind == CLASSIFICATION:
         return ClassificationHead(hidden, num_labels, dropout)
     if kind == SPAN:
@@ -107,4 +157,6 @@ def build_head(kind: str, hidden: int, num_labels: int, dropout: float = 0.1) ->
         return MultipleChoiceHead(hidden, dropout)
     if kind == TAGGING:
         return TaggingHead(hidden, num_labels, dropout)
+    if kind == BITEXT:
+        return BitextHead(scale, margin)
     raise ValueError(f"unknown task kind {kind!r}")

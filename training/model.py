@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.training.heads import build_head
-from stilts.training.tasks import MULTIPLE_CHOICE
+from stilts.training.heads import BITEXT_MARGIN, BITEXT_SCALE, build_head
+from stilts.training.tasks import BITEXT, MULTIPLE_CHOICE
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def load_encoder(model: str | os.PathLike, attn_implementation: str | None = Non
         ) from e
 
 
+def _trim(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Drop the padding columns no sequence of the batch needs."""
+    n = max(int(attention_mask.sum(1).max()), 1)
+    return input_ids[:, :n], attention_mask[:, :n]
+
+
 class MultiTaskModel(nn.Module):
     """Shared encoder + heads.
 
@@ -45,6 +51,9 @@ class MultiTaskModel(nn.Module):
         tasks: task name -> (kind, number of labels).
         freeze_embeddings: keep the embedding layer (the 250k x hidden matrix of XLM-R) fixed; it
             dominates step time and optimizer memory on CPU.
+        layer / pooling: the sentence representation the model is exported with (the manifest's
+            layer, 0 = embedding output, and ``mean`` or ``cls``); the bitext task trains it.
+        bitext_scale / bitext_margin: the bitext head's scale and additive margin.
     """
 
     # Heads return per-batch mean losses: transformers.Trainer scales them for gradient
@@ -56,15 +65,33 @@ class MultiTaskModel(nn.Module):
         encoder: nn.Module,
         tasks: Mapping[str, tuple[str, int]],
         freeze_embeddings: bool = False,
+        layer: int | None = None,
+        pooling: str = "mean",
+        bitext_scale: float = BITEXT_SCALE,
+        bitext_margin: float = BITEXT_MARGIN,
     ):
         super().__init__()
         self.encoder = encoder
         self.config = encoder.config
         hidden = encoder.config.hidden_size
         dropout = getattr(encoder.config, "hidden_dropout_prob", 0.1)
+        n_layers = encoder.config.num_hidden_layers
+        self.layer = n_layers if layer is None else layer
+        if self.layer < 0:
+            self.layer = n_layers + 1 + self.layer
+        if not 0 <= self.layer <= n_layers:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"layer must be in 0..{n_layers} (0 = embedding output), got {self.layer}",
+                field="layer",
+            )
+        self.pooling = pooling
         self.kinds = {name: kind for name, (kind, _) in tasks.items()}
         self.heads = nn.ModuleDict(
-            {name: build_head(kind, hidden, n, dropout) for name, (kind, n) in tasks.items()}
+            {
+                name: build_head(kind, hidden, n, dropout, bitext_scale, bitext_margin)
+                for name, (kind, n) in tasks.items()
+            }
         )
         if freeze_embeddings:
             self.freeze_embeddings()
@@ -89,15 +116,35 @@ class MultiTaskModel(nn.Module):
         )
         return out.last_hidden_state
 
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The exported sentence vectors: ``layer``'s hidden states, pooled, L2-normalised."""
+        from stilts.export import pool_hidden
+
+        last = self.layer == self.config.num_hidden_layers
+        out = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+            output_hidden_states=not last,
+        )
+        hidden = out.last_hidden_state if last else out.hidden_states[self.layer]
+        return pool_hidden(hidden, attention_mask, self.pooling, normalize=True)
+
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, **labels):
         """Run ``task``'s head; returns ``{"loss", "logits"}`` (loss only with labels).
 
-        Multiple-choice inputs are (batch, choices, length) and are flattened through the encoder.
+        Multiple-choice inputs are (batch, choices, length) and are flattened through the encoder;
+        bitext inputs are (batch, 2, length), source and target, embedded as exported.
         """
         if task not in self.heads:
             raise KeyError(f"no head for task {task!r}; heads: {list(self.heads)}")
         head = self.heads[task]
-        if self.kinds[task] == MULTIPLE_CHOICE:
+        if self.kinds[task] == BITEXT:
+            # each side padded to its own longest sequence only
+            source = self.embed(*_trim(input_ids[:, 0], attention_mask[:, 0]))
+            target = self.embed(*_trim(input_ids[:, 1], attention_mask[:, 1]))
+            loss, logits = head(source, target)
+        elif self.kinds[task] == MULTIPLE_CHOICE:
             b, c, n = input_ids.shape
             hidden = self.encode(input_ids.view(b * c, n), attention_mask.view(b * c, n))
             loss, logits = head(hidden, attention_mask.view(b * c, n), num_choices=c, **labels)

@@ -111,6 +111,9 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         probabilities: task name -> probability of a batch of that task.
         num_batches: batches per epoch.
         seed: random seed; the order depends only on ``(seed, epoch)``.
+        keys: task name -> per feature, the keys of its texts (bitext: source and target); a
+            batch of such a task never holds one key twice: a clashing example waits for a later
+            batch.
     """
 
     drop_last = False
@@ -122,9 +125,11 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         probabilities: Mapping[str, float],
         num_batches: int,
         seed: int = 0,
+        keys: Mapping[str, Sequence[tuple[int, ...]]] | None = None,
     ):
         if batch_size < 1:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch size must be >= 1", "batch_size")
+        self.keys = {name: list(k) for name, k in (keys or {}).items()}
         self.names = list(sizes)
         self.sizes = [int(sizes[n]) for n in self.names]
         self.offsets = np.cumsum([0] + self.sizes)[:-1].tolist()
@@ -151,9 +156,44 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         while True:
             yield from rng.permutation(self.sizes[t]).tolist()
 
+    def _distinct_batch(self, stream: Iterator[int], waiting: list[int], keys) -> list[int]:
+        """``batch_size`` examples sharing no key: first those that waited, then the stream."""
+        batch: list[int] = []
+        seen: set[int] = set()
+        kept: list[int] = []
+        # bounded: a task whose texts cannot fill a batch without a repeat is an error
+        budget = 2 * (len(keys) + self.batch_size)
+        candidates = iter(waiting)
+        while len(batch) < self.batch_size:
+            i = next(candidates, None)
+            if i is None:
+                if budget <= 0:
+                    raise StiltsError(
+                        ErrorCode.FAILED_PRECONDITION,
+                        f"cannot fill a batch of {self.batch_size} pairs without repeating a "
+                        "text; use a smaller --batch-size or more pairs",
+                        field="batch_size",
+                    )
+                budget -= 1
+                i = next(stream)
+            k = keys[i]
+            if seen.isdisjoint(k):
+                batch.append(i)
+                seen.update(k)
+            else:
+                kept.append(i)
+        kept.extend(candidates)
+        waiting[:] = kept
+        return batch
+
     def __iter__(self) -> Iterator[list[int]]:
         streams = [self._stream(t) for t in range(len(self.names))]
+        waiting: list[list[int]] = [[] for _ in self.names]
         for t in self.task_sequence():
             off = self.offsets[t]
             s = streams[t]
-            yield [off + next(s) for _ in range(self.batch_size)]
+            keys = self.keys.get(self.names[t])
+            if keys is None:
+                yield [off + next(s) for _ in range(self.batch_size)]
+            else:
+                yield [off + i for i in self._distinct_batch(s, waiting[t], keys)]

@@ -7,6 +7,9 @@ The nine English tasks of Phang et al. (2020), in four formats::
     multiple choice       hellaswag, cosmosqa, commonsenseqa
     token tagging         ccg
 
+and ``bitext``, a translation-ranking (dual-encoder) task on translation pairs (tab-separated, TMX,
+XLIFF, PO/MO: :mod:`stilts.training.bitext_files`), such as ``stilts data bitext`` harvests.
+
 ``--data-dir DIR`` holds one folder per task, named as the task, with the files under their official
 names (:data:`TASKS` lists them; the first of several alternatives that exists is used).
 ``--train-file TASK=PATH`` / ``--dev-file TASK=PATH`` override (repeat to give several files).
@@ -20,13 +23,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.training import readers
+from stilts.training import bitext_files, readers
 
 CLASSIFICATION = "classification"
 SPAN = "span"
 MULTIPLE_CHOICE = "multiple_choice"
 TAGGING = "tagging"
-KINDS = (CLASSIFICATION, SPAN, MULTIPLE_CHOICE, TAGGING)
+BITEXT = "bitext"
+KINDS = (CLASSIFICATION, SPAN, MULTIPLE_CHOICE, TAGGING, BITEXT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +44,8 @@ class TaskSpec:
         train_files: required file groups; each group lists alternative names, first existing wins.
         dev_files: the same for the dev split.
         labels: class labels (classification); tagging labels come from the training data.
-        metric: ``accuracy``, ``accuracy_f1`` (accuracy and binary F1), ``squad`` (EM/F1) or
-            ``tagging_accuracy``.
+        metric: ``accuracy``, ``accuracy_f1`` (accuracy and binary F1), ``squad`` (EM/F1),
+            ``tagging_accuracy`` or ``retrieval`` (top-1 accuracy of translation retrieval).
         description: one line for ``--help`` and the README.
     """
 
@@ -153,8 +157,22 @@ TASKS: dict[str, TaskSpec] = {
             description="CCG supertagging (CCGbank-derived: word<TAB>tag lines, blank line "
             "between sentences)",
         ),
+        TaskSpec(
+            "bitext",
+            BITEXT,
+            bitext_files.read_pairs,
+            train_files=(("pairs.tsv",),),
+            dev_files=(("dev.tsv",),),
+            metric="retrieval",
+            description="translation ranking on translation pairs (pairs.tsv / dev.tsv as "
+            "`stilts data bitext` writes them; --train-file bitext=X.tmx|.xlf|.po|.mo|.tsv)",
+        ),
     )
 }
+
+
+# The nine English tasks of the paper (``--tasks all``).
+NINE_TASKS = tuple(n for n, t in TASKS.items() if t.kind != BITEXT)
 
 
 def get_task(name: str) -> TaskSpec:
@@ -177,7 +195,7 @@ def parse_tasks(spec: str | Sequence[str]) -> list[TaskSpec]:
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [n.strip() for n in names if n.strip()]
     if names == ["all"]:
-        names = list(TASKS)
+        names = list(NINE_TASKS)
     if not names:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "no task given", field="tasks")
     dup = sorted({n for n in names if names.count(n) > 1})

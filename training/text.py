@@ -90,6 +90,14 @@ class TextTokenizer:
             out.extend(self.tok.encode_batch(list(chunk)))
         return out
 
+    def encode_texts(self, texts: Sequence[str], max_len: int) -> list:
+        """Encode single sequences with the tokenizer's template, cut to ``max_len`` tokens."""
+        self._truncate(max_len, "longest_first")
+        out = []
+        for chunk in chunks(texts):
+            out.extend(self.tok.encode_batch(list(chunk)))
+        return out
+
     def cut(self, text: str, max_tokens: int) -> str:
         """``text`` shortened to its first ``max_tokens`` tokens (at a token boundary)."""
         self.tok.no_truncation()

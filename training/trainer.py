@@ -10,7 +10,9 @@ Output directory::
     OUTPUT/run.json          the run's settings, task labels and data files (checked on --resume)
     OUTPUT/trainer/          Trainer checkpoints (checkpoint-N: encoder + heads + optimizer state)
     OUTPUT/metrics.jsonl     one JSON line per evaluation
+    OUTPUT/adapter/          with --adapter lora: the LoRA adapter alone (peft) + stilts-adapter.json
     OUTPUT/checkpoint/       the trained encoder alone (transformers) + tokenizer.json + stilts.json
+                             (with an adapter: the base with the adapter merged in)
     OUTPUT/model/            the exported model directory (ONNX fp32 + int8, manifest)
 """
 
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +38,12 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 TRAINER_DIR = "trainer"
 CHECKPOINT_DIR = "checkpoint"
+ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
+ADAPTERS = ("lora",)
+# BERT / XLM-R linear layers: attention projections, attention output, feed-forward in and out.
+LORA_TARGETS = ("query", "key", "value", "dense")
+_REGEX = re.compile(r"[\\.*+?()|\[\]^$]")
 # Settings a resumed run must share with the interrupted one.
 RESUME_KEYS = (
     "model",
@@ -49,6 +57,12 @@ RESUME_KEYS = (
     "sampling_cap",
     "freeze_embeddings",
     "max_train_examples",
+    "adapter",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "bitext_scale",
+    "bitext_margin",
 )
 
 
@@ -78,6 +92,11 @@ class TrainConfig:
             else the paper's middle layer).
         name: model name in the exported manifest.
         export: export ``OUTPUT/model`` at the end.
+        adapter: ``lora`` trains a LoRA adapter (peft) on the frozen encoder instead of the
+            whole encoder; None trains the encoder itself.
+        lora_rank / lora_alpha / lora_dropout / lora_targets: the LoRA settings (targets: module
+            name suffixes, default :data:`LORA_TARGETS`).
+        bitext_scale / bitext_margin: the bitext task's scale and additive margin.
     """
 
     tasks: list[str]
@@ -117,6 +136,13 @@ class TrainConfig:
     name: str | None = None
     export: bool = True
     progress: bool = True
+    adapter: str | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
+    bitext_scale: float = 20.0
+    bitext_margin: float = 0.2
 
     def validate(self) -> None:
         """Raise INVALID_ARGUMENT naming the first bad setting."""
@@ -152,6 +178,13 @@ class TrainConfig:
             ("doc_stride", self.doc_stride >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1"),
             ("bf16", not (self.bf16 and self.fp16), "bf16 and fp16 exclude each other"),
+            ("adapter", self.adapter in (None, *ADAPTERS), f"must be one of {ADAPTERS}"),
+            ("lora_rank", self.lora_rank >= 1, "must be >= 1"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            ("lora_targets", bool(self.lora_targets), "must name at least one module"),
+            ("bitext_scale", self.bitext_scale > 0, "must be > 0"),
+            ("bitext_margin", self.bitext_margin >= 0, "must be >= 0"),
         ]
         for field, ok, message in checks:
             if not ok:
@@ -240,9 +273,9 @@ def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
 
 
 def _default_name(base: str, tasks: list[str]) -> str:
-    from stilts.training.tasks import TASKS
+    from stilts.training.tasks import NINE_TASKS
 
-    suffix = "multitask" if set(tasks) == set(TASKS) else "+".join(tasks)
+    suffix = "multitask" if set(tasks) == set(NINE_TASKS) else "+".join(tasks)
     return f"{base}-stilts-{suffix}"
 
 
@@ -450,19 +483,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer) -> dict:
-    """Save the encoder with the manifest it will be exported with, then export it."""
-    from stilts.export import export_checkpoint
-    from stilts.training.finalize import base_manifest, save_checkpoint
-
-    config = model.encoder.config
-    base = base_manifest(model_path, config.num_hidden_layers, config.hidden_size)
-    if cfg.layer is not None:
-        base.layer = cfg.layer
-    base_name = base.name
-    base.name = cfg.name or _default_name(base_name, cfg.tasks)
-    base.source = {**base.source, "base_model": cfg.model if cfg.model != "default" else base_name}
-    base.training = {
+def _training_record(cfg: TrainConfig, base_name: str, run: dict, trainer) -> dict[str, Any]:
+    record = {
         "method": "STILTs intermediate-task training (Phang et al. 2020)",
         "base_model": base_name,
         "tasks": cfg.tasks,
@@ -487,8 +509,79 @@ def _finish(cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict,
         "data_files": run["data_files"],
         "dev_metrics": trainer.last_eval["tasks"] if trainer.last_eval else None,
     }
+    if "bitext" in cfg.tasks:
+        record["bitext"] = {"scale": cfg.bitext_scale, "margin": cfg.bitext_margin}
+    if cfg.adapter:
+        record["adapter"] = _adapter_settings(cfg)
+    return record
+
+
+def _adapter_settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "method": cfg.adapter,
+        "rank": cfg.lora_rank,
+        "alpha": cfg.lora_alpha,
+        "dropout": cfg.lora_dropout,
+        "targets": list(cfg.lora_targets),
+    }
+
+
+def _add_adapter(cfg: TrainConfig, encoder):
+    """Wrap the encoder in a peft LoRA model (only the adapter's weights train)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(cfg.lora_targets)
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        # one target with regex characters is a pattern on the full module name (peft's rule)
+        target_modules=targets[0] if len(targets) == 1 and _REGEX.search(targets[0]) else targets,
+        bias="none",
+    )
+    try:
+        wrapped = get_peft_model(encoder, config)
+    except ValueError as e:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--lora-targets {','.join(cfg.lora_targets)}: {e}",
+            field="lora_targets",
+        ) from e
+    trainable, total = wrapped.get_nb_trainable_parameters()
+    LOG.info("LoRA adapter: %d trainable of %d parameters", trainable, total)
+    return wrapped
+
+
+def _finish(
+    cfg: TrainConfig, model, model_path: str, tok_json: Path, run: dict, trainer, base
+) -> dict:
+    """Save the encoder (or the adapter, then the base with it merged in) with the manifest it
+    will be exported with, then export it."""
+    from stilts.adapters import merge_adapter, write_record
+    from stilts.export import export_checkpoint
+    from stilts.fsutil import atomic_directory
+    from stilts.training.finalize import save_checkpoint
+
+    base_name = base.name
+    base.name = cfg.name or _default_name(base_name, cfg.tasks)
+    base.source = {**base.source, "base_model": cfg.model if cfg.model != "default" else base_name}
+    base.training = _training_record(cfg, base_name, run, trainer)
     out: dict[str, Any] = {}
-    ckpt = save_checkpoint(model, tok_json, cfg.output / CHECKPOINT_DIR, base)
+    if cfg.adapter:
+        with atomic_directory(cfg.output / ADAPTER_DIR) as work:
+            model.encoder.save_pretrained(str(work))
+            write_record(
+                work,
+                {
+                    "name": base.name,
+                    "adapter": _adapter_settings(cfg),
+                    "manifest": base.to_dict(),
+                },
+            )
+        out["adapter"] = str(cfg.output / ADAPTER_DIR)
+        ckpt = merge_adapter(model_path, cfg.output / ADAPTER_DIR, cfg.output / CHECKPOINT_DIR)
+    else:
+        ckpt = save_checkpoint(model, tok_json, cfg.output / CHECKPOINT_DIR, base)
     out["checkpoint"] = str(ckpt)
     if cfg.export:
         manifest = export_checkpoint(ckpt, cfg.output / MODEL_DIR)
@@ -509,7 +602,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """
     cfg.validate()
     from stilts.training.sampling import parse_sampling
-    from stilts.training.tasks import parse_tasks
+    from stilts.training.tasks import BITEXT, parse_tasks
 
     specs = parse_tasks(cfg.tasks)
     cfg.tasks = [s.name for s in specs]
@@ -533,6 +626,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
 
     from stilts.training.batches import MultiTaskCollator
     from stilts.training.data import describe_files, load_task
+    from stilts.training.finalize import base_manifest
     from stilts.training.model import MultiTaskModel, load_encoder
     from stilts.training.sampling import (
         MultiTaskBatchSampler,
@@ -548,6 +642,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     model_path = resolve_model(cfg.model)
     tok_json = tokenizer_file(model_path)
     tok = TextTokenizer(tok_json)
+    encoder = load_encoder(model_path)
+    base = base_manifest(model_path, encoder.config.num_hidden_layers, encoder.config.hidden_size)
+    if cfg.layer is not None:
+        base.layer = cfg.layer
     saved_labels = saved["labels"] if saved else {}
     task_data = [
         load_task(
@@ -561,19 +659,25 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
             cfg.max_eval_examples,
             cfg.doc_stride,
             labels=saved_labels.get(spec.name),
+            prefix=base.prefixes.get("bitext", ""),
         )
         for spec in specs
     ]
 
     set_seed(cfg.seed)
-    encoder = load_encoder(model_path)
     _check_max_len(cfg, encoder.config)
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
+    if cfg.adapter:
+        encoder = _add_adapter(cfg, encoder)
     model = MultiTaskModel(
         encoder,
         {td.name: (td.spec.kind, td.num_labels) for td in task_data},
         freeze_embeddings=cfg.freeze_embeddings,
+        layer=base.layer,
+        pooling=base.pooling,
+        bitext_scale=cfg.bitext_scale,
+        bitext_margin=cfg.bitext_margin,
     )
 
     dataset = MultiTaskDataset({td.name: td.train_features for td in task_data})
@@ -581,7 +685,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     probs = task_probabilities(sizes, cfg.sampling, cfg.sampling_cap)
     per_epoch = epoch_batches(sizes, cfg.batch_size, cfg.sampling_cap)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
-    sampler = MultiTaskBatchSampler(sizes, cfg.batch_size, probs, per_epoch, cfg.seed)
+    keys = {
+        td.name: [(f.source_key, f.target_key) for f in td.train_features]
+        for td in task_data
+        if td.spec.kind == BITEXT
+    }
+    sampler = MultiTaskBatchSampler(sizes, cfg.batch_size, probs, per_epoch, cfg.seed, keys)
     has_dev = any(td.dev_features for td in task_data)
     run = {
         "config": cfg.to_dict(),
@@ -642,6 +751,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "task_probabilities": probs,
     }
     if trainer.is_world_process_zero():
-        summary.update(_finish(cfg, model, model_path, tok_json, run, trainer))
+        summary.update(_finish(cfg, model, model_path, tok_json, run, trainer, base))
     summary["seconds_total"] = round(time.perf_counter() - t_start, 2)
     return summary

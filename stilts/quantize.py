@@ -1,0 +1,244 @@
+"""Graph rewrites for fast CPU inference: transformer fusions and 4-bit block quantisation.
+
+``q4`` is weight-only 4-bit quantisation in blocks of 32 along each weight's input axis, one scale
+per block and zero point 8 (the Q4_0 layout): every MatMul weight (attention output and the
+feed-forward layers; the fused attention's QKV weight stays fp32) becomes a ``MatMulNBits`` node and
+the word-embedding table a ``GatherBlockQuantized`` node. A weight that already lies on such a grid
+(the default model's weights are dequantised Q4_0) is represented exactly, so the q4 graph computes
+with the fp32 graph's weights; any other weight is rounded to the nearest grid point (RTN) and the
+export's parity check decides whether the result may ship.
+
+``MatMulNBits`` with ``accuracy_level`` 4 quantises its input to int8 per block of 32 values of each
+row, so a row's result does not depend on the other rows of the batch (unlike dynamic int8, which
+scales a whole batch's activations by one number).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+BLOCK = 32
+ZERO_POINT = 8  # MatMulNBits' and GatherBlockQuantized's default for 4 bits
+MS_DOMAIN = "com.microsoft"
+
+
+@dataclasses.dataclass
+class Q4Weight:
+    """A [rows, cols] matrix in 4-bit blocks of 32 along ``cols``.
+
+    Attributes:
+        packed: uint8 [rows, cols / 2]; element 2i in the low nibble of byte i, 2i+1 in the high.
+        scales: float32 [rows, cols / 32].
+        max_abs_error: largest |dequantised - original| (0.0 when the matrix was on the grid).
+    """
+
+    packed: np.ndarray
+    scales: np.ndarray
+    max_abs_error: float
+
+
+def quantize_q4_blocks(w: np.ndarray) -> Q4Weight:
+    """Quantise each block of 32 values of each row of ``w`` the Q4_0 way.
+
+    The scale is ``v / -8`` where v is the block's value of largest magnitude (so v maps to code 0)
+    and codes are ``round(x / scale) + 8`` clipped to 0..15. On a block that already holds
+    ``scale * (code - 8)`` values with an fp16 scale (Q4_0), this returns that scale and those codes.
+    """
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    rows, cols = w.shape
+    if cols % BLOCK:
+        raise ValueError(f"cannot block-quantise {cols} columns in blocks of {BLOCK}")
+    blocks = w.reshape(rows, cols // BLOCK, BLOCK)
+    pick = np.abs(blocks).argmax(axis=2)[..., None]
+    scales = (np.take_along_axis(blocks, pick, axis=2)[..., 0] / -8.0).astype(np.float32)
+    safe = np.where(scales == 0, np.float32(1), scales)[..., None]
+    codes = np.clip(np.rint(blocks / safe) + ZERO_POINT, 0, 15).astype(np.uint8)
+    deq = (codes.astype(np.float32) - ZERO_POINT) * scales[..., None]
+    err = float(np.abs(deq - blocks).max()) if w.size else 0.0
+    flat = codes.reshape(rows, cols)
+    packed = (flat[:, 0::2] | (flat[:, 1::2] << 4)).astype(np.uint8)
+    return Q4Weight(packed=packed, scales=scales, max_abs_error=err)
+
+
+def dequantize_q4(q: Q4Weight) -> np.ndarray:
+    """The float32 matrix a :class:`Q4Weight` stands for."""
+    rows = q.packed.shape[0]
+    codes = np.empty((rows, q.packed.shape[1] * 2), dtype=np.float32)
+    codes[:, 0::2] = q.packed & 0x0F
+    codes[:, 1::2] = q.packed >> 4
+    blocks = codes.reshape(rows, -1, BLOCK) - ZERO_POINT
+    return (blocks * q.scales[..., None]).reshape(rows, -1)
+
+
+def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = False):
+    """onnxruntime's BERT fusions (attention, SkipLayerNorm, BiasGelu) on an fp32 ModelProto.
+
+    The embedding Gather stays a plain Gather (no EmbedLayerNormalization), so its table can be
+    quantised on its own. By default attention becomes one ``Attention`` node, whose packed QKV
+    weight stays fp32 (an input of the fused node); ``separate_qkv`` makes it
+    ``MultiHeadAttention`` fed by three plain MatMuls that q4 quantises too (a smaller file, but
+    measured slower at batch 1 and 32 on AVX2; see the issue-9 notes).
+    """
+    from stilts.ortload import load_onnxruntime
+
+    load_onnxruntime()  # telemetry off before onnxruntime's first import
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opts = FusionOptions("bert")
+    opts.enable_embed_layer_norm = False
+    opts.use_multi_head_attention = separate_qkv
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        opt = optimize_model(
+            model,
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden,
+            optimization_options=opts,
+            opt_level=0,
+        )
+    finally:
+        quiet.setLevel(level)
+    LOG.info("fused: %s", opt.get_fused_operator_statistics())
+    return opt.model
+
+
+def _initializers(model) -> dict:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def to_q4(model, accuracy_level: int = 4, embeddings: str = "q4") -> tuple[object, dict]:
+    """Rewrite a (fused) fp32 ModelProto to q4: MatMulNBits weights and a quantised word table.
+
+    Args:
+        model: an ONNX ModelProto (changed in place and returned).
+        accuracy_level: MatMulNBits' compute precision for activations (4 = int8, 1 = fp32).
+        embeddings: ``q4`` (GatherBlockQuantized), ``fp16`` or ``fp32`` for the word table.
+
+    Returns:
+        the model and a report: how many MatMuls were converted and the largest weight error.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = _initializers(model)
+    nodes = []
+    drop: set[str] = set()
+    converted = 0
+    max_err = 0.0
+    for node in model.graph.node:
+        w = inits.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type == "MatMul" and w is not None and len(w.dims) == 2:
+            k, n = w.dims
+            if k % BLOCK == 0:
+                q = quantize_q4_blocks(numpy_helper.to_array(w).T)
+                max_err = max(max_err, q.max_abs_error)
+                base = node.name or node.output[0]
+                b = numpy_helper.from_array(
+                    q.packed.reshape(n, k // BLOCK, BLOCK // 2), f"{base}_q4"
+                )
+                s = numpy_helper.from_array(q.scales.reshape(-1), f"{base}_q4_scales")
+                model.graph.initializer.extend([b, s])
+                drop.add(w.name)
+                nodes.append(
+                    helper.make_node(
+                        "MatMulNBits",
+                        [node.input[0], b.name, s.name],
+                        list(node.output),
+                        name=f"{base}_Q4",
+                        domain=MS_DOMAIN,
+                        K=k,
+                        N=n,
+                        bits=4,
+                        block_size=BLOCK,
+                        accuracy_level=accuracy_level,
+                    )
+                )
+                converted += 1
+                continue
+        if node.op_type == "Gather" and node.input[0] in inits and embeddings != "fp32":
+            table = inits[node.input[0]]
+            if len(table.dims) == 2 and table.dims[1] % BLOCK == 0 and table.dims[0] > 1024:
+                arr = numpy_helper.to_array(table)
+                base = node.name or node.output[0]
+                drop.add(table.name)
+                if embeddings == "fp16":
+                    t16 = numpy_helper.from_array(arr.astype(np.float16), f"{base}_fp16")
+                    cast_out = f"{base}_fp16_out"
+                    model.graph.initializer.append(t16)
+                    nodes.append(
+                        helper.make_node(
+                            "Gather", [t16.name, node.input[1]], [cast_out], name=base, axis=0
+                        )
+                    )
+                    nodes.append(
+                        helper.make_node(
+                            "Cast", [cast_out], list(node.output), name=f"{base}_cast", to=1
+                        )
+                    )
+                    continue
+                q = quantize_q4_blocks(arr)
+                max_err = max(max_err, q.max_abs_error)
+                d = numpy_helper.from_array(q.packed, f"{base}_q4")
+                s = numpy_helper.from_array(q.scales, f"{base}_q4_scales")
+                model.graph.initializer.extend([d, s])
+                nodes.append(
+                    helper.make_node(
+                        "GatherBlockQuantized",
+                        [d.name, node.input[1], s.name],
+                        list(node.output),
+                        name=f"{base}_Q4",
+                        domain=MS_DOMAIN,
+                        bits=4,
+                        block_size=BLOCK,
+                        gather_axis=0,
+                        quantize_axis=1,
+                    )
+                )
+                continue
+        nodes.append(node)
+    still_used = {i for n in nodes for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name not in drop or t.name in still_used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return model, {"matmuls": converted, "weight_max_abs_error": max_err}
+
+
+def build_q4(
+    fp32_path: Path, q4_path: Path, num_heads: int, hidden: int, accuracy_level: int = 4
+) -> dict:
+    """Write the q4 graph of an exported fp32 graph: fusions, then 4-bit weights and word table.
+
+    Returns:
+        :func:`to_q4`'s report (``weight_max_abs_error`` is 0.0 when the weights were on the grid).
+    """
+    import onnx
+
+    model = fuse_transformer(onnx.load(str(fp32_path)), num_heads, hidden)
+    model, report = to_q4(model, accuracy_level=accuracy_level)
+    save(model, q4_path)
+    LOG.info(
+        "q4: %d MatMuls, weight max abs error %.2e",
+        report["matmuls"],
+        report["weight_max_abs_error"],
+    )
+    return report
+
+
+def save(model, path: Path) -> None:
+    """Write a ModelProto as one file (fails beyond protobuf's 2 GB, far above these models)."""
+    import onnx
+
+    onnx.save_model(model, str(path))

