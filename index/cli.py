@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from stilts.cliutil import env_flag
-from stilts.encoder import PRECISION_CHOICES
+from stilts.cliutil import env_flag, precision_flag
 
 
 def _threshold(value: str) -> float:
@@ -176,14 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", default=None, help="where embedding caches live (default OUTPUT.cache/)"
     )
-    env_flag(
-        p,
-        "--precision",
-        env="STILTS_PRECISION",
-        default="auto",
-        choices=list(PRECISION_CHOICES),
-        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
-    )
+    precision_flag(p)
     p.add_argument(
         "--chunk-size", type=int, default=8192, help="sentences per encoded and cached chunk"
     )

@@ -7,8 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from stilts.cliutil import env_flag
-from stilts.encoder import PRECISION_CHOICES
+from stilts.cliutil import env_flag, precision_flag
 
 LOG = logging.getLogger(__name__)
 
@@ -182,14 +181,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="models to serve: installed names, model directories or NAME=DIR (the first is "
         "the default; the variable takes a comma-separated list)",
     )
-    env_flag(
-        g,
-        "--precision",
-        env="STILTS_PRECISION",
-        default="auto",
-        choices=list(PRECISION_CHOICES),
-        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
-    )
+    precision_flag(g)
     env_flag(
         g,
         "--device",

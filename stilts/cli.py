@@ -12,8 +12,7 @@ import json
 import sys
 
 from stilts import __version__
-from stilts.cliutil import env_flag, setup_logging
-from stilts.encoder import PRECISION_CHOICES
+from stilts.cliutil import env_flag, precision_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
 from stilts.inputs import LAYOUTS
 from stilts.records import TEXT_KINDS
@@ -175,14 +174,7 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         default="query",
         help="which manifest prefix to use (bitext: symmetric translation retrieval)",
     )
-    env_flag(
-        p,
-        "--precision",
-        env="STILTS_PRECISION",
-        default="auto",
-        choices=list(PRECISION_CHOICES),
-        help="which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
-    )
+    precision_flag(p)
     p.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     env_flag(
         p, "--threads", env="STILTS_THREADS", default=None, type=int, help="ONNX intra-op threads"

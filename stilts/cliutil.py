@@ -36,6 +36,26 @@ def env_flag(
     return parser.add_argument(*flags, default=value, type=type, help=help + extra, **kwargs)
 
 
+def precision_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    help: str = "which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
+    *,
+    default: str = "auto",
+    extra_choices: tuple[str, ...] = (),
+) -> argparse.Action:
+    """Add the one ``--precision`` flag (``STILTS_PRECISION``) that every encoding command takes."""
+    from stilts.encoder import PRECISION_CHOICES
+
+    return env_flag(
+        parser,
+        "--precision",
+        env="STILTS_PRECISION",
+        default=default,
+        choices=[*extra_choices, *PRECISION_CHOICES],
+        help=help,
+    )
+
+
 def setup_logging(verbose: int = 0) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(
