@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from stilts.benchmarks.timing import percentiles
+from stilts.fsutil import atomic_path
 
 LOG = logging.getLogger(__name__)
 
@@ -227,13 +228,13 @@ def run(
     }
     vec_path = work / f"search-{n}.npy"
     if not vec_path.is_file():
-        mm = np.lib.format.open_memmap(
-            work / "tmp.npy", mode="w+", dtype=np.float32, shape=(n + n_queries, xx.shape[1])
-        )
-        sv.derive(xx, en, n + n_queries, seed=1, sides=("en",), out={"en": mm})
-        mm.flush()
-        del mm
-        os.replace(work / "tmp.npy", vec_path)
+        with atomic_path(vec_path) as tmp:
+            mm = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.float32, shape=(n + n_queries, xx.shape[1])
+            )
+            sv.derive(xx, en, n + n_queries, seed=1, sides=("en",), out={"en": mm})
+            mm.flush()
+            del mm
     x = np.load(vec_path, mmap_mode="r")
     q = np.ascontiguousarray(x[:n_queries])
     np.save(work / "queries.npy", q)
@@ -275,18 +276,18 @@ def run(
         m = mine_n or n
         src_p, tgt_p = work / f"mine-src-{m}.npy", work / f"mine-tgt-{m}.npy"
         if not tgt_p.is_file():
-            arrs = {
-                side: np.lib.format.open_memmap(
-                    work / f"tmp-{side}.npy", mode="w+", dtype=np.float32, shape=(m, xx.shape[1])
-                )
-                for side in ("xx", "en")
-            }
-            sv.derive(xx, en, m, seed=2, out=arrs)
-            for a in arrs.values():
-                a.flush()
-            del arrs
-            os.replace(work / "tmp-xx.npy", src_p)
-            os.replace(work / "tmp-en.npy", tgt_p)
+            # tgt is renamed last: its presence means both files are complete
+            with atomic_path(tgt_p) as tmp_en, atomic_path(src_p) as tmp_xx:
+                arrs = {
+                    side: np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.float32, shape=(m, xx.shape[1])
+                    )
+                    for side, tmp in (("xx", tmp_xx), ("en", tmp_en))
+                }
+                sv.derive(xx, en, m, seed=2, out=arrs)
+                for a in arrs.values():
+                    a.flush()
+                del arrs
         src, tgt = np.load(src_p, mmap_mode="r"), np.load(tgt_p, mmap_mode="r")
         for kind in mine_kinds:
             LOG.info("scale: mining %d x %d with --index %s", m, m, kind)

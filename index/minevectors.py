@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import atomic_write, atomic_write_text
 from stilts.index import mining
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 
@@ -81,13 +82,9 @@ def load_vectors(path: str | os.PathLike, field: str) -> np.ndarray:
 
 def write_row_pairs(pairs: list[mining.MinedPair], output: Path) -> int:
     """Write ``score<TAB>src_row<TAB>tgt_row`` lines atomically; returns the number of lines."""
-    tmp = output.with_name(f".{output.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(output) as f:
         for p in pairs:
             f.write(f"{p.score:.6f}\t{p.src}\t{p.tgt}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
     return len(pairs)
 
 
@@ -191,8 +188,6 @@ def mine_vector_files(
         "engine": engine,
         "seconds": {name: round(v, 3) for name, v in seconds.items()},
     }
-    tmp = out.with_name(f".{out.name}.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out.with_name(out.name + ".json"))
+    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(summary, indent=2) + "\n")
     LOG.info("mined %d pairs from %d x %d vectors", len(pairs), len(x), len(y))
     return summary
