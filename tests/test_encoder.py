@@ -123,11 +123,18 @@ def test_bad_input_is_a_clear_error(encoder):
         Encoder("no-such-model-anywhere")
 
 
-def test_int8_loads_fast_and_reports_provider(default_model_dir):
-    # Best of two loads: the first may pay for a cold page cache (~1 s measured on 2 quiet cores).
-    loads = [Encoder(default_model_dir, precision="int8") for _ in range(2)]
-    assert all(e.provider == "CPUExecutionProvider" for e in loads)
-    assert min(e.load_seconds for e in loads) < 2.5, [e.load_seconds for e in loads]
+def test_default_loads_faster_than_int8_and_reports_provider(default_model_dir):
+    # Timing as a ratio in the same run (the machine is shared): the default q4 graph holds the
+    # weights as 4-bit blocks and loads faster than int8 (measured ~3x); best of two interleaved
+    # loads each, since the first may pay for a cold page cache.
+    loads: dict[str, list[float]] = {"auto": [], "int8": []}
+    for _ in range(2):
+        for precision in loads:
+            e = Encoder(default_model_dir, precision=precision)
+            assert e.provider == "CPUExecutionProvider"
+            loads[precision].append(e.load_seconds)
+    assert min(loads["auto"]) < min(loads["int8"]), loads
+    assert min(loads["auto"]) < 10, loads  # ~1 s on 2 quiet cores
 
 
 def test_manifest_matches_files(default_model_dir, encoder):
