@@ -108,3 +108,24 @@ def make_toy_xlmr(d: Path, texts, vocab_size: int = 400) -> Path:
     )
     transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(d)
     return d
+
+
+def set_ray_auth_mode(mode: str | None) -> None:
+    """Set this process's Ray authentication mode (``RAY_AUTH_MODE``; None: unset).
+
+    A local ``ray.init()`` switches the whole process to token authentication: it writes
+    ``RAY_AUTH_MODE=token`` into ``os.environ``, reloads Ray's cached config and loads the token
+    (``~/.ray/auth_token``); ``ray.shutdown()`` undoes none of it. A later driver in the same
+    process then refuses the unauthenticated calls of a cluster started without tokens (the
+    raylets asking the driver, the owner of the objects it put, where they are), and Ray reports
+    that as ``OwnerDiedError``. The tests that start Ray put the mode back with this, or pin it
+    to their cluster's.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")  # what Ray does itself after changing the mode: reload the cached config
+    AuthenticationTokenLoader.instance().reset_cache()  # and forget the token it loaded

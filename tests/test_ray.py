@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ray  # the ray extra: `make test` installs it, so CI runs these tests (no skip)
+from conftest import set_ray_auth_mode
 
 from stilts.index import knn as knn_mod
 from stilts.index import ray_engine
@@ -17,9 +19,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def local_ray():
+    prior = os.environ.get("RAY_AUTH_MODE")
     ray_engine.init(None, num_cpus=2)
     yield
     ray.shutdown()
+    set_ray_auth_mode(prior)  # local Ray turned token authentication on for the whole process
 
 
 def write_subset(dev_pack: Path, lang: str, side: str, n: int, out: Path) -> Path:

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray  # the ray extra: `make test` installs it, so CI runs these tests (no skip)
+from conftest import set_ray_auth_mode
 
 from stilts.index.minevectors import mine_vector_files
 from stilts.index.threads import omp_threads
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 START_TIMEOUT = 90
+AUTH_MODE = "RAY_AUTH_MODE"
 
 
 def _free_ports(n: int) -> list[int]:
@@ -53,7 +55,7 @@ def _node(args: list[str], temp: Path, log: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
+        AUTH_MODE: "disabled",
         "HOME": str(temp),
         "PYTHONPATH": _src_root(),
     }
@@ -103,6 +105,10 @@ def _descendant_runs(root: int, name: str) -> bool:
 
 @pytest.fixture
 def two_node_cluster():
+    # This driver speaks the nodes' authentication mode (none, on loopback), whatever an earlier
+    # local ray.init() in this process left behind (see conftest.set_ray_auth_mode).
+    prior = os.environ.get(AUTH_MODE)
+    set_ray_auth_mode("disabled")
     temp = Path(tempfile.mkdtemp(prefix="rt13-", dir="/tmp"))  # short: Ray's socket paths
     port, *worker_ports = _free_ports(8)
     head = _node(
@@ -158,6 +164,7 @@ def two_node_cluster():
             ray.shutdown()
         for proc in reversed(nodes):
             _kill(proc)
+        set_ray_auth_mode(prior)
         shutil.rmtree(temp, ignore_errors=True)
 
 
