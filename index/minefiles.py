@@ -190,12 +190,10 @@ def mine_files(
 
     t = time.perf_counter()
     x, y = caches[0].vectors(), caches[1].vectors()
-    if ray_mod is not None and mining.knn_kind(index, len(x), len(y)) == "flat":
-        nb = ray_mod.neighbours(x, y, k, block_size=block_size, shard_size=shard_size)
-    else:
-        nb = mining.neighbours(
-            x, y, k, index=index, block_size=block_size, shard_size=shard_size, progress=progress
-        )
+    engine_knn = ray_mod.neighbours if ray_mod is not None else mining.neighbours
+    nb = engine_knn(
+        x, y, k, index=index, block_size=block_size, shard_size=shard_size, progress=progress
+    )
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
     pairs = mining.select(nb, margin=margin, retrieval=retrieval, threshold=threshold)

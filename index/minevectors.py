@@ -112,7 +112,8 @@ def mine_vector_files(
         src, tgt: ``(n, dim)`` float32 L2-normalised vectors (memory-mapped).
         output: the TSV to write; ``OUTPUT.json`` gets the summary.
         k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`.
-        engine: ``local``, or ``ray`` (exact k-NN as one Ray task per shard).
+        engine: ``local``, or ``ray`` (one Ray task per database shard: exact tiles, or the
+            shard's IVF lists for ``ivf``/``ivfpq``; see :mod:`stilts.index.ray_engine`).
         ray_address: a Ray cluster (None: local Ray).
         block_size, shard_size: k-NN tile sizes.
         progress: tqdm bars.
@@ -122,8 +123,6 @@ def mine_vector_files(
     Returns:
         The summary dict (also written as JSON next to the output).
     """
-    from stilts.index.factory import AUTO_EXACT_MAX
-
     t0 = time.perf_counter()
     mining.check_options(k, margin, retrieval, threshold)
     if engine not in ("local", "ray"):
@@ -147,23 +146,16 @@ def mine_vector_files(
         )
     seconds["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    exact = index == "flat" or (index == "auto" and max(len(x), len(y)) <= AUTO_EXACT_MAX)
-    if engine == "ray" and exact:
+    knn_opts = dict(
+        index=index, block_size=block_size, shard_size=shard_size, progress=progress, nprobe=nprobe
+    )
+    if engine == "ray":
         from stilts.index import ray_engine
 
         ray_engine.init(ray_address, ray_num_cpus)
-        nb = ray_engine.neighbours(x, y, k, block_size=block_size, shard_size=shard_size)
+        nb = ray_engine.neighbours(x, y, k, **knn_opts)
     else:
-        nb = mining.neighbours(
-            x,
-            y,
-            k,
-            index=index,
-            block_size=block_size,
-            shard_size=shard_size,
-            progress=progress,
-            nprobe=nprobe,
-        )
+        nb = mining.neighbours(x, y, k, **knn_opts)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
     pairs = mining.select(nb, margin=margin, retrieval=retrieval, threshold=threshold)

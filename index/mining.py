@@ -91,6 +91,34 @@ def check_options(k: int, margin: str, retrieval: str, threshold: float | None) 
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "threshold must be finite", "threshold")
 
 
+def trained_index(database: np.ndarray, kind: str) -> tuple[faiss.Index, str]:
+    """An empty FAISS index of ``kind`` for ``database``, trained on its sample (the rows of
+    :func:`stilts.index.factory.train_rows`, FAISS's seeds): (index, factory string)."""
+    factory = fx.resolve_kind(kind, len(database), database.shape[1])
+    index = faiss.index_factory(database.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    fx.tune_training(index)
+    if not index.is_trained:
+        rows = fx.train_rows(len(database), factory)
+        index.train(np.ascontiguousarray(database[rows], dtype=np.float32))
+    return index, factory
+
+
+def set_search(index: faiss.Index, k: int, nprobe: int | None) -> None:
+    """Search settings of a mining index: ``nprobe`` IVF lists (default
+    :func:`stilts.index.factory.nprobe_for`), HNSW's efSearch for ``k``."""
+    ivf = fx.ivf_of(index)
+    if ivf is not None:
+        ivf.nprobe = min(ivf.nlist, nprobe or fx.nprobe_for(ivf.nlist))
+    hnsw = fx.hnsw_of(index)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
+
+
+def refine_fetch(k: int, n: int) -> int:
+    """Candidates per query that a compressed index fetches for re-ranking to ``k``."""
+    return min(n, k * fx.REFINE_FACTOR)
+
+
 def _approx_knn(
     queries: np.ndarray,
     database: np.ndarray,
@@ -99,40 +127,43 @@ def _approx_knn(
     block_size: int,
     nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    factory = fx.resolve_kind(kind, len(database), database.shape[1])
-    index = faiss.index_factory(database.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    fx.tune_training(index)
-    if not index.is_trained:
-        rows = fx.train_rows(len(database), factory)
-        index.train(np.ascontiguousarray(database[rows], dtype=np.float32))
+    index, factory = trained_index(database, kind)
     for start in range(0, len(database), DEFAULT_SHARD):
         index.add(np.ascontiguousarray(database[start : start + DEFAULT_SHARD], dtype=np.float32))
-    ivf = fx.ivf_of(index)
-    if ivf is not None:
-        ivf.nprobe = min(ivf.nlist, nprobe or fx.nprobe_for(ivf.nlist))
-    hnsw = fx.hnsw_of(index)
-    if hnsw is not None:
-        hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
+    set_search(index, k, nprobe)
     if fx.is_compressed(factory):
-        return _refined_search(index, queries, database, k, block_size)
+        fetch = refine_fetch(k, len(database))
+        return rerank_rows(
+            queries, lambda start, q: index.search(q, fetch)[1], database, k, block_size
+        )
     return search_index(index, queries, k, block_size)
 
 
-def _refined_search(
-    index: faiss.Index, queries: np.ndarray, database: np.ndarray, k: int, block_size: int
+def rerank_rows(
+    queries: np.ndarray,
+    candidates: Callable[[int, np.ndarray], np.ndarray],
+    database: np.ndarray,
+    k: int,
+    block_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Search a compressed index for ``REFINE_FACTOR * k`` candidates per query and keep the
-    exact top ``k`` among them (cosines from the database rows)."""
+    """The exact top ``k`` among each query's candidates, scored with the ``database`` rows.
+
+    Args:
+        queries: (nq, dim) query vectors.
+        candidates: (start, query block) -> (len(block), c) candidate rows of that block (-1 =
+            none), e.g. a compressed index's search.
+        database: the rows the candidates point to (memory map welcome).
+        k: results per query.
+        block_size: queries per block.
+    """
 
     def rows(ids: list[int]) -> np.ndarray:
         return np.asarray(database[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
 
-    fetch = min(len(database), k * fx.REFINE_FACTOR)
     best_d, best_i = empty_topk(len(queries), k)
     for start in range(0, len(queries), block_size):
         q = np.ascontiguousarray(queries[start : start + block_size], dtype=np.float32)
-        _, cand = index.search(q, fetch)
-        d, i = rerank(q, cand, rows, k)
+        d, i = rerank(q, candidates(start, q), rows, k)
         best_d[start : start + len(q)] = d
         best_i[start : start + len(q)] = i
     return best_d, best_i

@@ -14,10 +14,14 @@ Without an address, Ray starts locally (``num_cpus`` CPUs, no dashboard).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import faiss
 import numpy as np
 
+from stilts.index import factory as fx
+from stilts.index import mining
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn_tile, merge_topk
 from stilts.index.mining import Neighbours
 
@@ -162,27 +166,33 @@ def _shard_knn(queries: np.ndarray, shard: np.ndarray, k: int, offset: int, bloc
     return best_d, best_i
 
 
-def knn(
-    queries: np.ndarray,
+def _sharded_topk(
+    submit: Callable[[np.ndarray, int], Any],
     database: np.ndarray,
+    nq: int,
     k: int,
-    block_size: int = DEFAULT_BLOCK,
-    shard_size: int = DEFAULT_SHARD,
-    max_in_flight: int | None = None,
+    shard_size: int,
+    progress: bool = False,
+    desc: str = "knn",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-NN with one Ray task per database shard, merged in shard order."""
+    """Run ``submit(shard, start)`` (a Ray task: every query's top ``k`` in that database shard)
+    for each shard, at most two per cluster CPU in flight, and merge the results in shard order,
+    exactly as :func:`stilts.index.knn.knn` merges its tiles."""
     ray = _ray()
-    task = ray.remote(_shard_knn)
-    q_ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
-    limit = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
-    best_d, best_i = empty_topk(len(queries), k)
+    limit = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
+    best_d, best_i = empty_topk(nq, k)
     starts = list(range(0, len(database), shard_size))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(database), desc=f"{desc} (ray)", unit="vec")
     pending: dict[int, Any] = {}
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     next_merge = 0
     for n, start in enumerate(starts):
         shard = np.ascontiguousarray(database[start : start + shard_size], dtype=np.float32)
-        pending[n] = task.remote(q_ref, shard, k, start, block_size)
+        pending[n] = submit(shard, start)
         while len(pending) >= limit or (n == len(starts) - 1 and pending):
             ready, _ = ray.wait(list(pending.values()), num_returns=1)
             for m, ref in list(pending.items()):
@@ -192,18 +202,182 @@ def knn(
             while next_merge in results:  # merge strictly in shard order
                 d, i = results.pop(next_merge)
                 best_d, best_i = merge_topk(best_d, best_i, d, i, k)
+                if bar is not None:
+                    bar.update(min(shard_size, len(database) - starts[next_merge]))
                 next_merge += 1
+    if bar is not None:
+        bar.close()
     return best_d, best_i
+
+
+def knn(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    block_size: int = DEFAULT_BLOCK,
+    shard_size: int = DEFAULT_SHARD,
+    progress: bool = False,
+    desc: str = "knn",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN with one Ray task per database shard, merged in shard order."""
+    ray = _ray()
+    task = ray.remote(_shard_knn)
+    q_ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
+    return _sharded_topk(
+        lambda shard, start: task.remote(q_ref, shard, k, start, block_size),
+        database,
+        len(queries),
+        k,
+        shard_size,
+        progress,
+        desc,
+    )
+
+
+def _pretransforms(index: faiss.Index) -> list[faiss.VectorTransform]:
+    """The transforms an ``IndexPreTransform`` applies before its IVF (OPQ...), in order."""
+    if not isinstance(index, faiss.IndexPreTransform):
+        return []
+    return [faiss.downcast_VectorTransform(index.chain.at(j)) for j in range(index.chain.size())]
+
+
+def is_sharded_ivf(index: faiss.Index) -> bool:
+    """Whether ``index`` is an IVF (after pre-transforms) that Ray can scan shard by shard."""
+    inner = (
+        faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    )
+    return isinstance(inner, faiss.IndexIVF)
+
+
+def preassign(
+    index: faiss.Index, queries: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The query side of an IVF search, computed once on the driver block by block, as
+    ``index.search`` computes it: the pre-transformed queries (OPQ's rotation for ``ivfpq``) and
+    each one's ``nprobe`` nearest lists (coarse scores, list ids)."""
+    ivf = fx.ivf_of(index)
+    nq = len(queries)
+    qt = np.empty((nq, ivf.d), dtype=np.float32)
+    coarse_d = np.empty((nq, ivf.nprobe), dtype=np.float32)
+    coarse_i = np.empty((nq, ivf.nprobe), dtype=np.int64)
+    for start in range(0, nq, block_size):
+        q = np.ascontiguousarray(queries[start : start + block_size], dtype=np.float32)
+        for transform in _pretransforms(index):
+            q = transform.apply(q)
+        stop = start + len(q)
+        qt[start:stop] = q
+        coarse_d[start:stop], coarse_i[start:stop] = ivf.quantizer.search(q, ivf.nprobe)
+    return qt, coarse_d, coarse_i
+
+
+def _shard_ivf(
+    empty: np.ndarray,
+    query_side: tuple[np.ndarray, np.ndarray, np.ndarray],
+    shard: np.ndarray,
+    offset: int,
+    k: int,
+    block_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One target shard: added to a copy of the trained, empty index (rows numbered from
+    ``offset``), then every query block scans its preassigned lists of it."""
+    index = faiss.deserialize_index(empty)
+    ids = np.arange(offset, offset + len(shard), dtype=np.int64)
+    index.add_with_ids(np.ascontiguousarray(shard, dtype=np.float32), ids)
+    ivf = fx.ivf_of(index)
+    qt, coarse_d, coarse_i = query_side
+    ivf.nprobe = coarse_i.shape[1]
+    best_d, best_i = empty_topk(len(qt), k)
+    for start in range(0, len(qt), block_size):
+        stop = min(start + block_size, len(qt))
+        d, i = ivf.search_preassigned(qt[start:stop], k, coarse_i[start:stop], coarse_d[start:stop])
+        best_d[start:stop], best_i[start:stop] = d, i
+    return best_d, best_i
+
+
+def ivf_knn(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    index: faiss.Index,
+    factory: str,
+    block_size: int = DEFAULT_BLOCK,
+    shard_size: int = DEFAULT_SHARD,
+    progress: bool = False,
+    desc: str = "knn",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k-NN through a trained, empty IVF ``index`` whose lists are filled shard by
+    shard on Ray; the same results as :func:`stilts.index.mining.neighbours` on one machine.
+
+    The driver assigns every query block to its lists once (:func:`preassign`); each task adds one
+    database shard to a copy of ``index`` and scans it at those lists (FAISS
+    ``search_preassigned``); the per-shard top lists are merged in shard order. A compressed
+    ``factory`` (PQ) merges ``REFINE_FACTOR * k`` candidates by code score, then re-ranks them
+    with the exact database rows on the driver, as the local engine does.
+    """
+    ray = _ray()
+    task = ray.remote(_shard_ivf)
+    empty_ref = ray.put(faiss.serialize_index(index))
+    side_ref = ray.put(preassign(index, queries, block_size))
+    compressed = fx.is_compressed(factory)
+    fetch = mining.refine_fetch(k, len(database)) if compressed else k
+    d, i = _sharded_topk(
+        lambda shard, start: task.remote(empty_ref, side_ref, shard, start, fetch, block_size),
+        database,
+        len(queries),
+        fetch,
+        shard_size,
+        progress,
+        desc,
+    )
+    if compressed:
+        return mining.rerank_rows(
+            queries, lambda start, q: i[start : start + len(q)], database, k, block_size
+        )
+    d[i < 0] = -np.inf
+    return d, i
 
 
 def neighbours(
     src: np.ndarray,
     tgt: np.ndarray,
     k: int,
+    *,
+    index: str = "flat",
     block_size: int = DEFAULT_BLOCK,
     shard_size: int = DEFAULT_SHARD,
+    progress: bool = False,
+    nprobe: int | None = None,
 ) -> Neighbours:
-    """Both directions of exact k-NN on Ray (see :func:`stilts.index.mining.neighbours`)."""
-    fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size)
-    bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size)
+    """Both directions of k-NN on Ray, as :func:`stilts.index.mining.neighbours` computes them.
+
+    Exact search runs as tiles per database shard; IVF kinds (``ivf``, ``ivfpq``, ``auto`` past
+    the exact tier) are trained on the driver and scanned shard by shard (:func:`ivf_knn`); any
+    other approximate kind (HNSW) is searched on the driver.
+    """
+    kind = mining.knn_kind(index, len(src), len(tgt))
+    if kind == "flat":
+        fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
+        bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
+        return Neighbours(fd, fi, bd, bi)
+    dim = src.shape[1]
+    if not is_sharded_ivf(faiss.index_factory(dim, fx.resolve_kind(kind, len(tgt), dim))):
+        return mining.neighbours(
+            src,
+            tgt,
+            k,
+            index=index,
+            block_size=block_size,
+            shard_size=shard_size,
+            progress=progress,
+            nprobe=nprobe,
+        )
+    out = []
+    for queries, database, desc in ((src, tgt, "knn src->tgt"), (tgt, src, "knn tgt->src")):
+        kk = min(k, len(database))
+        trained, factory = mining.trained_index(database, kind)
+        mining.set_search(trained, kk, nprobe)
+        out.append(
+            ivf_knn(queries, database, kk, trained, factory, block_size, shard_size, progress, desc)
+        )
+    (fd, fi), (bd, bi) = out
     return Neighbours(fd, fi, bd, bi)

@@ -129,3 +129,19 @@ def set_ray_auth_mode(mode: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = mode
     Config.initialize("")  # what Ray does itself after changing the mode: reload the cached config
     AuthenticationTokenLoader.instance().reset_cache()  # and forget the token it loaded
+
+
+def clustered_pairs(n: int, dim: int, clusters: int = 50, seed: int = 0):
+    """Two sides of ``n`` translation-like pairs: a shared point near one of ``clusters`` centres
+    plus each side's own noise, L2-normalised float32 (IVF lists are then meaningful)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    noise = rng.standard_normal((n, dim)).astype(np.float32)
+    base = centres[rng.integers(0, clusters, n)] + 0.5 * noise
+    sides = []
+    for _ in range(2):
+        v = base + 0.25 * rng.standard_normal((n, dim)).astype(np.float32)
+        sides.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
+    return sides

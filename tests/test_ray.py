@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray  # the ray extra: `make test` installs it, so CI runs these tests (no skip)
-from conftest import set_ray_auth_mode
+from conftest import clustered_pairs, set_ray_auth_mode
 
 from stilts.index import knn as knn_mod
 from stilts.index import ray_engine
 from stilts.index.minefiles import mine_files
+from stilts.index.minevectors import mine_vector_files
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -58,3 +59,24 @@ def test_ray_engine_writes_the_local_engines_output(local_ray, dev_pack, encoder
         a = np.load(local[side]["cache"])
         b = np.load(remote[side]["cache"])
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
+def test_ray_approximate_mining_writes_the_local_engines_bytes(local_ray, tmp_path, kind):
+    # ivf/ivfpq: trained on the driver, each shard's lists filled and scanned by a Ray task at
+    # the driver's preassigned lists (ivfpq: PQ candidates merged, then re-ranked exactly);
+    # hnsw has no lists to shard and runs on the driver.
+    x, y = clustered_pairs(2000, 64)
+    src, tgt = tmp_path / "src.npy", tmp_path / "tgt.npy"
+    np.save(src, x)
+    np.save(tgt, y)
+    opts = dict(index=kind, nprobe=1, block_size=700, shard_size=500, progress=False)
+    local = mine_vector_files(src, tgt, tmp_path / "local.tsv", engine="local", **opts)
+    remote = mine_vector_files(src, tgt, tmp_path / "ray.tsv", engine="ray", **opts)
+    assert remote["engine"] == "ray" and local["pairs"] == remote["pairs"] > 1500
+    assert (tmp_path / "ray.tsv").read_bytes() == (tmp_path / "local.tsv").read_bytes()
+
+    if kind != "hnsw":  # one list probed: approximate, so the shards' lists did the work
+        exact = mine_vector_files(src, tgt, tmp_path / "exact.tsv", index="flat", progress=False)
+        assert exact["pairs"] > 1500
+        assert (tmp_path / "exact.tsv").read_bytes() != (tmp_path / "local.tsv").read_bytes()
