@@ -27,6 +27,7 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
+from stilts.index.listscan import search_by_list
 from stilts.records import MinedPair
 
 MARGINS = ("ratio", "distance", "absolute")
@@ -98,6 +99,7 @@ def _approx_knn(
     kind: str,
     block_size: int,
     nprobe: int | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     factory = fx.resolve_kind(kind, len(database), database.shape[1])
     index = faiss.index_factory(database.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -115,6 +117,8 @@ def _approx_knn(
         hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
     if fx.is_compressed(factory):
         return _refined_search(index, queries, database, k, block_size)
+    if isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat):
+        return search_by_list(ivf, queries, k, progress=progress)  # a whole side: list by list
     return search_index(index, queries, k, block_size)
 
 
@@ -178,8 +182,8 @@ def neighbours(
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
     else:
-        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size, nprobe)
-        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size, nprobe)
+        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size, nprobe, progress)
+        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size, nprobe, progress)
     return Neighbours(fd, fi, bd, bi)
 
 
