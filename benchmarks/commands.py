@@ -395,6 +395,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     for flag in ("max_pairs", "bucc_max", "speed_n", "repeats"):
         if getattr(args, flag) < 1:
             raise invalid(f"--{flag.replace('_', '-')} must be >= 1", flag.replace("_", "-"))
+    routes = precision_routes.check_routes([r.strip() for r in args.routes.split(",") if r.strip()])
     model_dir = resolve(args.model)
     work = Path(args.work_dir) if args.work_dir else stilts_home() / "routes" / model_dir.name
     tatoeba = (
@@ -408,7 +409,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     )
     results = precision_routes.run(
         args.model,
-        [r.strip() for r in args.routes.split(",") if r.strip()],
+        routes,
         work,
         tatoeba,
         bucc,
