@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     _register_accuracy(bsub)
     _register_speed(bsub)
+    _register_routes(bsub)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
@@ -284,3 +285,61 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     )
     _add_output_flags(p)
     p.set_defaults(func=commands.cmd_speed)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _register_routes(bsub: argparse._SubParsersAction) -> None:
+    from stilts.benchmarks.precision_routes import ROUTES
+
+    p = bsub.add_parser(
+        "routes",
+        help="ways to build the CPU graph (fusions, q4, int8 variants) measured side by side",
+        description="Builds each route's graph from the model's fp32 graph once (into "
+        "--work-dir) and measures, in one process: file size, load time, parity with fp32 and "
+        "batch invariance (32 sentences alone vs in one batch), sentences/s at each batch size "
+        "(interleaved rounds, median; ratios vs the shipped int8), Tatoeba cosine/margin top-1 "
+        "on every language (deltas vs fp32, the worst language) and BUCC F1. Routes: "
+        + "; ".join(f"{n}: {r.description}" for n, r in ROUTES.items()),
+    )
+    env_flag(p, "--model", env="STILTS_MODEL", default="default", help="stilts model name or dir")
+    p.add_argument(
+        "--routes",
+        default=",".join(ROUTES),
+        help="comma-separated routes (default: all; fp32 is always measured, as the reference)",
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="where built graphs are kept between runs (default: $STILTS_HOME/routes/<model>)",
+    )
+    p.add_argument(
+        "--tatoeba",
+        default=str(Path(DEFAULT_DEV_PACK) / "tatoeba"),
+        help="Tatoeba directory (either layout); '' to skip",
+    )
+    p.add_argument(
+        "--bucc", default=str(Path(DEFAULT_DEV_PACK) / "bucc"), help="BUCC directory; '' to skip"
+    )
+    p.add_argument("--languages", default=None, help="Tatoeba languages (default: all)")
+    p.add_argument("--bucc-languages", default=None, help="BUCC pairs (default: all)")
+    p.add_argument("--max-pairs", type=int, default=100, help="first N Tatoeba pairs per language")
+    p.add_argument(
+        "--bucc-max",
+        type=int,
+        default=500,
+        help="subsample each BUCC set to N xx sentences, keeping the gold/distractor shares",
+    )
+    p.add_argument(
+        "--speed-n",
+        type=int,
+        default=256,
+        help="dev sentences for speed, parity and calibration (round-robin over languages)",
+    )
+    p.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes to time")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median) and loads")
+    p.add_argument("--output", required=True, help="results JSON to write")
+    p.add_argument("--report", default=None, help="Markdown table to write (also printed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no printed table")
+    p.set_defaults(func=commands.cmd_routes)

@@ -382,3 +382,50 @@ def cmd_speed(args: argparse.Namespace) -> int:
         pass
     write_outputs(out, args, speed_report)
     return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    import sys
+
+    from stilts.benchmarks import data as bdata
+    from stilts.benchmarks import environment, precision_routes
+    from stilts.errors import invalid
+    from stilts.models import resolve, stilts_home
+
+    for flag in ("max_pairs", "bucc_max", "speed_n", "repeats"):
+        if getattr(args, flag) < 1:
+            raise invalid(f"--{flag.replace('_', '-')} must be >= 1", flag.replace("_", "-"))
+    routes = precision_routes.check_routes([r.strip() for r in args.routes.split(",") if r.strip()])
+    model_dir = resolve(args.model)
+    work = Path(args.work_dir) if args.work_dir else stilts_home() / "routes" / model_dir.name
+    tatoeba = (
+        bdata.read_tatoeba(args.tatoeba, languages(args.languages), args.max_pairs)
+        if args.tatoeba
+        else None
+    )
+    bucc = bdata.read_bucc(args.bucc, languages(args.bucc_languages)) if args.bucc else None
+    sentences = dev_sentences(
+        Path(args.tatoeba or Path(DEFAULT_DEV_PACK) / "tatoeba"), args.speed_n
+    )
+    results = precision_routes.run(
+        args.model,
+        routes,
+        work,
+        tatoeba,
+        bucc,
+        sentences,
+        ints(args.batch_sizes, "batch-sizes"),
+        repeats=args.repeats,
+        bucc_max=args.bucc_max,
+        progress=not args.quiet,
+    )
+    results = {"header": environment.header(["stilts", *sys.argv[1:]]), **results}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    text = precision_routes.markdown(results)
+    if args.report:
+        atomic_write_text(Path(args.report), text + "\n")
+    if not args.quiet:
+        print(text)
+    return 0

@@ -81,7 +81,8 @@ class System:
 
 
 class StiltsSystem(System):
-    """A stilts model (name or directory) at one precision, with the manifest's ``kind`` prefix."""
+    """A stilts model (name or directory) at one precision, with the manifest's ``kind`` prefix
+    (``graph``: another ONNX graph of the same model instead, see :class:`stilts.Encoder`)."""
 
     def __init__(
         self,
@@ -90,10 +91,11 @@ class StiltsSystem(System):
         kind: str = "bitext",
         name: str | None = None,
         batch_size: int = 64,
+        graph: str | os.PathLike | None = None,
     ):
         from stilts import Encoder
 
-        self.encoder = Encoder(model, precision=precision)
+        self.encoder = Encoder(model, precision=precision, graph=graph)
         self.model = str(model)
         self.kind = kind
         self.batch_size = batch_size

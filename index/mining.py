@@ -27,6 +27,7 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
+from stilts.index.listscan import search_by_list
 from stilts.records import MinedPair
 
 MARGINS = ("ratio", "distance", "absolute")
@@ -114,6 +115,12 @@ def set_search(index: faiss.Index, k: int, nprobe: int | None) -> None:
         hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
 
 
+def scans_by_list(index: faiss.Index) -> bool:
+    """Whether mining searches ``index`` list by list (:func:`stilts.index.listscan.search_by_list`:
+    IVF-Flat) rather than query by query."""
+    return isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat)
+
+
 def refine_fetch(k: int, n: int) -> int:
     """Candidates per query that a compressed index fetches for re-ranking to ``k``."""
     return min(n, k * fx.REFINE_FACTOR)
@@ -126,6 +133,7 @@ def _approx_knn(
     kind: str,
     block_size: int,
     nprobe: int | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     index, factory = trained_index(database, kind)
     for start in range(0, len(database), DEFAULT_SHARD):
@@ -136,6 +144,8 @@ def _approx_knn(
         return rerank_rows(
             queries, lambda start, q: index.search(q, fetch)[1], database, k, block_size
         )
+    if scans_by_list(index):
+        return search_by_list(fx.ivf_of(index), queries, k, progress=progress)  # list by list
     return search_index(index, queries, k, block_size)
 
 
@@ -209,8 +219,8 @@ def neighbours(
         fd, fi = knn(src, tgt, min(k, len(tgt)), block_size, shard_size, progress, "knn src->tgt")
         bd, bi = knn(tgt, src, min(k, len(src)), block_size, shard_size, progress, "knn tgt->src")
     else:
-        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size, nprobe)
-        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size, nprobe)
+        fd, fi = _approx_knn(src, tgt, min(k, len(tgt)), kind, block_size, nprobe, progress)
+        bd, bi = _approx_knn(tgt, src, min(k, len(src)), kind, block_size, nprobe, progress)
     return Neighbours(fd, fi, bd, bi)
 
 

@@ -5,8 +5,12 @@
   cluster has GPUs). Chunks are the local engine's chunks, so the vectors are identical (the int8
   graph quantises activations per batch, so the batch composition matters). Texts travel through
   the object store in windows, so the driver never holds a whole file.
-- k-NN runs as one Ray task per database shard (every query block against that shard), merged
-  on the driver shard by shard, exactly as :func:`stilts.index.knn.knn` does locally.
+- k-NN runs as one Ray task per database shard (every query against that shard), merged on the
+  driver shard by shard, exactly as :func:`stilts.index.knn.knn` does locally. Exact search
+  scores tiles; IVF kinds (``ivf``, ``ivfpq``) are trained on the driver, which also assigns
+  every query to its lists once, and each task fills its shard into the trained lists and
+  scans them (:func:`ivf_knn`). A node holds its shard's lists and the quantizer; the queries
+  and their list ids go out, top-k lists come back.
 
 Without an address, Ray starts locally (``num_cpus`` CPUs, no dashboard).
 """
@@ -21,7 +25,7 @@ import faiss
 import numpy as np
 
 from stilts.index import factory as fx
-from stilts.index import mining
+from stilts.index import listscan, mining
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn_tile, merge_topk
 from stilts.index.mining import Neighbours
 
@@ -251,11 +255,18 @@ def is_sharded_ivf(index: faiss.Index) -> bool:
 
 def preassign(
     index: faiss.Index, queries: np.ndarray, block_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query side of an IVF search, computed once on the driver block by block, as
-    ``index.search`` computes it: the pre-transformed queries (OPQ's rotation for ``ivfpq``) and
-    each one's ``nprobe`` nearest lists (coarse scores, list ids)."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The query side of an IVF search, computed once on the driver exactly as the local engine
+    computes it: (queries as the lists see them, coarse scores, the ``nprobe`` list ids).
+
+    IVF-Flat is scanned list by list (:mod:`stilts.index.listscan`): the queries and their
+    lists (no scores needed). Other IVF kinds are searched block by block as ``index.search``
+    does: the pre-transformed queries (OPQ's rotation for ``ivfpq``), coarse scores and lists.
+    """
     ivf = fx.ivf_of(index)
+    if mining.scans_by_list(index):
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return q, None, listscan.coarse_assign(ivf, q)
     nq = len(queries)
     qt = np.empty((nq, ivf.d), dtype=np.float32)
     coarse_d = np.empty((nq, ivf.nprobe), dtype=np.float32)
@@ -272,20 +283,22 @@ def preassign(
 
 def _shard_ivf(
     empty: np.ndarray,
-    query_side: tuple[np.ndarray, np.ndarray, np.ndarray],
+    query_side: tuple[np.ndarray, np.ndarray | None, np.ndarray],
     shard: np.ndarray,
     offset: int,
     k: int,
     block_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One target shard: added to a copy of the trained, empty index (rows numbered from
-    ``offset``), then every query block scans its preassigned lists of it."""
+    ``offset``), then scanned at every query's preassigned lists (see :func:`preassign`)."""
     index = faiss.deserialize_index(empty)
     ids = np.arange(offset, offset + len(shard), dtype=np.int64)
     index.add_with_ids(np.ascontiguousarray(shard, dtype=np.float32), ids)
     ivf = fx.ivf_of(index)
     qt, coarse_d, coarse_i = query_side
     ivf.nprobe = coarse_i.shape[1]
+    if coarse_d is None:
+        return listscan.search_by_list(ivf, qt, k, assign=coarse_i)
     best_d, best_i = empty_topk(len(qt), k)
     for start in range(0, len(qt), block_size):
         stop = min(start + block_size, len(qt))
@@ -308,11 +321,17 @@ def ivf_knn(
     """Approximate k-NN through a trained, empty IVF ``index`` whose lists are filled shard by
     shard on Ray; the same results as :func:`stilts.index.mining.neighbours` on one machine.
 
-    The driver assigns every query block to its lists once (:func:`preassign`); each task adds one
-    database shard to a copy of ``index`` and scans it at those lists (FAISS
+    The driver assigns every query to its lists once (:func:`preassign`); each task adds one
+    database shard to a copy of ``index`` and scans it at those lists (IVF-Flat list by list as
+    :func:`stilts.index.listscan.search_by_list`, other kinds with FAISS
     ``search_preassigned``); the per-shard top lists are merged in shard order. A compressed
     ``factory`` (PQ) merges ``REFINE_FACTOR * k`` candidates by code score, then re-ranks them
     with the exact database rows on the driver, as the local engine does.
+
+    The results equal the local engine's when both run FAISS on the same number of threads per
+    tile (BLAS rounding differs in the last bit between thread counts), except where candidates
+    tie exactly at the k-th place (identical codes in one list, e.g. duplicate rows): one
+    machine keeps the tie FAISS's heap keeps, Ray the one of the first shard.
     """
     ray = _ray()
     task = ray.remote(_shard_ivf)

@@ -226,8 +226,15 @@ def q4_parity(
     }
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantisation, per-channel weights (MatMul and the embedding Gather)."""
+def quantize_int8(
+    fp32_path: Path,
+    int8_path: Path,
+    op_types: tuple[str, ...] = ("MatMul", "Gather"),
+    reduce_range: bool = False,
+    unsigned_weights: bool = False,
+) -> None:
+    """Dynamic int8 quantisation with per-channel weights (by default MatMul and the embedding
+    Gather, signed weights: the shipped ``model.int8.onnx``)."""
     load_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -239,8 +246,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
             str(fp32_path),
             str(int8_path),
             per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gather"],
+            reduce_range=reduce_range,
+            weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
+            op_types_to_quantize=list(op_types),
         )
     finally:
         root.setLevel(level)

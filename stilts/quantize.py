@@ -116,13 +116,16 @@ def _initializers(model) -> dict:
     return {t.name: t for t in model.graph.initializer}
 
 
-def to_q4(model, accuracy_level: int = 4, embeddings: str = "q4") -> tuple[object, dict]:
+def to_q4(
+    model, accuracy_level: int = 4, embeddings: str = "q4", matmuls: bool = True
+) -> tuple[object, dict]:
     """Rewrite a (fused) fp32 ModelProto to q4: MatMulNBits weights and a quantised word table.
 
     Args:
         model: an ONNX ModelProto (changed in place and returned).
         accuracy_level: MatMulNBits' compute precision for activations (4 = int8, 1 = fp32).
         embeddings: ``q4`` (GatherBlockQuantized), ``fp16`` or ``fp32`` for the word table.
+        matmuls: rewrite the MatMul weights (False: only the word table changes).
 
     Returns:
         the model and a report: how many MatMuls were converted and the largest weight error.
@@ -136,7 +139,7 @@ def to_q4(model, accuracy_level: int = 4, embeddings: str = "q4") -> tuple[objec
     max_err = 0.0
     for node in model.graph.node:
         w = inits.get(node.input[1]) if len(node.input) > 1 else None
-        if node.op_type == "MatMul" and w is not None and len(w.dims) == 2:
+        if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2:
             k, n = w.dims
             if k % BLOCK == 0:
                 q = quantize_q4_blocks(numpy_helper.to_array(w).T)
