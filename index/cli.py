@@ -149,7 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "16..256; lower is faster, recall drops); .npy inputs only",
     )
     p.add_argument(
-        "--engine", choices=["local", "ray"], default="local", help="run here, or on Ray"
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="run here, or on Ray (encoding, and k-NN as one task per database shard: "
+        "exact tiles, or the shard's IVF lists for ivf/ivfpq)",
     )
     env_flag(
         p,

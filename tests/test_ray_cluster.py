@@ -1,6 +1,6 @@
 """``stilts mine --engine ray`` on a two-node Ray cluster on loopback (``ray start --head`` plus
-``ray start --address``): the output is byte-identical to the local engine's, and the job
-survives the loss of the second node mid-run (Ray retries its tasks on the head node).
+``ray start --address``): the output is byte-identical to the local engine's, exact and IVF, and
+the job survives the loss of the second node mid-run (Ray retries its tasks on the head node).
 
 The cluster runs under this test's own temp dir and process groups, on 127.0.0.1 only, and is
 killed (both nodes' process groups) however the test ends; no other Ray on the machine is touched.
@@ -191,6 +191,18 @@ def test_two_nodes_match_the_local_engine_and_survive_losing_one(two_node_cluste
     # 1. both nodes up: identical bytes
     mine_vector_files(src, tgt, tmp_path / "ray.tsv", engine="ray", ray_address=address, **opts)
     assert (tmp_path / "ray.tsv").read_bytes() == (tmp_path / "local.tsv").read_bytes()
+
+    # 1b. IVF: trained and preassigned on this driver, each shard's lists filled and scanned on
+    # the nodes; the driver's FAISS on 1 thread as the local run's
+    ivf = dict(opts, index="ivf", nprobe=8)
+    with omp_threads(1):
+        local_ivf = mine_vector_files(src, tgt, tmp_path / "ivf.tsv", engine="local", **ivf)
+        mine_vector_files(
+            src, tgt, tmp_path / "ray-ivf.tsv", engine="ray", ray_address=address, **ivf
+        )
+    assert (tmp_path / "ray-ivf.tsv").read_bytes() == (tmp_path / "ivf.tsv").read_bytes()
+    assert (tmp_path / "ivf.tsv").read_bytes() != (tmp_path / "local.tsv").read_bytes()
+    assert local_ivf["pairs"] > 15000
 
     # 2. the second node is killed while it runs a k-NN task: the job still completes, same bytes
     result: dict = {}
