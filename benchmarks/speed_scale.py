@@ -345,13 +345,15 @@ if __name__ == "__main__":
 def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[dict]:
     """Scale-out estimates for mining ``N x N`` on ``M`` Ray nodes from this run's per-node figures.
 
-    Exact k-NN (``--index flat --engine ray``, what the Ray engine distributes today): every
-    node gets database shards and scores all N queries against them; the rate is the measured
-    exact-search rate (``exact_knn_seconds``: ``queries x n`` dot products on this machine). IVF
-    kinds (one index per shard, each query visits ``nprobe`` lists of each): the rate is the
-    measured vectors-scanned-per-second of the ``stilts mine --index K`` runs. Memory per node is
-    the measured serving bytes per vector (anonymous RSS at ``n``) times the shard size; network
-    is what each node receives (both sides' query vectors) and sends back (top-k ids + scores).
+    Exact k-NN (``--index flat --engine ray``): every node gets database shards and scores all N
+    queries against them; the rate is the measured exact-search rate (``exact_knn_seconds``:
+    ``queries x n`` dot products on this machine). IVF kinds (``--index K --engine ray``: one
+    index trained for the whole side, ``nlist_for(N)`` lists; each node fills its shards' rows
+    into them and scans each query's ``nprobe`` lists): the rate is the measured
+    vectors-scanned-per-second of the ``stilts mine --index K`` runs. Memory per node is the
+    measured serving bytes per vector (anonymous RSS at ``n``) times the shard size; network is
+    what each node receives (both sides' queries, plus their list ids for IVF) and sends back
+    (top-k ids + scores; ``ivfpq``: ``REFINE_FACTOR x k`` candidates, re-ranked on the driver).
     """
     from stilts.index import factory as fx
     from stilts.index.knn import DEFAULT_SHARD
@@ -376,14 +378,17 @@ def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[
         for nodes in (1, 8, 64) if big < 10**9 else (64, 256, 1024):
             shard = big / nodes
             for kind in ("flat", *[x for x in ("ivf", "ivfpq") if x in rates]):
+                fetch, side = k, dim * 4  # per query: results kept, bytes sent to each node
                 if kind == "flat":
                     work = 2 * big * shard
                 else:
-                    nl = fx.nlist_for(int(shard))
-                    work = 2 * big * rates[f"{kind}_nprobe"] * shard / nl
-                # the Ray engine's data flow: the query matrix is put once and pulled by every
+                    nprobe = rates[f"{kind}_nprobe"]
+                    work = 2 * big * nprobe * shard / fx.nlist_for(big)
+                    side += nprobe * (12 if kind == "ivfpq" else 8)  # list ids (+ coarse scores)
+                    fetch = k * fx.REFINE_FACTOR if kind == "ivfpq" else k
+                # the Ray engine's data flow: the query side is put once and pulled by every
                 # node, each database shard (DEFAULT_SHARD rows) is shipped to one task, and each
-                # task returns (queries x k) scores + ids; both directions
+                # task returns (queries x fetch) scores + ids; both directions
                 tasks = max(1.0, shard / DEFAULT_SHARD)
                 out.append(
                     {
@@ -392,8 +397,8 @@ def plan(r: dict, sizes: tuple[int, ...] = (10_000_000, 1_000_000_000)) -> list[
                         "kind": kind,
                         "knn_hours_per_node": work / rates[kind] / 3600,
                         "index_gib_per_node": per_vec.get(kind, 4 * dim) * shard / 2**30,
-                        "received_gib_per_node": 2 * (big + shard) * dim * 4 / 2**30,
-                        "sent_gib_per_node": 2 * tasks * big * k * 12 / 2**30,
+                        "received_gib_per_node": 2 * (big * side + shard * dim * 4) / 2**30,
+                        "sent_gib_per_node": 2 * tasks * big * fetch * 12 / 2**30,
                     }
                 )
     return out
