@@ -328,10 +328,12 @@ def ivf_knn(
     ``factory`` (PQ) merges ``REFINE_FACTOR * k`` candidates by code score, then re-ranks them
     with the exact database rows on the driver, as the local engine does.
 
-    The results equal the local engine's when both run FAISS on the same number of threads per
-    tile (BLAS rounding differs in the last bit between thread counts), except where candidates
-    tie exactly at the k-th place (identical codes in one list, e.g. duplicate rows): one
-    machine keeps the tie FAISS's heap keeps, Ray the one of the first shard.
+    The results equal the local engine's when both run FAISS on the same number of threads
+    (BLAS rounds differently between thread counts), except (1) where candidates tie exactly at
+    the k-th place (identical codes in one list, e.g. duplicate rows): one machine keeps the one
+    FAISS's heap keeps, Ray the one of the first shard; (2) IVF-Flat scores in their last bit
+    when lists are long: one machine scores a whole list in one BLAS product, a shard its rows of
+    it, and BLAS rounding depends on the product's shape.
     """
     ray = _ray()
     task = ray.remote(_shard_ivf)
