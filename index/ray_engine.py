@@ -382,16 +382,8 @@ def neighbours(
         return Neighbours(fd, fi, bd, bi)
     dim = src.shape[1]
     if not is_sharded_ivf(faiss.index_factory(dim, fx.resolve_kind(kind, len(tgt), dim))):
-        return mining.neighbours(
-            src,
-            tgt,
-            k,
-            index=index,
-            block_size=block_size,
-            shard_size=shard_size,
-            progress=progress,
-            nprobe=nprobe,
-        )
+        local = dict(index=index, block_size=block_size, shard_size=shard_size, nprobe=nprobe)
+        return mining.neighbours(src, tgt, k, progress=progress, **local)  # HNSW: no lists
     out = []
     for queries, database, desc in ((src, tgt, "knn src->tgt"), (tgt, src, "knn tgt->src")):
         kk = min(k, len(database))
