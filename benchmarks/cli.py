@@ -258,7 +258,9 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         default="stilts-scale",
         help="work directory for the scale section (vectors, indices; ~10 GB at 1M)",
     )
-    g.add_argument("--scale-kinds", default="flat,ivf,ivfpq", help="index kinds to scale")
+    g.add_argument(
+        "--scale-kinds", default="flat,ivf,ivfpq", help="index kinds to scale ('' for none)"
+    )
     g.add_argument(
         "--mine-kinds", default="ivf,ivfpq", help="stilts mine --index kinds ('' for none)"
     )

@@ -367,7 +367,9 @@ def cmd_speed(args: argparse.Namespace) -> int:
             n,
             args.scale_dir,
             args.tatoeba,
-            kinds=tuple(choices(args.scale_kinds, speed_scale.SEARCH_KINDS, "scale-kinds")),
+            kinds=tuple(choices(args.scale_kinds, speed_scale.SEARCH_KINDS, "scale-kinds"))
+            if args.scale_kinds
+            else (),
             mine_kinds=tuple(choices(args.mine_kinds, speed_scale.MINE_KINDS, "mine-kinds"))
             if args.mine_kinds
             else (),
