@@ -337,6 +337,14 @@ def ivf_knn(
     """
     ray = _ray()
     task = ray.remote(_shard_ivf)
+    LOG.info(
+        "%s: %s over %d shards of %d rows on Ray (nprobe %d)",
+        desc,
+        factory,
+        -(-len(database) // shard_size),
+        shard_size,
+        fx.ivf_of(index).nprobe,
+    )
     empty_ref = ray.put(faiss.serialize_index(index))
     side_ref = ray.put(preassign(index, queries, block_size))
     compressed = fx.is_compressed(factory)
