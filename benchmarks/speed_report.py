@@ -270,7 +270,9 @@ def _scale(r: dict) -> list[str]:
                 [
                     kind,
                     f"{m['n']:,}",
+                    str(m.get("nprobe") or "default"),
                     _f(m["wall_seconds"], 0),
+                    _f((m.get("summary_seconds") or {}).get("knn"), 0),
                     _gib(m["peak_rss"]),
                     f"{m['pairs']:,}",
                     _f(m["precision_vs_truth"], 3),
@@ -287,7 +289,9 @@ def _scale(r: dict) -> list[str]:
             [
                 "--index",
                 "per side",
+                "--nprobe",
                 "wall s",
+                "of it k-NN s",
                 "peak RSS GiB",
                 "pairs",
                 "precision (truth)",
