@@ -310,7 +310,10 @@ def test_6_embed_stream_deadline_is_deadline_exceeded_without_error_logs(g, serv
             assert e.value.code() == C.DEADLINE_EXCEEDED
         time.sleep(1.5)
     after = scrape(server.metrics_url)
-    assert set(counted(before, after, "EmbedStream")) == {"DEADLINE_EXCEEDED"}
+    # every call the client abandoned ends DEADLINE_EXCEEDED on the server, except a stream the
+    # server had already answered before the expiry reached it (OK): never an error code
+    codes = set(counted(before, after, "EmbedStream"))
+    assert "DEADLINE_EXCEEDED" in codes and codes <= {"DEADLINE_EXCEEDED", "OK"}, codes
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[-2000:]
 
 
