@@ -136,6 +136,7 @@ def _int8_static(src: Source, out: Path) -> None:
     )
 
     from stilts.encoder import Encoder
+    from stilts.export import pad_ids
 
     enc = Encoder(src.model_dir, precision="fp32", threads=1)
     toks = enc.tokenize(src.calibration, kind="bitext")
@@ -148,13 +149,7 @@ def _int8_static(src: Source, out: Path) -> None:
             start = next(self.batches, None)
             if start is None:
                 return None
-            items = toks[start : start + 16]
-            longest = max(len(t) for t in items)
-            ids = np.full((len(items), longest), enc.pad_id, dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for row, t in enumerate(items):
-                ids[row, : len(t)] = t.ids
-                mask[row, : len(t)] = 1
+            ids, mask = pad_ids([t.ids for t in toks[start : start + 16]], enc.pad_id)
             return {"input_ids": ids, "attention_mask": mask}
 
     root = logging.getLogger()  # the quantiser logs every node on the root logger

@@ -167,7 +167,8 @@ def _token_ids(tokenizer_file: Path, texts: list[str], max_len: int) -> tuple[li
     return [e.ids for e in tok.encode_batch(texts)], tok.token_to_id("<pad>") or 0
 
 
-def _pad(rows: list, pad: int):
+def pad_ids(rows: list, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id rows padded to the longest: (input_ids, attention_mask), int64."""
     longest = max(len(r) for r in rows)
     ids = np.full((len(rows), longest), pad, dtype=np.int64)
     mask = np.zeros_like(ids)
@@ -178,7 +179,7 @@ def _pad(rows: list, pad: int):
 
 
 def _batch(tokenizer_file: Path, texts: list[str], max_len: int):
-    return _pad(*_token_ids(tokenizer_file, texts, max_len))
+    return pad_ids(*_token_ids(tokenizer_file, texts, max_len))
 
 
 def _session(path: Path):
@@ -200,7 +201,7 @@ def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
 
     out = None
     for idx in length_batches([len(r) for r in rows], batch):
-        ids, mask = _pad([rows[i] for i in idx], pad)
+        ids, mask = pad_ids([rows[i] for i in idx], pad)
         (emb,) = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
         if out is None:
             out = np.zeros((len(rows), emb.shape[1]), dtype=np.float32)
