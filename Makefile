@@ -7,7 +7,7 @@ STILTS := $(VENV)/bin/stilts
 EXTRAS ?= train,bench,ray,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install model run test lint proto clean
+.PHONY: install model run test lint proto clean image
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,25 @@ proto: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# The server image (Dockerfile target cpu or gpu) with docker (when its daemon answers), else
+# buildah, else podman; BUILDER=docker|buildah|podman picks one. IMAGE_ARGS: more build options,
+# e.g. --build-arg TORCH_INDEX_URL= --build-arg PIP_OPTIONS="--find-links /wheels".
+IMAGE ?= stilts
+TARGET ?= cpu
+IMAGE_ARGS ?=
+BUILDER ?=
+image:
+	@builder="$(BUILDER)"; \
+	if [ -z "$$builder" ]; then \
+	  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then builder=docker; \
+	  elif command -v buildah >/dev/null 2>&1; then builder=buildah; \
+	  elif command -v podman >/dev/null 2>&1; then builder=podman; \
+	  else echo "make image: needs docker (with a daemon), buildah or podman" >&2; exit 1; fi; \
+	fi; \
+	case "$$builder" in buildah) cmd="buildah bud";; *) cmd="$$builder build";; esac; \
+	echo "$$cmd --target $(TARGET) -t $(IMAGE):$(TARGET) $(IMAGE_ARGS) ."; \
+	$$cmd --target $(TARGET) -t $(IMAGE):$(TARGET) $(IMAGE_ARGS) .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
