@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import GRAPHS, TOKENIZER_NAME, Manifest, available_precisions
+from stilts.manifest import (
+    GRAPHS,
+    PROMPT_LENGTH,
+    TOKENIZER_NAME,
+    Manifest,
+    available_precisions,
+)
 from stilts.models import resolve
 from stilts.ortload import load_onnxruntime
 
@@ -26,10 +32,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclasses.dataclass
 class Tokenized:
-    """One text after tokenisation: its ids and whether it was cut to ``max_len``."""
+    """One text after tokenisation: its ids, whether it was cut to ``max_len``, and how many of
+    its first tokens are the prompt (prefix) a graph with ``include_prompt`` False leaves out of
+    the pooling."""
 
     ids: np.ndarray
     truncated: bool
+    prompt_len: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,6 +156,8 @@ class Encoder:
         pad = self.tokenizer.token_to_id("<pad>")
         self.pad_id = 0 if pad is None else pad
         self.max_chars = max(4096, self.manifest.max_len * 32)
+        self.takes_prompt_length = any(i.name == PROMPT_LENGTH for i in self.session.get_inputs())
+        self._prompt_lens: dict[str, int] = {}
         self.truncated_total = 0
         self.load_seconds = time.perf_counter() - t0
         LOG.info(
@@ -166,6 +177,28 @@ class Encoder:
     def max_len(self) -> int:
         return self.manifest.max_len
 
+    def prepare(self, text: str) -> str:
+        """A text as the tokenizer gets it: stripped and lowercased when the manifest says so
+        (sentence-transformers models: after the prompt is prepended)."""
+        if self.manifest.strip:
+            text = text.strip()
+        return text.lower() if self.manifest.lowercase else text
+
+    def prompt_length(self, kind: str) -> int:
+        """Tokens of ``kind``'s prefix as sentence-transformers counts a prompt: the prefix
+        tokenised alone, less a trailing special token (0 without a prefix)."""
+        if kind not in self._prompt_lens:
+            prefix = self.manifest.prefix(kind)
+            n = 0
+            if prefix:
+                ids = self.tokenizer.encode(self.prepare(prefix)).ids
+                special = {
+                    i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
+                }
+                n = len(ids) - (1 if ids and ids[-1] in special else 0)
+            self._prompt_lens[kind] = n
+        return self._prompt_lens[kind]
+
     def tokenize(self, texts: Sequence[str], kind: str = "query") -> list[Tokenized]:
         """Tokenise with the manifest's prefix for ``kind``; inputs longer than max_len are cut.
 
@@ -173,6 +206,7 @@ class Encoder:
             StiltsError: INVALID_ARGUMENT when an item is not a string.
         """
         prefix = self.manifest.prefix(kind)
+        prompt_len = self.prompt_length(kind) if self.takes_prompt_length else 0
         prepared = []
         cut = []
         for i, t in enumerate(texts):
@@ -185,10 +219,10 @@ class Encoder:
             # A token covers at least one character, so cutting far beyond max_len tokens
             # changes nothing the model sees but bounds the tokeniser's work on huge inputs.
             cut.append(len(t) > self.max_chars)
-            prepared.append(prefix + (t[: self.max_chars] if cut[-1] else t))
+            prepared.append(self.prepare(prefix + (t[: self.max_chars] if cut[-1] else t)))
         encodings = self.tokenizer.encode_batch(prepared, add_special_tokens=True)
         out = [
-            Tokenized(np.asarray(e.ids, dtype=np.int64), bool(e.overflowing) or c)
+            Tokenized(np.asarray(e.ids, dtype=np.int64), bool(e.overflowing) or c, prompt_len)
             for e, c in zip(encodings, cut, strict=True)
         ]
         return out
@@ -203,7 +237,10 @@ class Encoder:
         for row, t in enumerate(items):
             ids[row, : len(t)] = t.ids
             mask[row, : len(t)] = 1
-        (emb,) = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.takes_prompt_length:
+            feeds[PROMPT_LENGTH] = np.array([t.prompt_len for t in items], dtype=np.int64)
+        (emb,) = self.session.run(["embedding"], feeds)
         return np.ascontiguousarray(emb, dtype=np.float32)
 
     def encode(

@@ -7,10 +7,12 @@ This is the only core module that needs torch (the ``train`` extra); it is impor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,14 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.manifest import FP32_NAME, INT8_NAME, Q4_NAME, TOKENIZER_NAME, Manifest
+from stilts.manifest import (
+    FP32_NAME,
+    INT8_NAME,
+    PROMPT_LENGTH,
+    Q4_NAME,
+    TOKENIZER_NAME,
+    Manifest,
+)
 from stilts.ortload import load_onnxruntime
 from stilts.quantize import build_q4
 
@@ -66,25 +75,184 @@ def default_layer(num_layers: int) -> int:
     return max(1, round(num_layers * 14 / 24))
 
 
+# Node-name prefix of the graph's Dense layers (the ``dense`` ModuleList of PooledEncoder): q4
+# keeps their weights fp32 (a few hundred thousand weights after the last layer norm, where 4-bit
+# rounding goes straight into the output).
+HEAD_NODES = "/dense."
+# sentence-transformers' pooling modes, in the order its legacy ``pooling_mode_*`` flags concatenate.
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+# What ``nn.Identity`` is called in a Dense config (no activation).
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+@dataclasses.dataclass
+class DenseLayer:
+    """A sentence-transformers ``Dense`` module: ``activation(x @ weight.T + bias)``.
+
+    Attributes:
+        weight: float32 (out_features, in_features).
+        bias: float32 (out_features,), or None for a layer without bias.
+        activation: the ``torch.nn`` module class, by its dotted name (no constructor arguments).
+        residual: add the input back after the activation (``use_residual``).
+        residual_weight: float32 (out, in) projection of the residual when the sizes differ.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str = IDENTITY
+    residual: bool = False
+    residual_weight: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Head:
+    """What the graph does after the transformer: pooling, Dense layers, normalisation.
+
+    Attributes:
+        pooling: pooling modes, concatenated in this order (see :func:`pool_tokens`).
+        include_prompt: False: the prompt's tokens (graph input ``prompt_length``) are left out of
+            the pooling (they still take part in attention).
+        dense: Dense layers applied in order to the pooled vector.
+        normalize: L2-normalise the result.
+    """
+
+    pooling: tuple[str, ...] = ("mean",)
+    include_prompt: bool = True
+    dense: list[DenseLayer] = dataclasses.field(default_factory=list)
+    normalize: bool = True
+
+    @property
+    def pooling_name(self) -> str:
+        """The manifest's ``pooling``: the modes joined by ``+`` (``mean``, ``cls+max``)."""
+        return "+".join(self.pooling)
+
+
+def pool_tokens(hidden, attention_mask, modes, prompt_length=None):
+    """(batch, length, dim) token vectors -> (batch, len(modes) * dim): each pooling mode of
+    sentence-transformers' ``Pooling`` (right-padded batches), concatenated in ``modes`` order.
+
+    ``cls``: the first attended token; ``max``: elementwise max over attended tokens; ``mean``:
+    their mean; ``mean_sqrt_len_tokens``: their sum over sqrt(count); ``weightedmean``: mean with
+    weights 1, 2, ... by position; ``lasttoken``: the last attended token. ``prompt_length``
+    (batch,) drops each row's first tokens from the pooling (``include_prompt=False``).
+    """
+    import torch
+
+    for mode in modes:
+        if mode not in POOLING_MODES:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"pooling mode must be one of {', '.join(POOLING_MODES)}, got {mode!r}",
+                "pooling",
+            )
+    dtype = hidden.dtype
+    seq_len = hidden.shape[1]
+    original = attention_mask
+    mask = attention_mask
+    if prompt_length is not None:
+        positions = torch.arange(seq_len, device=hidden.device).unsqueeze(0)
+        mask = mask * (positions >= prompt_length.unsqueeze(1)).to(mask.dtype)
+    m = mask.unsqueeze(-1).to(dtype)
+    out = []
+    for mode in modes:
+        if mode == "cls":
+            first = mask.to(dtype).argmax(dim=1)
+            index = first.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+            out.append(torch.gather(hidden, 1, index).squeeze(1))
+        elif mode == "max":
+            out.append(hidden.masked_fill(m == 0, float("-inf")).max(dim=1).values)
+        elif mode in ("mean", "mean_sqrt_len_tokens"):
+            total = (hidden * m).sum(dim=1)
+            count = m.sum(dim=1).clamp(min=1e-9)
+            out.append(total / (count if mode == "mean" else torch.sqrt(count)))
+        elif mode == "weightedmean":
+            weights = torch.arange(1, seq_len + 1, device=hidden.device, dtype=dtype).view(1, -1, 1)
+            weights = weights - original.to(dtype).argmax(dim=1).to(dtype).view(-1, 1, 1)
+            wm = m * weights
+            out.append((hidden * wm).sum(dim=1) / wm.sum(dim=1).clamp(min=1e-9))
+        else:  # lasttoken
+            values, indices = mask.to(dtype).flip(1).max(dim=1)
+            indices = torch.where(values == 0, seq_len - 1, indices)
+            index = (seq_len - indices - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+            out.append(torch.gather(hidden * m, 1, index).squeeze(1))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
+
+
+def l2_normalize(x):
+    """``x / max(||x||, 1e-12)`` over the last axis (torch's ``F.normalize``)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
 def pool_hidden(hidden, attention_mask, pooling: str, normalize: bool):
     """(batch, length, dim) hidden states -> (batch, dim) sentence vectors: ``mean`` over the
     attended tokens or the first (``cls``) token, L2-normalised when ``normalize``. The one
     definition of the contract's pooling (export and training both use it)."""
-    if pooling == "cls":
-        pooled = hidden[:, 0]
-    else:
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    if normalize:
-        pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return pooled
+    pooled = pool_tokens(hidden, attention_mask, (pooling,))
+    return l2_normalize(pooled) if normalize else pooled
+
+
+def activation_module(name: str):
+    """The ``torch.nn`` activation module a Dense config names (e.g.
+    ``torch.nn.modules.activation.Tanh``), constructed without arguments.
+
+    Raises:
+        StiltsError: INVALID_ARGUMENT when the name is not a ``torch.nn.Module`` class.
+    """
+    import importlib
+
+    import torch
+
+    module, _, cls = name.rpartition(".")
+    target = None
+    if name.startswith("torch.") and module:
+        try:
+            target = getattr(importlib.import_module(module), cls, None)
+        except ImportError:
+            target = None
+    if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"activation_function {name!r} is not a torch.nn module class",
+            "activation_function",
+        )
+    return target()
+
+
+def dense_module(layer: DenseLayer):
+    """A torch module for one :class:`DenseLayer` (fp32 weights)."""
+    import torch
+
+    out_f, in_f = layer.weight.shape
+
+    class _Dense(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(in_f, out_f, bias=layer.bias is not None)
+            self.linear.weight.data = torch.from_numpy(np.asarray(layer.weight, np.float32))
+            if layer.bias is not None:
+                self.linear.bias.data = torch.from_numpy(np.asarray(layer.bias, np.float32))
+            self.activation = activation_module(layer.activation)
+            self.projection = None
+            if layer.residual and layer.residual_weight is not None:
+                self.projection = torch.nn.Linear(in_f, out_f, bias=False)
+                w = np.asarray(layer.residual_weight, np.float32)
+                self.projection.weight.data = torch.from_numpy(w)
+
+        def forward(self, x):
+            y = self.activation(self.linear(x))
+            if layer.residual:
+                y = y + (x if self.projection is None else self.projection(x))
+            return y
+
+    return _Dense()
 
 
 class PooledEncoder:
-    """Factory for a torch module: (input_ids, attention_mask) -> pooled, normalised embedding."""
+    """Factory for a torch module: (input_ids, attention_mask[, prompt_length]) -> the sentence
+    vector (pooling, Dense layers and normalisation of a :class:`Head`)."""
 
     @staticmethod
-    def build(model, layer: int, pooling: str, normalize: bool):
+    def build(model, layer: int, head: Head):
         import torch
 
         num_layers = model.config.num_hidden_layers
@@ -96,25 +264,35 @@ class PooledEncoder:
                 f"layer must be in 0..{num_layers} (0 = embedding output), got {layer}",
                 "layer",
             )
-        if pooling not in ("mean", "cls"):
-            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "pooling must be mean or cls", "pooling")
+        for mode in head.pooling:
+            if mode not in POOLING_MODES:
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"pooling must be one of {', '.join(POOLING_MODES)}, got {mode!r}",
+                    "pooling",
+                )
+        dense = torch.nn.ModuleList([dense_module(d) for d in head.dense])
 
         class _Pooled(torch.nn.Module):
             def __init__(self):
                 super().__init__()
                 self.model = model
                 self.layer = layer
+                self.dense = dense
 
-            def forward(self, input_ids, attention_mask):
+            def forward(self, input_ids, attention_mask, prompt_length=None):
                 out = self.model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     token_type_ids=torch.zeros_like(input_ids),
                     output_hidden_states=True,
                 )
-                return pool_hidden(
-                    out.hidden_states[self.layer], attention_mask, pooling, normalize
+                x = pool_tokens(
+                    out.hidden_states[self.layer], attention_mask, head.pooling, prompt_length
                 )
+                for d in self.dense:
+                    x = d(x)
+                return l2_normalize(x) if head.normalize else x
 
         # Layers above the pooled one cannot change its output: drop them from the graph
         # (on a copy, so the caller's model stays whole).
@@ -194,6 +372,15 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
+def graph_feeds(session, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs of one padded batch; a graph that pools without its prompt
+    (``prompt_length`` input) gets zeros: texts fed here carry no prompt."""
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if any(i.name == PROMPT_LENGTH for i in session.get_inputs()):
+        feeds[PROMPT_LENGTH] = np.zeros(len(ids), dtype=np.int64)
+    return feeds
+
+
 def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
     """Vectors of tokenised texts run in padded batches of ``batch``, in length order like
     ``Encoder``."""
@@ -202,7 +389,7 @@ def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
     out = None
     for idx in length_batches([len(r) for r in rows], batch):
         ids, mask = pad_ids([rows[i] for i in idx], pad)
-        (emb,) = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        (emb,) = session.run(["embedding"], graph_feeds(session, ids, mask))
         if out is None:
             out = np.zeros((len(rows), emb.shape[1]), dtype=np.float32)
         out[idx] = emb
@@ -264,6 +451,7 @@ def export(
     layer: int = -1,
     pooling: str = "mean",
     normalize: bool = True,
+    head: Head | None = None,
     prefixes: dict[str, str] | None = None,
     max_len: int = 512,
     source: dict[str, Any] | None = None,
@@ -272,6 +460,8 @@ def export(
     min_int8_cosine: float = MIN_INT8_COSINE,
     parity_texts: list[str] | None = None,
     min_q4_cosine: float = MIN_Q4_COSINE,
+    manifest_fields: dict[str, Any] | None = None,
+    check: Callable[[Path], dict[str, Any]] | None = None,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
@@ -281,6 +471,11 @@ def export(
     The q4 graph (the CPU default) is checked on ``parity_texts`` (default: a built-in
     multilingual sample; ``stilts export --parity-data`` passes dev sentences) and its figures are
     recorded in the manifest's ``parity``.
+
+    ``head`` (default: ``pooling`` and ``normalize``) is what the graph does after the
+    transformer. ``manifest_fields`` are further manifest attributes (e.g. ``lowercase``).
+    ``check`` runs last on the finished directory (graphs, tokenizer and manifest in place); the
+    figures it returns join ``parity``, and an error it raises fails the export.
 
     Raises:
         StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
@@ -293,41 +488,49 @@ def export(
 
     out_dir = Path(out_dir)
     num_layers = model.config.num_hidden_layers
+    head = head or Head(pooling=(pooling,), normalize=normalize)
     max_len = min(max_len, getattr(model.config, "max_position_embeddings", max_len))
     if getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
         # RoBERTa-style positions start at padding_idx + 1.
         max_len = min(max_len, model.config.max_position_embeddings - model.config.pad_token_id - 1)
-    pooled, layer = PooledEncoder.build(model, layer, pooling, normalize)
-    dim = model.config.hidden_size
+    pooled, layer = PooledEncoder.build(model, layer, head)
+    hidden = model.config.hidden_size
+    inputs = ["input_ids", "attention_mask"] + ([] if head.include_prompt else [PROMPT_LENGTH])
 
     with atomic_directory(out_dir) as work:
         shutil.copyfile(tokenizer_file, work / TOKENIZER_NAME)
         ids, mask = _batch(work / TOKENIZER_NAME, PARITY_SAMPLE, max_len)
+        # A prompt of 1 token on odd rows, so the graph keeps the prompt_length path.
+        args = [torch.from_numpy(ids), torch.from_numpy(mask)]
+        if not head.include_prompt:
+            args.append(torch.arange(len(ids)) % 2)
         with torch.no_grad():
-            ref = pooled(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            ref = pooled(*args).numpy()
+            dim = int(ref.shape[1])
             LOG.info(
                 "exporting %s (layer %d of %d, %s pooling) to ONNX",
                 name,
                 layer,
                 num_layers,
-                pooling,
+                head.pooling_name,
             )
             torch.onnx.export(
                 pooled,
-                (torch.from_numpy(ids), torch.from_numpy(mask)),
+                tuple(args),
                 str(work / FP32_NAME),
-                input_names=["input_ids", "attention_mask"],
+                input_names=inputs,
                 output_names=["embedding"],
                 dynamic_axes={
                     "input_ids": {0: "batch", 1: "sequence"},
                     "attention_mask": {0: "batch", 1: "sequence"},
+                    PROMPT_LENGTH: {0: "batch"},
                     "embedding": {0: "batch"},
                 },
                 opset_version=OPSET,
                 do_constant_folding=True,
                 dynamo=False,
             )
-        feeds = {"input_ids": ids, "attention_mask": mask}
+        feeds = dict(zip(inputs, (a.numpy() for a in args), strict=True))
         fp32 = _session(work / FP32_NAME).run(["embedding"], feeds)[0]
         max_diff = float(np.abs(fp32 - ref).max())
         if not max_diff < MAX_ABS_DIFF:
@@ -351,7 +554,11 @@ def export(
         texts = list(parity_texts or PARITY_SAMPLE)
         LOG.info("building the q4 graph; parity on %d sentences", len(texts))
         q4_report = build_q4(
-            work / FP32_NAME, work / Q4_NAME, model.config.num_attention_heads, dim
+            work / FP32_NAME,
+            work / Q4_NAME,
+            model.config.num_attention_heads,
+            hidden,
+            keep_fp32=(HEAD_NODES,),
         )
         q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
         if not (
@@ -374,10 +581,10 @@ def export(
             name=name,
             dim=dim,
             max_len=int(max_len),
-            pooling=pooling,
+            pooling=head.pooling_name,
             layer=layer,
             num_layers=num_layers,
-            normalize=normalize,
+            normalize=head.normalize,
             prefixes={"query": "", "passage": "", "bitext": "", **(prefixes or {})},
             source=source or {},
             license=license,
@@ -392,9 +599,13 @@ def export(
             },
             training=training,
             cpu_precision="q4",
+            **(manifest_fields or {}),
         )
         manifest.record_files(work)
         manifest.save(work)
+        if check is not None:
+            manifest.parity.update(check(work))
+            manifest.save(work)
     LOG.info(
         "exported %s: fp32 max diff %.1e, int8 cosine mean %.4f min %.4f, q4 cosine min %.5f",
         out_dir,

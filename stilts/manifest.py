@@ -2,7 +2,9 @@
 
 A model directory::
 
-    model.onnx        fp32 graph: (input_ids, attention_mask) -> embedding (pooled, L2-normalised)
+    model.onnx        fp32 graph: (input_ids, attention_mask) -> embedding (pooled, L2-normalised
+                      unless the manifest says otherwise); a graph that pools without its prompt
+                      takes a third input, prompt_length (int64, one per row)
     model.q4.onnx     the same graph, fused, 4-bit block weights (CPU default; absent in old dirs)
     model.int8.onnx   the same graph, int8 dynamic quantisation (CPU)
     tokenizer.json    a Hugging Face ``tokenizers`` file
@@ -29,6 +31,8 @@ Q4_NAME = "model.q4.onnx"
 # Precision -> graph file. Order: the CPU preference among those a directory holds.
 GRAPHS = {"q4": Q4_NAME, "int8": INT8_NAME, "fp32": FP32_NAME}
 TOKENIZER_NAME = "tokenizer.json"
+# The graph input of models that pool without their prompt (include_prompt False).
+PROMPT_LENGTH = "prompt_length"
 FORMAT_VERSION = 1
 
 
@@ -54,7 +58,8 @@ class Manifest:
         name: model name, e.g. ``multilingual-e5-small``.
         dim: embedding dimension.
         max_len: longest token sequence the encoder reads (longer inputs are truncated, counted).
-        pooling: ``mean`` (masked mean over all tokens) or ``cls`` (first token).
+        pooling: ``mean`` (masked mean over all tokens), ``cls`` (first token), or any
+            sentence-transformers pooling mode(s), joined by ``+`` in concatenation order.
         layer: which hidden layer is pooled, counting the embedding output as 0.
         num_layers: layers of the source checkpoint.
         normalize: whether the graph L2-normalises its output.
@@ -66,6 +71,14 @@ class Manifest:
         cpu_precision: the graph CPU encoders load when no precision is asked for (None, in
             directories written before it existed: the first of ``GRAPHS`` that is present).
         training: tasks, steps and data files when the encoder was STILTs-trained.
+        strip: the encoder strips surrounding whitespace from prefix + text before tokenising.
+        lowercase: the encoder lowercases prefix + text before tokenising.
+        include_prompt: False: the graph leaves the prefix's tokens out of the pooling (its
+            ``prompt_length`` input, which the encoder fills per text).
+        similarity: the similarity the model was trained for (``cosine``, ``dot``,
+            ``euclidean``, ``manhattan``); stilts indices rank by cosine.
+        sentence_transformers: for an imported sentence-transformers model: its modules,
+            prompts, default prompt name and which prompt each text kind uses.
     """
 
     name: str
@@ -84,6 +97,11 @@ class Manifest:
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)
     cpu_precision: str | None = None
     training: dict[str, Any] | None = None
+    strip: bool = False
+    lowercase: bool = False
+    include_prompt: bool = True
+    similarity: str = "cosine"
+    sentence_transformers: dict[str, Any] | None = None
     format: int = FORMAT_VERSION
 
     def prefix(self, kind: str) -> str:

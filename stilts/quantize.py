@@ -117,7 +117,11 @@ def _initializers(model) -> dict:
 
 
 def to_q4(
-    model, accuracy_level: int = 4, embeddings: str = "q4", matmuls: bool = True
+    model,
+    accuracy_level: int = 4,
+    embeddings: str = "q4",
+    matmuls: bool = True,
+    keep_fp32: tuple[str, ...] = (),
 ) -> tuple[object, dict]:
     """Rewrite a (fused) fp32 ModelProto to q4: MatMulNBits weights and a quantised word table.
 
@@ -126,6 +130,7 @@ def to_q4(
         accuracy_level: MatMulNBits' compute precision for activations (4 = int8, 1 = fp32).
         embeddings: ``q4`` (GatherBlockQuantized), ``fp16`` or ``fp32`` for the word table.
         matmuls: rewrite the MatMul weights (False: only the word table changes).
+        keep_fp32: node-name prefixes whose MatMuls stay fp32 (the export's head: Dense layers).
 
     Returns:
         the model and a report: how many MatMuls were converted and the largest weight error.
@@ -139,7 +144,8 @@ def to_q4(
     max_err = 0.0
     for node in model.graph.node:
         w = inits.get(node.input[1]) if len(node.input) > 1 else None
-        if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2:
+        kept = any(node.name.startswith(p) for p in keep_fp32)
+        if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2 and not kept:
             k, n = w.dims
             if k % BLOCK == 0:
                 q = quantize_q4_blocks(numpy_helper.to_array(w).T)
@@ -220,9 +226,15 @@ def to_q4(
 
 
 def build_q4(
-    fp32_path: Path, q4_path: Path, num_heads: int, hidden: int, accuracy_level: int = 4
+    fp32_path: Path,
+    q4_path: Path,
+    num_heads: int,
+    hidden: int,
+    accuracy_level: int = 4,
+    keep_fp32: tuple[str, ...] = (),
 ) -> dict:
-    """Write the q4 graph of an exported fp32 graph: fusions, then 4-bit weights and word table.
+    """Write the q4 graph of an exported fp32 graph: fusions, then 4-bit weights and word table
+    (MatMuls of nodes named with a ``keep_fp32`` prefix stay fp32).
 
     Returns:
         :func:`to_q4`'s report (``weight_max_abs_error`` is 0.0 when the weights were on the grid).
@@ -230,7 +242,7 @@ def build_q4(
     import onnx
 
     model = fuse_transformer(onnx.load(str(fp32_path)), num_heads, hidden)
-    model, report = to_q4(model, accuracy_level=accuracy_level)
+    model, report = to_q4(model, accuracy_level=accuracy_level, keep_fp32=keep_fp32)
     save(model, q4_path)
     LOG.info(
         "q4: %d MatMuls, weight max abs error %.2e",
