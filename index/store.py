@@ -8,7 +8,9 @@ other are added or removed), however old the snapshot is.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,7 +19,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import disk_full_as
 from stilts.records import Document
+
+LOG = logging.getLogger(__name__)
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
@@ -62,22 +68,26 @@ def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[A
 class Store:
     """Documents and vectors in one SQLite file (``path=None``: in memory).
 
-    All methods are thread-safe (one connection behind a lock).
+    All methods are thread-safe (one connection behind a lock). A write that finds the disk full
+    raises RESOURCE_EXHAUSTED naming the directory; its transaction is rolled back whole (nothing
+    of it is kept) and the next write, once there is space, succeeds.
     """
 
     def __init__(self, path: str | Path | None, dim: int):
         self.path = None if path is None else Path(path)
         self.dim = dim
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            ":memory:" if path is None else str(path),
-            check_same_thread=False,
-            isolation_level=None,  # explicit BEGIN/COMMIT below
-        )
-        if path is not None:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(SCHEMA)
+        where = None if self.path is None else self.path.parent
+        with disk_full_as(where, DB_NAME, "the index was not opened"):
+            self._conn = sqlite3.connect(
+                ":memory:" if path is None else str(path),
+                check_same_thread=False,
+                isolation_level=None,  # explicit BEGIN/COMMIT below
+            )
+            if path is not None:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA)
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -85,21 +95,59 @@ class Store:
         with self._lock:
             self._conn.close()
 
-    def _write(self, statements: Iterable[tuple[str, Any]]) -> None:
-        """Run (sql, params-or-seq-of-params) pairs in one durable transaction."""
-        with self._lock:
+    def quick_check(self) -> None:
+        """Run SQLite's ``PRAGMA quick_check`` (every page and record well-formed).
+
+        Raises:
+            StiltsError: FAILED_PRECONDITION naming the file when the database is damaged.
+        """
+        try:
+            rows = self._read("PRAGMA quick_check")
+            problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        if problems:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{self.path}: the document store is damaged (PRAGMA quick_check: "
+                f"{'; '.join(problems[:3])}); this index is not served. Restore {DB_NAME} from a "
+                "backup (the FAISS snapshot cannot restore documents)",
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Cursor]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock; rolled back on any error.
+
+        A failed rollback (SQLite rolls back itself after some errors, e.g. a full disk) never
+        hides the error that caused it.
+        """
+        where = None if self.path is None else self.path.parent
+        with self._lock, disk_full_as(where, what, "nothing of this request was stored"):
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    if isinstance(params, list):
-                        cur.executemany(sql, params)
-                    else:
-                        cur.execute(sql, params)
+                yield cur
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        if not self._conn.in_transaction:  # SQLite already rolled it back
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as e:  # keep the original error, which is being raised
+            LOG.warning("%s: rollback failed too: %s", self.path or "memory", e)
+
+    def _write(self, statements: Iterable[tuple[str, Any]], what: str = "index settings") -> None:
+        """Run (sql, params-or-seq-of-params) pairs in one durable transaction."""
+        with self._transaction(what) as cur:
+            for sql, params in statements:
+                if isinstance(params, list):
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -154,36 +202,29 @@ class Store:
         Returns:
             The new rows' seqs.
         """
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                row = cur.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-                start = int(json.loads(row[0])) if row else 0
-                seqs = np.arange(start, start + len(ids), dtype=np.int64)
-                for part in _chunks(list(replace_seqs)):
-                    marks = ",".join("?" * len(part))
-                    cur.execute(f"DELETE FROM docs WHERE seq IN ({marks})", part)
-                margins = [None] * len(ids) if margin_r is None else margin_r.tolist()
-                cur.executemany(
-                    "INSERT INTO docs(seq, id, text, language, metadata, vector, margin_r) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (int(s), int(i), t, lang, m, v.tobytes(), r)
-                        for s, i, t, lang, m, v, r in zip(
-                            seqs, ids, texts, languages, metadata, vectors, margins, strict=True
-                        )
-                    ],
-                )
-                cur.execute(
-                    "INSERT INTO meta(key, value) VALUES ('next_seq', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (json.dumps(start + len(ids)),),
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._transaction(f"{len(ids)} documents") as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+            start = int(json.loads(row[0])) if row else 0
+            seqs = np.arange(start, start + len(ids), dtype=np.int64)
+            for part in _chunks(list(replace_seqs)):
+                marks = ",".join("?" * len(part))
+                cur.execute(f"DELETE FROM docs WHERE seq IN ({marks})", part)
+            margins = [None] * len(ids) if margin_r is None else margin_r.tolist()
+            cur.executemany(
+                "INSERT INTO docs(seq, id, text, language, metadata, vector, margin_r) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (int(s), int(i), t, lang, m, v.tobytes(), r)
+                    for s, i, t, lang, m, v, r in zip(
+                        seqs, ids, texts, languages, metadata, vectors, margins, strict=True
+                    )
+                ],
+            )
+            cur.execute(
+                "INSERT INTO meta(key, value) VALUES ('next_seq', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (json.dumps(start + len(ids)),),
+            )
         return seqs
 
     def delete(self, ids: Sequence[int]) -> np.ndarray:
@@ -195,7 +236,8 @@ class Store:
                 [
                     (f"DELETE FROM docs WHERE seq IN ({','.join('?' * len(p))})", tuple(p))
                     for p in _chunks(seqs)
-                ]
+                ],
+                f"the deletion of {len(seqs)} documents",
             )
         return np.asarray(seqs, dtype=np.int64)
 

@@ -5,6 +5,12 @@ durable when the call returns) and ``index.faiss`` (a snapshot of the FAISS stru
 atomically by :meth:`VectorIndex.save`). FAISS labels are internal sequence numbers that are never
 reused, so opening reconciles any snapshot with the database: rows added after it are added,
 rows deleted after it are removed (or tombstoned for HNSW).
+
+The snapshot's SHA-256 and size are recorded in the database's settings (``snapshot``) when it is
+written and checked when it is opened; a snapshot that fails the check, or that FAISS cannot read,
+is rebuilt from the database with a WARNING naming the file. The database itself is checked with
+``PRAGMA quick_check`` on open: a damaged one is refused (FAILED_PRECONDITION), since nothing can
+rebuild it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,8 +28,9 @@ import faiss
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError, invalid
-from stilts.fsutil import atomic_path
+from stilts.fsutil import atomic_path, disk_full_as
 from stilts.index import factory as fx
+from stilts.index import snapshot as snapfile
 from stilts.index.knn import empty_topk, knn, merge_topk, rerank
 from stilts.index.margin import MarginReference
 from stilts.index.margin import ratio as margin_ratio
@@ -202,7 +210,8 @@ class VectorIndex:
                     ErrorCode.ALREADY_EXISTS, f"{p} already holds an index; open it", "path"
                 )
             try:
-                p.mkdir(parents=True, exist_ok=True)
+                with disk_full_as(p.parent, f"the index directory {p.name}", "nothing was created"):
+                    p.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise invalid(f"{p}: cannot create the index directory: {e}", "path") from None
         if train_size is not None and train_size < 1:
@@ -258,21 +267,43 @@ class VectorIndex:
             raise StiltsError(
                 ErrorCode.NOT_FOUND, f"{p}: no index here ({DB_NAME} missing)", "path"
             )
-        probe = Store(p / DB_NAME, 1)
-        meta = probe.get_meta()
-        probe.close()
+        probe = None
+        try:
+            probe = Store(p / DB_NAME, 1)
+            probe.quick_check()
+            meta = probe.get_meta()
+        except sqlite3.DatabaseError as e:  # not a database at all (e.g. a damaged header)
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{p / DB_NAME}: the document store is damaged ({e}); this index is not served. "
+                f"Restore {DB_NAME} from a backup (the FAISS snapshot cannot restore documents)",
+            ) from None
+        finally:
+            if probe is not None:
+                probe.close()
         if "dim" not in meta or "kind" not in meta:
             raise StiltsError(ErrorCode.FAILED_PRECONDITION, f"{p}: index settings are missing")
+        for leftover in p.glob(f".{FAISS_NAME}.*.tmp"):  # a snapshot write killed midway
+            LOG.info("removing %s (interrupted snapshot write)", leftover)
+            leftover.unlink(missing_ok=True)
         store = Store(p / DB_NAME, int(meta["dim"]))
         self = cls(p, store, meta, "cpu" if mmap else device, shard)
         self._want_mmap = bool(mmap)
         snap = p / FAISS_NAME
         cpu = None
+        repaired = False
         if snap.is_file():
             try:
                 cpu = self._read_snapshot(snap)
-            except RuntimeError as e:  # unreadable snapshot: the database has everything
-                LOG.warning("%s unreadable (%s); rebuilding from the database", snap, e)
+            except (RuntimeError, snapfile.SnapshotMismatch) as e:
+                # damaged or unreadable snapshot: the database has everything
+                LOG.warning(
+                    "%s fails its check (%s); rebuilding the FAISS structure from %s",
+                    snap,
+                    e,
+                    DB_NAME,
+                )
+                repaired = True
             if cpu is not None and cpu.d != self.dim:
                 raise StiltsError(
                     ErrorCode.FAILED_PRECONDITION,
@@ -282,7 +313,7 @@ class VectorIndex:
             self._install(cpu, trained_n=self._trained_n)
         elif self._factory is not None:
             fresh = fx.build(self._factory, self.dim)
-            if not fresh.is_trained:  # a trained kind without its snapshot: retrain
+            if not fresh.is_trained:  # a trained kind without its snapshot: retrain (and save)
                 with self._lock.write():
                     self._rebuild_locked(self._factory)
                 self._load_reference()
@@ -290,17 +321,24 @@ class VectorIndex:
             self._install(fresh, trained_n=0)
         self._replay()
         self._load_reference()
+        if repaired:  # replace the damaged file now (a full disk leaves it: the check repeats)
+            try:
+                self.save()
+            except StiltsError as e:
+                LOG.warning("%s: the rebuilt snapshot was not written: %s", snap, e)
         LOG.info("opened %s: %s", p, self.describe())
         return self
 
     def _read_snapshot(self, snap: Path) -> faiss.Index:
-        """Read the snapshot, memory-mapping IVF lists in mmap mode."""
-        if self._want_mmap:
-            cpu = faiss.read_index(str(snap), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-            self._mapped = fx.ivf_of(cpu) is not None
-            return cpu
-        self._mapped = False
-        return faiss.read_index(str(snap))
+        """Read the snapshot, checked against the SHA-256 recorded when it was written,
+        memory-mapping IVF lists in mmap mode.
+
+        Raises:
+            SnapshotMismatch, RuntimeError: a damaged or unreadable snapshot.
+        """
+        cpu = snapfile.read(snap, self._meta.get("snapshot"), mmap=self._want_mmap)
+        self._mapped = self._want_mmap and fx.ivf_of(cpu) is not None
+        return cpu
 
     def _install(self, cpu: faiss.Index, trained_n: int) -> None:
         self._cpu = cpu
@@ -619,7 +657,11 @@ class VectorIndex:
         self._tomb = set()
         self._factory = factory
         if self.path is not None:
-            self._save_locked()
+            try:
+                self._save_locked()
+            except StiltsError as e:  # the new structure serves; the database has every row
+                LOG.warning("%s: snapshot not written after the rebuild: %s", self.path, e)
+                return
             if self._want_mmap and fx.ivf_of(cpu) is not None:
                 self._install(self._read_snapshot(self.path / FAISS_NAME), trained_n=self._count)
 
@@ -895,17 +937,33 @@ class VectorIndex:
             self._save_locked()
 
     def _save_locked(self) -> None:
+        """Write the snapshot; its checksum is committed to the settings before the rename, so
+        the settings never vouch for a file that is not there (a crash in between makes the
+        next open rebuild, which is safe).
+
+        Raises:
+            StiltsError: RESOURCE_EXHAUSTED on a full disk (the previous snapshot is kept).
+        """
         target = self.path / FAISS_NAME
         if self._cpu is None:
             target.unlink(missing_ok=True)
-            self._store.set_meta(factory=self._factory, trained_n=0)
+            self._store.set_meta(factory=self._factory, trained_n=0, snapshot=None)
+            self._meta["snapshot"] = None
             return
         if self._mapped:  # the snapshot is what is mapped; newer rows are in the database
             return
         cpu = self._cpu
-        with atomic_path(target) as tmp:
-            faiss.write_index(cpu, str(tmp))
-        self._store.set_meta(factory=self._factory, trained_n=self._trained_n)
+        with disk_full_as(
+            self.path,
+            f"the FAISS snapshot {FAISS_NAME}",
+            "the previous snapshot is kept and every document is safe in " + DB_NAME,
+        ):
+            with atomic_path(target) as tmp:
+                written = snapfile.write(cpu, tmp)
+                self._store.set_meta(
+                    factory=self._factory, trained_n=self._trained_n, snapshot=written
+                )
+        self._meta["snapshot"] = written
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 
     def close(self) -> None:

@@ -8,7 +8,10 @@ directory consistent:
 - an index is created in a hidden ``.tmp-*`` directory (with its ``server.json`` settings) and
   renamed into place, so a crash never leaves a half-created index where the server looks;
 - a dropped index is renamed to a hidden ``.drop-*`` directory first, then deleted;
-- on start every non-hidden directory is opened and leftover hidden ones are removed.
+- on start every non-hidden directory is opened and leftover hidden ones are removed; one that
+  cannot be opened (a damaged document store) is listed in ``failed`` and the others serve;
+- a full disk fails the request that writes (RESOURCE_EXHAUSTED naming the directory) and a
+  snapshot round (one WARNING line; the previous snapshot is kept): the server keeps serving.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError, shorten
-from stilts.fsutil import fsync_dir
+from stilts.fsutil import disk_full_as, fsync_dir
 from stilts.index import VectorIndex
 from stilts.index.factory import check_kind
 from stilts.records import TEXT_KINDS
@@ -139,8 +142,16 @@ class IndexRegistry:
                 writes = si.writes
                 try:
                     si.index.save()
-                except StiltsError as e:  # dropped meanwhile
-                    LOG.debug("not saving %s: %s", si.name, e)
+                except StiltsError as e:
+                    if e.code is ErrorCode.FAILED_PRECONDITION:  # dropped meanwhile
+                        LOG.debug("not saving %s: %s", si.name, e)
+                    else:  # e.g. a full disk: the previous snapshot is kept, retried next round
+                        LOG.warning("index %r: snapshot not written: %s", si.name, e)
+                    continue
+                except Exception as e:  # one index's failure must not stop the others' save
+                    LOG.error(
+                        "index %r: snapshot not written: %s: %s", si.name, type(e).__name__, e
+                    )
                     continue
                 si.writes -= writes
                 n += 1
@@ -290,27 +301,31 @@ def build_index(
         raise StiltsError(ErrorCode.ALREADY_EXISTS, f"{final} exists", "name")
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    idx = None
     try:
-        idx = VectorIndex.create(
-            tmp, int(manifest["dim"]), kind=kind, manifest=manifest, device="cpu"
-        )
-        n = 0
-        for ids, vectors, docs in blocks:
-            n += idx.add(ids, vectors, docs)
-        settings = {
-            "model": model_name,
-            "kind": kind,
-            "document_kind": document_kind,
-            "query_kind": query_kind or default_query_kind(document_kind),
-            "created": time.time(),
-        }
-        (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
-        idx.save()
-        idx.close()
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(data_dir)
+        with disk_full_as(data_dir, f"the new index {name!r}", "the index was not created"):
+            idx = VectorIndex.create(
+                tmp, int(manifest["dim"]), kind=kind, manifest=manifest, device="cpu"
+            )
+            n = 0
+            for ids, vectors, docs in blocks:
+                n += idx.add(ids, vectors, docs)
+            settings = {
+                "model": model_name,
+                "kind": kind,
+                "document_kind": document_kind,
+                "query_kind": query_kind or default_query_kind(document_kind),
+                "created": time.time(),
+            }
+            (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+            idx.save()
+            idx.close()
+            fsync_dir(tmp)
+            os.replace(tmp, final)
+            fsync_dir(data_dir)
     except BaseException:
+        if idx is not None:
+            idx.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return n

@@ -1,8 +1,10 @@
-"""Filesystem helpers: a file or a directory is built beside its target and swapped in whole."""
+"""Filesystem helpers: a file or a directory is built beside its target and swapped in whole;
+a full disk is recognised and reported as one clear RESOURCE_EXHAUSTED error."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -10,6 +12,56 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from stilts.errors import ErrorCode, StiltsError
+
+# SQLite's result code for "database or disk is full" (sqlite3.SQLITE_FULL)
+_SQLITE_FULL = 13
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says a file system is full: ENOSPC or
+    EDQUOT, SQLite's SQLITE_FULL, or FAISS's write error naming "No space left on device"."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(exc):
+            return True
+        if isinstance(exc, RuntimeError) and os.strerror(errno.ENOSPC) in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def disk_full_error(directory: str | os.PathLike | None, what: str, outcome: str) -> StiltsError:
+    """The RESOURCE_EXHAUSTED error for a write that found the disk full.
+
+    Args:
+        directory: where the write went (the data, index or cache directory); None = memory.
+        what: what was being written, e.g. ``"the documents"``.
+        outcome: what became of it, e.g. ``"nothing of this request was stored"``.
+    """
+    where = "memory" if directory is None else str(directory)
+    return StiltsError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        f"{where}: the disk is full (no space left on the file system of this directory) while "
+        f"writing {what}; {outcome}. Free space there and retry: no restart is needed",
+    )
+
+
+@contextlib.contextmanager
+def disk_full_as(directory: str | os.PathLike | None, what: str, outcome: str) -> Iterator[None]:
+    """Re-raise a full-disk error inside the block as :func:`disk_full_error` (others pass)."""
+    try:
+        yield
+    except StiltsError:
+        raise
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(directory, what, outcome) from e
+        raise
 
 
 @contextlib.contextmanager
