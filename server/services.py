@@ -220,6 +220,9 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
                 precision=enc.precision,
                 provider=enc.provider,
                 fingerprint=m.fingerprint,
+                prompts=enc.manifest.prefixes,
+                similarity=enc.manifest.similarity,
+                normalized=enc.manifest.normalize,
             )
             dict_to_struct(enc.manifest.to_dict(), info.manifest)
         return resp

@@ -26,15 +26,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from stilts.v1 import types_pb2 as stilts_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stilts/v1/embedding.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"\x93\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\r\n\x05model\x18\x03 \x01(\t\x12.\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1c.stilts.v1.EmbeddingEncoding\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x9a\x01\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.stilts.v1.Embedding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x03(\x08\x12\x0e\n\x06tokens\x18\x06 \x01(\x04\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\"\r\n\x0bInfoRequest\"\xad\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x0f\n\x07max_len\x18\x04 \x01(\r\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x07 \x01(\t\x12)\n\x08manifest\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe5\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r\x12\r\n\x05max_k\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_batch_tokens\x18\x05 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x07 \x01(\x01\x12\x17\n\x0fmax_queue_texts\x18\x08 \x01(\r\x12\x16\n\x0emax_mine_texts\x18\t \x01(\r\"\x96\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x06models\x18\x02 \x03(\x0b\x32\x14.stilts.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x03 \x01(\t\x12!\n\x06limits\x18\x04 \x01(\x0b\x32\x11.stilts.v1.Limits\x12\x15\n\rauth_required\x18\x05 \x01(\x08*|\n\x11\x45mbeddingEncoding\x12\"\n\x1e\x45MBEDDING_ENCODING_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45MBEDDING_ENCODING_FLOATS\x10\x01\x12$\n EMBEDDING_ENCODING_FLOAT32_BYTES\x10\x02\x32\xcd\x01\n\x10\x45mbeddingService\x12:\n\x05\x45mbed\x12\x17.stilts.v1.EmbedRequest\x1a\x18.stilts.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.stilts.v1.EmbedRequest\x1a\x18.stilts.v1.EmbedResponse(\x01\x30\x01\x12\x37\n\x04Info\x12\x16.stilts.v1.InfoRequest\x1a\x17.stilts.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stilts/v1/embedding.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"\x93\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.stilts.v1.TextKind\x12\r\n\x05model\x18\x03 \x01(\t\x12.\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1c.stilts.v1.EmbeddingEncoding\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x9a\x01\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.stilts.v1.Embedding\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x03(\x08\x12\x0e\n\x06tokens\x18\x06 \x01(\x04\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\"\r\n\x0bInfoRequest\"\xb9\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x0f\n\x07max_len\x18\x04 \x01(\r\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x07 \x01(\t\x12)\n\x08manifest\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x07prompts\x18\t \x03(\x0b\x32!.stilts.v1.ModelInfo.PromptsEntry\x12\x12\n\nsimilarity\x18\n \x01(\t\x12\x12\n\nnormalized\x18\x0b \x01(\x08\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe5\x01\n\x06Limits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r\x12\r\n\x05max_k\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_batch_tokens\x18\x05 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x07 \x01(\x01\x12\x17\n\x0fmax_queue_texts\x18\x08 \x01(\r\x12\x16\n\x0emax_mine_texts\x18\t \x01(\r\"\x96\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x06models\x18\x02 \x03(\x0b\x32\x14.stilts.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x03 \x01(\t\x12!\n\x06limits\x18\x04 \x01(\x0b\x32\x11.stilts.v1.Limits\x12\x15\n\rauth_required\x18\x05 \x01(\x08*|\n\x11\x45mbeddingEncoding\x12\"\n\x1e\x45MBEDDING_ENCODING_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45MBEDDING_ENCODING_FLOATS\x10\x01\x12$\n EMBEDDING_ENCODING_FLOAT32_BYTES\x10\x02\x32\xcd\x01\n\x10\x45mbeddingService\x12:\n\x05\x45mbed\x12\x17.stilts.v1.EmbedRequest\x1a\x18.stilts.v1.EmbedResponse\x12\x44\n\x0b\x45mbedStream\x12\x17.stilts.v1.EmbedRequest\x1a\x18.stilts.v1.EmbedResponse(\x01\x30\x01\x12\x37\n\x04Info\x12\x16.stilts.v1.InfoRequest\x1a\x17.stilts.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stilts.v1.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMBEDDINGENCODING']._serialized_start=1005
-  _globals['_EMBEDDINGENCODING']._serialized_end=1129
+  _globals['_MODELINFO_PROMPTSENTRY']._loaded_options = None
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_options = b'8\001'
+  _globals['_EMBEDDINGENCODING']._serialized_start=1145
+  _globals['_EMBEDDINGENCODING']._serialized_end=1269
   _globals['_EMBEDREQUEST']._serialized_start=94
   _globals['_EMBEDREQUEST']._serialized_end=241
   _globals['_EMBEDDING']._serialized_start=243
@@ -44,11 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREQUEST']._serialized_start=429
   _globals['_INFOREQUEST']._serialized_end=442
   _globals['_MODELINFO']._serialized_start=445
-  _globals['_MODELINFO']._serialized_end=618
-  _globals['_LIMITS']._serialized_start=621
-  _globals['_LIMITS']._serialized_end=850
-  _globals['_INFORESPONSE']._serialized_start=853
-  _globals['_INFORESPONSE']._serialized_end=1003
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1132
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1337
+  _globals['_MODELINFO']._serialized_end=758
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=712
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=758
+  _globals['_LIMITS']._serialized_start=761
+  _globals['_LIMITS']._serialized_end=990
+  _globals['_INFORESPONSE']._serialized_start=993
+  _globals['_INFORESPONSE']._serialized_end=1143
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1272
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1477
 # @@protoc_insertion_point(module_scope)

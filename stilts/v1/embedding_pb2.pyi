@@ -61,7 +61,14 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "aliases", "dim", "max_len", "precision", "provider", "fingerprint", "manifest")
+    __slots__ = ("name", "aliases", "dim", "max_len", "precision", "provider", "fingerprint", "manifest", "prompts", "similarity", "normalized")
+    class PromptsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +77,9 @@ class ModelInfo(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     dim: int
@@ -78,7 +88,10 @@ class ModelInfo(_message.Message):
     provider: str
     fingerprint: str
     manifest: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., max_len: _Optional[int] = ..., precision: _Optional[str] = ..., provider: _Optional[str] = ..., fingerprint: _Optional[str] = ..., manifest: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    prompts: _containers.ScalarMap[str, str]
+    similarity: str
+    normalized: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., max_len: _Optional[int] = ..., precision: _Optional[str] = ..., provider: _Optional[str] = ..., fingerprint: _Optional[str] = ..., manifest: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompts: _Optional[_Mapping[str, str]] = ..., similarity: _Optional[str] = ..., normalized: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_texts_per_request", "max_chars_per_text", "max_k", "max_message_bytes", "max_batch_tokens", "max_batch_size", "max_wait_ms", "max_queue_texts", "max_mine_texts")
