@@ -16,6 +16,7 @@ from stilts.cliutil import env_flag, precision_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
 from stilts.inputs import LAYOUTS
 from stilts.records import TEXT_KINDS
+from stilts.sample import SIDES
 
 # Modules that add subcommands (the subpackages, then the server's clients); a missing optional
 # module is skipped.
@@ -140,7 +141,9 @@ PARITY_SENTENCES = 264  # 3 per language of the 88 in the dev pack
 def _parity_texts(args: argparse.Namespace) -> list[str] | None:
     from stilts.sample import dev_sentences
 
-    return dev_sentences(args.parity_data, PARITY_SENTENCES) if args.parity_data else None
+    if not args.parity_data:
+        return None
+    return dev_sentences(args.parity_data, PARITY_SENTENCES, args.parity_side)
 
 
 def _parity_flag(p: argparse.ArgumentParser) -> None:
@@ -149,8 +152,16 @@ def _parity_flag(p: argparse.ArgumentParser) -> None:
         "--parity-data",
         env="STILTS_PARITY_DATA",
         default=None,
-        help="Tatoeba-layout directory (<xx>-en.tsv) whose sentences the q4 parity check runs "
-        f"on ({PARITY_SENTENCES}, round-robin over languages; default: a built-in sample)",
+        help="Tatoeba-layout directory (<xx>-en.tsv) whose sentences the q4 and int8 parity "
+        f"checks (and an import's library parity) run on ({PARITY_SENTENCES}, round-robin over "
+        "languages; default: a built-in sample)",
+    )
+    p.add_argument(
+        "--parity-side",
+        choices=SIDES,
+        default="xx",
+        help="which column of --parity-data: xx (the other language, default) or en (each "
+        "English sentence once: for English-only models)",
     )
 
 
