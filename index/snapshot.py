@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +45,35 @@ def write(index: faiss.Index, path: str | os.PathLike) -> dict[str, Any]:
         faiss.write_index(index, writer)
         del writer  # flushes the last block
         f.flush()
+        os.fsync(f.fileno())
     return {"sha256": digest.hexdigest(), "bytes": size}
 
 
-def read(path: str | os.PathLike, expected: dict[str, Any] | None, mmap: bool = False):
-    """Read a snapshot, checking it against ``expected`` (None: not checked, e.g. an index
-    written before checksums were recorded).
+def read(path: str | os.PathLike, expected: Sequence[dict[str, Any]] | None, mmap: bool = False):
+    """Read a snapshot, checking it against the digests in ``expected``: the one recorded for the
+    last snapshot written and the one before it (a write killed between recording its digest and
+    renaming the file leaves the previous file, which is sound). None or empty: not checked, e.g.
+    an index written before checksums were recorded.
 
     Args:
         path: the snapshot file.
-        expected: ``{"sha256", "bytes"}`` as :func:`write` returned it.
+        expected: ``{"sha256", "bytes"}`` dicts as :func:`write` returned them.
         mmap: memory-map IVF lists (read-only) instead of reading them into RAM.
 
     Raises:
-        SnapshotMismatch: size or SHA-256 differ from ``expected``.
+        SnapshotMismatch: size or SHA-256 match none of ``expected``.
         RuntimeError: FAISS cannot parse the file.
     """
     path = Path(path)
-    if expected is not None:
+    expected = [e for e in expected or () if e]
+    if expected:
         size = path.stat().st_size
-        if size != int(expected["bytes"]):
-            raise SnapshotMismatch(f"{size:,} bytes, {int(expected['bytes']):,} written")
-    if expected is not None and sha256_file(path, BLOCK) != expected["sha256"]:
-        raise SnapshotMismatch("SHA-256 differs from the one recorded when it was written")
+        sizes = {int(e["bytes"]) for e in expected}
+        if size not in sizes:
+            written = " or ".join(f"{s:,}" for s in sorted(sizes))
+            raise SnapshotMismatch(f"{size:,} bytes, {written} written")
+        if sha256_file(path, BLOCK) not in {e["sha256"] for e in expected}:
+            raise SnapshotMismatch("SHA-256 differs from the one recorded when it was written")
     if mmap:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     return faiss.read_index(str(path))

@@ -6,8 +6,8 @@ atomically by :meth:`VectorIndex.save`). FAISS labels are internal sequence numb
 reused, so opening reconciles any snapshot with the database: rows added after it are added,
 rows deleted after it are removed (or tombstoned for HNSW).
 
-The snapshot's SHA-256 and size are recorded in the database's settings (``snapshot``) when it is
-written and checked when it is opened; a snapshot that fails the check, or that FAISS cannot read,
+The snapshot's SHA-256 and size are recorded in the database's settings (``snapshot``, and the one
+before as ``snapshot_previous``) when it is written and checked when it is opened; a snapshot that fails the check, or that FAISS cannot read,
 is rebuilt from the database with a WARNING naming the file. The database itself is checked with
 ``PRAGMA quick_check`` on open: a damaged one is refused (FAILED_PRECONDITION), since nothing can
 rebuild it.
@@ -336,7 +336,8 @@ class VectorIndex:
         Raises:
             SnapshotMismatch, RuntimeError: a damaged or unreadable snapshot.
         """
-        cpu = snapfile.read(snap, self._meta.get("snapshot"), mmap=self._want_mmap)
+        expected = [self._meta.get("snapshot"), self._meta.get("snapshot_previous")]
+        cpu = snapfile.read(snap, expected, mmap=self._want_mmap)
         self._mapped = self._want_mmap and fx.ivf_of(cpu) is not None
         return cpu
 
@@ -937,9 +938,9 @@ class VectorIndex:
             self._save_locked()
 
     def _save_locked(self) -> None:
-        """Write the snapshot; its checksum is committed to the settings before the rename, so
-        the settings never vouch for a file that is not there (a crash in between makes the
-        next open rebuild, which is safe).
+        """Write the snapshot; its checksum is committed to the settings (beside the previous
+        snapshot's) before the rename, so whichever file a crash leaves in place passes the
+        check on open.
 
         Raises:
             StiltsError: RESOURCE_EXHAUSTED on a full disk (the previous snapshot is kept).
@@ -947,8 +948,10 @@ class VectorIndex:
         target = self.path / FAISS_NAME
         if self._cpu is None:
             target.unlink(missing_ok=True)
-            self._store.set_meta(factory=self._factory, trained_n=0, snapshot=None)
-            self._meta["snapshot"] = None
+            self._store.set_meta(
+                factory=self._factory, trained_n=0, snapshot=None, snapshot_previous=None
+            )
+            self._meta.update(snapshot=None, snapshot_previous=None)
             return
         if self._mapped:  # the snapshot is what is mapped; newer rows are in the database
             return
@@ -959,11 +962,15 @@ class VectorIndex:
             "the previous snapshot is kept and every document is safe in " + DB_NAME,
         ):
             with atomic_path(target) as tmp:
-                written = snapfile.write(cpu, tmp)
+                written = snapfile.write(cpu, tmp)  # fsynced: the rename follows at once
+                previous = self._meta.get("snapshot")
                 self._store.set_meta(
-                    factory=self._factory, trained_n=self._trained_n, snapshot=written
+                    factory=self._factory,
+                    trained_n=self._trained_n,
+                    snapshot=written,
+                    snapshot_previous=previous,
                 )
-        self._meta["snapshot"] = written
+        self._meta.update(snapshot=written, snapshot_previous=previous)
         LOG.debug("saved %s (%d vectors)", target, cpu.ntotal)
 
     def close(self) -> None:

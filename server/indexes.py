@@ -180,11 +180,16 @@ class IndexRegistry:
         if not name:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"{field} is required", field)
         si = self._indexes.get(name)
+        if si is None and name in self.failed:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{field}: index {shorten(name)} is not served: {self.failed[name]}",
+                field,
+            )
         if si is None:
             raise StiltsError(
                 ErrorCode.NOT_FOUND,
-                f"{field}: no index called {shorten(name)}"
-                + (f" (it failed to open: {self.failed[name]})" if name in self.failed else ""),
+                f"{field}: no index called {shorten(name)}",
                 field,
             )
         return si

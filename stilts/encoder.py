@@ -79,7 +79,9 @@ class Encoder:
             the manifest's ``cpu_precision`` (directories without one: q4 if present, else int8).
         device: ``auto`` (CUDA when onnxruntime has it, else CPU), ``cpu`` or ``cuda``.
         threads: intra-op threads; None reads ``STILTS_THREADS``, else all cores.
-        verify: check the graph's sha256 against the manifest before loading.
+        verify: check the graph's and the tokenizer's SHA-256 against the manifest before loading
+            (FAILED_PRECONDITION naming a file that differs). On by default: it costs a read of
+            the files, measured in README "Operations".
         spin: let ONNX Runtime's pool threads spin-wait between runs. None reads
             ``STILTS_ORT_SPIN``, else off: spinning wins a little on an idle dedicated machine but
             burns the time slices other threads (gRPC, a second process) need; measured on 2 busy
@@ -98,7 +100,7 @@ class Encoder:
         precision: str | None = None,
         device: str = "auto",
         threads: int | None = None,
-        verify: bool = False,
+        verify: bool = True,
         spin: bool | None = None,
         graph: str | os.PathLike | None = None,
     ):

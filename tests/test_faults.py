@@ -12,10 +12,14 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from stilts.client import Client, Document, RemoteError
@@ -162,3 +166,210 @@ def test_full_disk_fails_the_write_keeps_serving_and_recovers_without_restart(
                 assert c.search("t", [sentence(500)], k=1)[0][0].id == 500
         finally:
             srv.stop()
+
+
+# --- damaged files ------------------------------------------------------------------------------
+
+
+def flip_bytes(path: Path, n: int = 50, start: int = 0, seed: int = 0) -> None:
+    """Invert ``n`` bytes spread over ``path`` from ``start`` on (a bad disk, a partial copy)."""
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos in rng.choice(np.arange(start, len(data)), size=n, replace=False):
+        data[pos] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path, fraction: float = 0.5) -> None:
+    size = path.stat().st_size
+    with open(path, "rb+") as f:
+        f.truncate(int(size * fraction))
+
+
+def unit_rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_snapshot_is_rebuilt_from_the_store_with_a_warning(tmp_path, caplog, damage):
+    from stilts.index import VectorIndex
+
+    x = unit_rows(300)
+    with VectorIndex.create(tmp_path / "ix", 32, kind="flat") as idx:
+        idx.add(np.arange(300), x)
+    snap = tmp_path / "ix" / "index.faiss"
+    if damage == "flip":  # the vectors, not the header: FAISS reads garbage without a word
+        flip_bytes(snap, 50, start=snap.stat().st_size // 4)
+    else:
+        truncate(snap)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOG_NAME):
+        idx = VectorIndex.open(tmp_path / "ix", device="cpu")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(snap) in m and "rebuilding" in m for m in warned), warned
+    try:
+        assert len(idx) == 300
+        hits = idx.search(x, k=1)
+        assert [h[0].id for h in hits] == list(range(300))  # every vector finds itself
+        assert all(abs(h[0].score - 1.0) < 1e-4 for h in hits)
+    finally:
+        idx.close()
+    # the damaged file was replaced: the next open is quiet
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOG_NAME):
+        VectorIndex.open(tmp_path / "ix", device="cpu").close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_store_is_refused_and_the_other_indices_serve(tmp_path, encoder, damage):
+    from stilts.server import start_server
+
+    data = tmp_path / "data"
+    srv = start_server(data, encoders={"default": encoder}, metrics_port=-1)
+    try:
+        with Client(srv.address, timeout=60) as c:
+            for name in ("bad", "good"):
+                c.create_index(name)
+                c.add_documents(name, [Document(i, sentence(i), "en") for i in range(300)])
+    finally:
+        srv.stop()
+    db = data / "bad" / "index.sqlite"
+    if damage == "flip":  # the b-tree page headers of every page after the first
+        raw = bytearray(db.read_bytes())
+        for page in range(1, len(raw) // 4096):
+            for off in range(8):
+                raw[page * 4096 + off] ^= 0xFF
+        db.write_bytes(bytes(raw))
+    else:
+        truncate(db, 0.6)
+
+    srv = start_server(data, encoders={"default": encoder}, metrics_port=-1)
+    try:
+        with Client(srv.address, timeout=60) as c:
+            assert c.search("good", [sentence(7)], k=1)[0][0].id == 7
+            assert c.describe_index("good").documents == 300
+            with pytest.raises(RemoteError) as got:
+                c.search("bad", [sentence(7)], k=1)
+            assert got.value.status == grpc.StatusCode.FAILED_PRECONDITION, str(got.value)
+            assert str(db) in got.value.message
+            assert "damaged" in got.value.message
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "state"])
+def test_damaged_mining_cache_is_recomputed_never_used(tmp_path, encoder, caplog, damage):
+    from stilts.index.embcache import Cache, encode_local
+    from stilts.index.scan import scan
+
+    src = tmp_path / "src.txt"
+    src.write_text("".join(sentence(i) + "\n" for i in range(40)), encoding="utf-8")
+    side = scan(src, "auto", False)
+    key = {"fingerprint": encoder.manifest.fingerprint, "precision": encoder.precision}
+    cache = Cache(tmp_path / "cache", side, key, encoder.dim, 8)
+    encode_local(encoder, side, cache, 16, False)
+    clean = np.array(cache.vectors())
+    del cache
+
+    npy = next((tmp_path / "cache").glob("emb-*.npy"))
+    if damage == "flip":  # bytes of chunk 2 (rows 16-23) only
+        row_bytes = encoder.dim * 4
+        header = npy.stat().st_size - 40 * row_bytes
+        raw = bytearray(npy.read_bytes())
+        for pos in range(header + 17 * row_bytes, header + 17 * row_bytes + 50):
+            raw[pos] ^= 0xFF
+        npy.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        truncate(npy, 0.7)
+    else:
+        state = npy.with_suffix(".json")
+        state.write_text(state.read_text()[:-7])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOG_NAME):
+        cache = Cache(tmp_path / "cache", side, key, encoder.dim, 8)
+    assert any(str(npy) in r.getMessage() for r in caplog.records), caplog.records
+    # flipped: that chunk; cut at 70%: the chunks past the cut (numpy pads the file back with
+    # zeros, which fail their check); a damaged state file: everything
+    assert cache.todo() == {"flip": [2], "truncate": [3, 4], "state": [0, 1, 2, 3, 4]}[damage]
+    encode_local(encoder, side, cache, 16, False)
+    np.testing.assert_allclose(cache.vectors(), clean, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("name", ["model.q4.onnx", "tokenizer.json"])
+def test_damaged_model_file_is_refused_when_loaded(tmp_path, default_model_dir, damage, name):
+    from stilts import Encoder
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in ("stilts.json", "tokenizer.json", "model.q4.onnx"):
+        shutil.copy(default_model_dir / f, model / f)
+    Encoder(model, precision="q4").encode(["ok"])  # the copy loads
+    if damage == "flip":
+        flip_bytes(model / name, 50, start=(model / name).stat().st_size // 2)
+    else:
+        truncate(model / name, 0.9)
+    with pytest.raises(StiltsError) as got:
+        Encoder(model, precision="q4")
+    assert got.value.code is ErrorCode.FAILED_PRECONDITION
+    assert str(model / name) in got.value.message
+    assert "sha256" in got.value.message
+
+
+# --- kill -9 during a snapshot ------------------------------------------------------------------
+
+SAVER = """
+import sys, numpy as np
+from stilts.index import VectorIndex
+path, dim = sys.argv[1], 384
+rng = np.random.default_rng(0)
+idx = VectorIndex.create(path, dim, kind="flat", device="cpu")
+n = 0
+while True:
+    step = 60000 if n == 0 else 500
+    idx.add(np.arange(n, n + step), rng.standard_normal((step, dim)).astype(np.float32))
+    n += step
+    print(n, flush=True)  # acknowledged: committed to index.sqlite
+    idx.save()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_snapshot_write_loses_nothing_and_leaves_nothing(tmp_path, caplog):
+    from stilts.index import VectorIndex
+
+    path = tmp_path / "ix"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    acked = 0
+    try:
+        while acked < 61000:  # past the first snapshot: a previous one lies beside the new
+            acked = int(child.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not list(path.glob(".index.faiss.*.tmp")):  # a snapshot being written
+            assert time.monotonic() < deadline, "no snapshot write seen"
+            assert child.poll() is None
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        acked = max([acked, *(int(line) for line in child.stdout.read().split())])
+    finally:
+        child.kill()
+        child.wait()
+    assert list(path.glob(".index.faiss.*.tmp")), "killed outside the snapshot write"
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOG_NAME):
+        idx = VectorIndex.open(path, device="cpu")
+    try:
+        assert len(idx) >= acked
+        assert idx.get([0, acked - 1]) != [None, None]
+        assert not list(path.glob(".index.faiss.*")), "the half-written snapshot was left"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+        q = idx.vectors([acked - 1])
+        assert idx.search(q, k=1)[0][0].id == acked - 1
+    finally:
+        idx.close()
