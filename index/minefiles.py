@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.fsutil import atomic_write, atomic_write_text
+from stilts.fsutil import atomic_write, atomic_write_text, disk_full_as
 from stilts.index import mining
 from stilts.index.embcache import Cache, encode_local
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 from stilts.index.scan import Side, chunk_texts, read_lines_at, scan
 
 ENGINES = ("local", "ray")
+_KEPT = "the previous output is kept, and so are the embedding caches: run it again to resume"
 DEFAULT_CHUNK = 8192
 
 
@@ -199,7 +200,8 @@ def mine_files(
     pairs = mining.select(nb, margin=margin, retrieval=retrieval, threshold=threshold)
     seconds["select"] = time.perf_counter() - t
     t = time.perf_counter()
-    n_lines = write_pairs(pairs, sides[0], sides[1], out)
+    with disk_full_as(out.parent, f"the mined pairs {out.name}", _KEPT):
+        n_lines = write_pairs(pairs, sides[0], sides[1], out)
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
 
@@ -264,9 +266,11 @@ def _side_summary(side: Side) -> dict[str, Any]:
 
 
 def _write_summary(out: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(
-        out.with_name(out.name + ".json"), json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    )
+    with disk_full_as(out.parent, f"{out.name}.json", _KEPT):
+        atomic_write_text(
+            out.with_name(out.name + ".json"),
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+        )
 
 
 def _quantiles(scores: Sequence[float]) -> dict[str, float] | None:

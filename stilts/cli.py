@@ -14,6 +14,7 @@ import sys
 from stilts import __version__
 from stilts.cliutil import env_flag, precision_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
+from stilts.fsutil import is_disk_full
 from stilts.inputs import LAYOUTS
 from stilts.records import TEXT_KINDS
 from stilts.sample import SIDES
@@ -352,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except StiltsError as e:
         print(f"stilts {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        print(
+            f"stilts {args.command}: error: the disk is full ({e}); free space and run it again",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

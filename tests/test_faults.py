@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -166,6 +167,53 @@ def test_full_disk_fails_the_write_keeps_serving_and_recovers_without_restart(
                 assert c.search("t", [sentence(500)], k=1)[0][0].id == 500
         finally:
             srv.stop()
+
+
+# --- full disk: stilts mine ---------------------------------------------------------------------
+
+
+def stilts_mine(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stilts.cli", "-q", "mine", "--quiet", "--precision", "int8", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_stilts_mine_on_a_full_disk_exits_non_zero_and_resumes_after_space_is_freed(
+    tmp_path, default_model_dir
+):
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("".join(sentence(i) + "\n" for i in range(30)), encoding="utf-8")
+    tgt.write_text("".join(sentence(i).upper() + "\n" for i in range(30)), encoding="utf-8")
+    cache = tmp_path / "cache"
+    with small_fs(tmp_path / "fs", "1m") as fs:
+        # the caches on a full disk: a clear error, not a crash in the memory map
+        filler = fill(fs)
+        got = stilts_mine(str(src), str(tgt), "-o", str(tmp_path / "p.tsv"), "--cache-dir", str(fs))
+        assert got.returncode == 2, got.stderr[-2000:]
+        assert f"{fs}: the disk is full" in got.stderr, got.stderr[-2000:]
+        assert "Traceback" not in got.stderr
+        filler.unlink()
+
+        # the pairs on a full disk: encoded and cached, then the write fails
+        out = fs / "pairs.tsv"
+        filler = fill(fs)
+        got = stilts_mine(str(src), str(tgt), "-o", str(out), "--cache-dir", str(cache))
+        assert got.returncode == 2, got.stderr[-2000:]
+        assert f"{fs}: the disk is full" in got.stderr and "pairs.tsv" in got.stderr
+        assert "Traceback" not in got.stderr
+        assert not out.exists() and not list(fs.glob(".pairs.tsv.*"))
+
+        filler.unlink()  # space freed: the same command resumes from the caches
+        got = stilts_mine(str(src), str(tgt), "-o", str(out), "--cache-dir", str(cache))
+        assert got.returncode == 0, got.stderr[-2000:]
+        summary = json.loads((fs / "pairs.tsv.json").read_text())
+        assert summary["src"]["cached_chunks_reused"] == summary["src"]["chunks"] == 1
+        assert summary["tgt"]["cached_chunks_reused"] == 1
+        assert len(out.read_text().splitlines()) >= 25
 
 
 # --- damaged files ------------------------------------------------------------------------------
