@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except StiltsError as e:
         print(f"stilts {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
+    except Exception as e:  # a full disk anywhere (model installs, exports, caches): one line
         if not is_disk_full(e):
             raise
         print(
