@@ -126,12 +126,39 @@ def _raise(e: grpc.RpcError) -> None:
     raise RemoteError(code, details or code.name) from None
 
 
-def _doc_proto(d: Document | dict | tuple, out: types_pb2.Document) -> None:
-    if isinstance(d, dict):
-        d = Document(**d)
-    elif isinstance(d, tuple):
-        d = Document(*d)
-    document_to_proto(d, out)
+DOCUMENT_FORMS = (
+    "a Document(id, text, language, metadata), a dict with those keys or an "
+    "(id, text[, language[, metadata]]) tuple; ids are the caller's (unique within the index, "
+    ">= 0: the server assigns none, see Document.id in proto/stilts/v1/types.proto), so a "
+    "plain string needs one, e.g. enumerate(texts) gives (id, text) tuples"
+)
+TEXT_FORMS = "a list of strings (search also takes one string)"
+
+
+def _doc_proto(d: Document | dict | tuple, out: types_pb2.Document, row: int) -> None:
+    try:
+        if isinstance(d, dict):
+            d = Document(**d)
+        elif isinstance(d, tuple):
+            d = Document(*d)
+        elif not isinstance(d, Document):
+            raise TypeError(f"is a {type(d).__name__}")
+        document_to_proto(d, out)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"documents[{row}] {e}: pass {DOCUMENT_FORMS}") from None
+
+
+def _texts(values: str | Sequence[str], field: str) -> list[str]:
+    """A list of strings from one string or a sequence of them (TypeError for anything else)."""
+    if isinstance(values, str):
+        return [values]
+    if isinstance(values, bytes | Document) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{field} is a {type(values).__name__}: pass {TEXT_FORMS}")
+    out = list(values)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{field}[{i}] is a {type(t).__name__}: pass {TEXT_FORMS}")
+    return out
 
 
 def _index_info(p: index_pb2.IndexInfo) -> IndexInfo:
@@ -280,13 +307,18 @@ class Client:
     ) -> np.ndarray:
         """Embed texts on the server: float32 (len(texts), dim), L2-normalised.
 
-        More than ``batch`` texts go through the EmbedStream RPC, ``batch`` per message.
+        ``texts``: a list of strings. More than ``batch`` texts go through the EmbedStream RPC,
+        ``batch`` per message.
+
+        Raises:
+            StiltsError: INVALID_ARGUMENT for a single string (a list is expected).
+            TypeError: an item is not a string (the message names the accepted forms).
         """
         if isinstance(texts, str):
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "texts must be a list of strings, not a string", "texts"
             )
-        texts = list(texts)
+        texts = _texts(texts, "texts")
         kind_value = KIND_VALUES.get(kind)
         if kind_value is None:
             raise StiltsError(
@@ -376,7 +408,19 @@ class Client:
 
         Every acknowledged message is durable on the server; ``on_ack`` sees each
         acknowledgement as it arrives (e.g. to checkpoint a long upload).
+
+        ``documents``: :class:`Document` objects, dicts with its fields, or
+        ``(id, text[, language[, metadata]])`` tuples. Ids are the caller's: the server assigns
+        none, so plain strings are refused (``enumerate(texts)`` numbers them).
+
+        Raises:
+            TypeError: an item of another form (before anything is sent when it is the first;
+                else after the messages before it were stored).
         """
+        if isinstance(documents, str | bytes | Document):
+            raise TypeError(
+                f"documents is a {type(documents).__name__}: pass an iterable of {DOCUMENT_FORMS}"
+            )
         if batch < 1:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch must be >= 1", "batch")
 
@@ -387,8 +431,8 @@ class Client:
             # keep it, end the stream cleanly, and raise it below (what was sent is stored)
             msg = index_pb2.AddDocumentsRequest(index=index, upsert=upsert)
             try:
-                for d in documents:
-                    _doc_proto(d, msg.documents.add())
+                for row, d in enumerate(documents):
+                    _doc_proto(d, msg.documents.add(), row)
                     if len(msg.documents) >= batch:
                         yield msg
                         msg = index_pb2.AddDocumentsRequest(upsert=upsert)
@@ -407,6 +451,8 @@ class Client:
                 if on_ack is not None:
                     on_ack(ack)
         except grpc.RpcError as e:
+            if failure:  # the stream ended early because of the caller's item: that error
+                raise failure[0] from None
             _raise(e)
         if failure:
             raise failure[0]
@@ -457,9 +503,14 @@ class Client:
         ef_search: int | None = None,
         kind: str | None = None,
     ) -> list[list[Hit]]:
-        """The ``k`` best documents per query (best first), one list per query."""
-        if isinstance(queries, str):
-            queries = [queries]
+        """The ``k`` best documents per query (best first), one list per query.
+
+        ``queries``: a string (one query) or a list of strings.
+
+        Raises:
+            TypeError: ``queries`` is neither (the message names the accepted forms).
+        """
+        queries = _texts(queries, "queries")
         if scoring not in SCORING_VALUES:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "scoring must be cosine or margin", "scoring"

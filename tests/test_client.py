@@ -167,3 +167,33 @@ def test_serve_flags_read_environment(monkeypatch, tmp_path):
     with pytest.raises(StiltsError) as e:
         config_from_args(build_parser().parse_args(["serve", "--tls-cert", "/nonexistent"]))
     assert e.value.field == "tls_cert"
+
+
+def test_plain_strings_and_other_wrong_inputs_are_refused_with_the_accepted_forms(server):
+    with Client(server.address, timeout=60) as c:
+        c.create_index("strings")
+        with pytest.raises(TypeError, match=r"documents\[0\] is a str: pass a Document\(id"):
+            c.add_documents("strings", ["some text"])
+        with pytest.raises(TypeError, match="documents is a str"):
+            c.add_documents("strings", "some text")
+        assert c.describe_index("strings").documents == 0  # nothing was sent
+        # the forms the message names work, and the hint in it too
+        added = c.add_documents("strings", enumerate(["some text", "other text"])).added
+        assert added == 2
+        assert c.add_documents("strings", [{"id": 5, "text": "x", "language": "en"}]).added == 1
+        # a bad item after good ones: the good messages are stored, then the TypeError
+        docs = [(10 + i, f"text {i}") for i in range(4)] + ["no id"]
+        with pytest.raises(TypeError, match=r"documents\[4\] is a str"):
+            c.add_documents("strings", docs, batch=2)
+        assert c.describe_index("strings").documents == 7
+        with pytest.raises(TypeError, match=r"documents\[0\].*invalid literal"):
+            c.add_documents("strings", [("abc", "text")])
+        # search: one string or a list of strings
+        assert c.search("strings", "some text", k=1)[0][0].id == 0
+        with pytest.raises(TypeError, match=r"queries\[1\] is a int: pass a list of strings"):
+            c.search("strings", ["ok", 3])
+        with pytest.raises(TypeError, match=r"queries is a bytes"):
+            c.search("strings", b"bytes")
+        with pytest.raises(TypeError, match=r"texts\[0\] is a NoneType: pass a list of strings"):
+            c.embed([None])
+        c.drop_index("strings")
