@@ -6,7 +6,6 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 
-
 SIDES = ("xx", "en")
 
 
@@ -25,9 +24,7 @@ def dev_sentences(tatoeba_dir: str | Path, n: int, side: str = "xx") -> list[str
     columns = []
     for f in files:
         with f.open(encoding="utf-8") as fh:
-            columns.append(
-                [line.rstrip("\n").split("\t")[col] for line in fh if "\t" in line]
-            )
+            columns.append([line.rstrip("\n").split("\t")[col] for line in fh if "\t" in line])
     out: list[str] = []
     seen: set[str] = set()
     row = 0

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.export import POOLING_MODES, DenseLayer, Head
+from stilts.export import POOLING_MODES, DenseLayer, Head, activation_module
 from stilts.manifest import TOKENIZER_NAME, Manifest
 from stilts.records import TEXT_KINDS
 
@@ -258,10 +258,15 @@ def _dense(folder: Path, config: dict[str, Any], in_dim: int) -> DenseLayer:
     residual_weight = state.get("residual.weight") if residual and in_f != out_f else None
     if residual and in_f != out_f and residual_weight is None:
         raise _refuse(f"{folder}: use_residual with {in_f} != {out_f} needs residual.weight")
+    activation = str(config.get("activation_function") or DEFAULT_ACTIVATION)
+    try:
+        activation_module(activation)
+    except StiltsError as e:
+        raise _refuse(f"{folder}: {e}", "activation_function") from e
     return DenseLayer(
         weight=weight,
         bias=state["linear.bias"] if bias else None,
-        activation=str(config.get("activation_function") or DEFAULT_ACTIVATION),
+        activation=activation,
         residual=residual,
         residual_weight=residual_weight,
     )

