@@ -37,7 +37,8 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 # The server image (Dockerfile target cpu or gpu) with docker (when its daemon answers), else
-# buildah, else podman; BUILDER=docker|buildah|podman picks one. IMAGE_ARGS: more build options,
+# buildah, else podman (in docker format, which keeps the HEALTHCHECK); BUILDER=docker|buildah|podman
+# picks one. IMAGE_ARGS: more build options,
 # e.g. --build-arg TORCH_INDEX_URL= --build-arg PIP_OPTIONS="--find-links /wheels".
 IMAGE ?= stilts
 TARGET ?= cpu
@@ -51,7 +52,8 @@ image:
 	  elif command -v podman >/dev/null 2>&1; then builder=podman; \
 	  else echo "make image: needs docker (with a daemon), buildah or podman" >&2; exit 1; fi; \
 	fi; \
-	case "$$builder" in buildah) cmd="buildah bud";; *) cmd="$$builder build";; esac; \
+	case "$$builder" in buildah) cmd="buildah bud --format docker";; \
+	  podman) cmd="podman build --format docker";; *) cmd="$$builder build";; esac; \
 	echo "$$cmd --target $(TARGET) -t $(IMAGE):$(TARGET) $(IMAGE_ARGS) ."; \
 	$$cmd --target $(TARGET) -t $(IMAGE):$(TARGET) $(IMAGE_ARGS) .
 

@@ -114,8 +114,27 @@ step "metrics"
 metrics="$(inimg python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=5).read().decode())")"
 grep -E '^stilts_requests_total' <<<"$metrics" || fail "no stilts_requests_total metrics"
 
-step "SIGTERM drain"
+step "SIGTERM drain: a search in flight is answered, then the server exits 0"
+inimg sh -c 'seq 1 1000 | sed "s/.*/Query & asks where the cat sleeps in the warm afternoon sun today./" > /tmp/q.txt'
+QOUT="$(mktemp -t stilts-smoke-q.XXXXXX)"
+inimg stilts search --index smoke --input /tmp/q.txt -k 1 --json "${S[@]}" >"$QOUT" 2>&1 &
+QPID=$!
+metric() { inimg python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=5).read().decode())"; }
+inflight=
+for _ in $(seq 1 100); do  # until the search is in flight
+    if grep -qE '^stilts_requests_in_flight\{method="stilts.v1.RetrievalService/Search"\} [1-9]' <<<"$(metric)"; then
+        inflight=1
+        break
+    fi
+    sleep 0.05
+done
+[ -n "$inflight" ] || fail "the search never showed in stilts_requests_in_flight"
 term
+QRC=0
+wait "$QPID" || QRC=$?
+echo "search in flight at SIGTERM: exit $QRC, $(grep -c '"hits"' "$QOUT") of 1000 answers"
+[ "$QRC" = 0 ] || { cat "$QOUT"; fail "the in-flight search failed during the drain"; }
+[ "$(grep -c '"hits"' "$QOUT")" = 1000 ] || fail "the in-flight search lost answers"
 wait_exit
 logs
 grep -E "stopping|stopped|snapshot" "$LOG" || true
