@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.fsutil import atomic_write, atomic_write_text
+from stilts.fsutil import atomic_write, atomic_write_text, disk_full_as
 from stilts.index import mining
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 
 LOG = logging.getLogger(__name__)
+_KEPT = "the previous output is kept; run it again once there is space"
 
 NPY_MAGIC = b"\x93NUMPY"
 NORM_TOLERANCE = 1e-2
@@ -82,9 +83,10 @@ def load_vectors(path: str | os.PathLike, field: str) -> np.ndarray:
 
 def write_row_pairs(pairs: list[mining.MinedPair], output: Path) -> int:
     """Write ``score<TAB>src_row<TAB>tgt_row`` lines atomically; returns the number of lines."""
-    with atomic_write(output) as f:
-        for p in pairs:
-            f.write(f"{p.score:.6f}\t{p.src}\t{p.tgt}\n")
+    with disk_full_as(output.parent, f"the mined pairs {output.name}", _KEPT):
+        with atomic_write(output) as f:
+            for p in pairs:
+                f.write(f"{p.score:.6f}\t{p.src}\t{p.tgt}\n")
     return len(pairs)
 
 
@@ -180,6 +182,7 @@ def mine_vector_files(
         "engine": engine,
         "seconds": {name: round(v, 3) for name, v in seconds.items()},
     }
-    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(summary, indent=2) + "\n")
+    with disk_full_as(out.parent, f"{out.name}.json", _KEPT):
+        atomic_write_text(out.with_name(out.name + ".json"), json.dumps(summary, indent=2) + "\n")
     LOG.info("mined %d pairs from %d x %d vectors", len(pairs), len(x), len(y))
     return summary
