@@ -492,3 +492,113 @@ def test_all_minilm_l6_v2_from_its_pinned_wheel(tmp_path_factory):
     assert m.parity["int8_vs_fp32_cosine_mean"] >= 0.99
     worst = assert_matches_library(src, d / "out", texts=english[:32] + TEXTS)
     print(f"all-MiniLM-L6-v2: fp32 vs library max abs diff {worst:.2e}; parity {m.parity}")
+
+
+# -- several imported models on one real server ---------------------------------------------
+
+
+def _start(data, models):
+    from stilts.server import start_server
+
+    return start_server(data, models=models, precision="fp32", max_texts_per_request=64)
+
+
+@pytest.fixture(scope="module")
+def two_models(bert_dense, xlmr_fp16, tmp_path_factory):
+    """A loopback server with two imported models (fp32 graphs) and its data directory."""
+    from stilts.client import Client
+
+    data = tmp_path_factory.mktemp("data")
+    srv = _start(data, [f"dense={bert_dense[2]}", f"fp16={xlmr_fp16[2]}"])
+    with Client(srv.address, timeout=60) as client:
+        yield srv, client, data
+    srv.stop(5)
+
+
+@pytest.mark.slow
+def test_server_embeds_with_each_model_as_the_library(two_models, bert_dense, xlmr_fp16):
+    import grpc
+
+    from stilts.v1 import embedding_pb2, embedding_pb2_grpc
+
+    srv, client, _ = two_models
+    info = client.info()
+    assert [m.name for m in info.models] == ["dense", "fp16"]
+    with grpc.insecure_channel(srv.address) as channel:
+        raw = embedding_pb2_grpc.EmbeddingServiceStub(channel).Info(embedding_pb2.InfoRequest())
+    by_name = {m.name: m for m in raw.models}
+    dense, fp16 = by_name["dense"], by_name["fp16"]
+    assert (dense.dim, dense.similarity, dense.normalized) == (24, "cosine", True)
+    assert (fp16.dim, fp16.similarity, fp16.normalized) == (40, "dot", False)
+    assert dict(dense.prompts) == {
+        "query": "Query: search for ",
+        "passage": "Passage: ",
+        "bitext": "",
+    }
+    assert dict(fp16.prompts) == {"query": "", "passage": "", "bitext": "search for: "}
+    assert dense.fingerprint != fp16.fingerprint
+    # Embed selects by name; each model's vectors are the library's (the server refuses empty
+    # and whitespace-only texts).
+    texts = [t for t in TEXTS if t.strip()]
+    for name, (src, m, _) in (("dense", bert_dense), ("fp16", xlmr_fp16)):
+        lib = library(src)
+        for kind, prompt_name in m.sentence_transformers["kind_prompts"].items():
+            got = client.embed(texts, kind=kind, model=name)
+            want = lib.encode(texts, prompt_name=prompt_name)
+            np.testing.assert_allclose(got, want, atol=LIMIT, err_msg=f"{name} {kind}")
+
+
+@pytest.mark.slow
+def test_indexes_and_mining_keep_to_the_model_they_were_built_with(
+    bert_dense, xlmr_fp16, bert_mean, tmp_path
+):
+    import grpc
+
+    from stilts.client import Client, RemoteError
+
+    data = tmp_path / "data"
+    srv = _start(data, [f"dense={bert_dense[2]}", f"fp16={xlmr_fp16[2]}"])
+    try:
+        with Client(srv.address, timeout=60) as client:
+            _indexes_and_mining(srv, client)
+    finally:
+        srv.stop(5)
+    # Restarted with another model under the same name: the index refuses it.
+    other = _start(data, [f"fp16={bert_mean[2]}"])
+    try:
+        with Client(other.address, timeout=60) as c:
+            assert c.describe_index("fp16-docs").model_loaded is False
+            with pytest.raises(RemoteError, match="fp16-docs.*does not serve") as e:
+                c.search("fp16-docs", SENTENCES[:1], k=1)
+            assert e.value.status is grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        other.stop(5)
+
+
+def _indexes_and_mining(srv, client):
+    import grpc
+
+    from stilts.client import RemoteError
+    from stilts.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    client.create_index("fp16-docs", model="fp16", document_kind="passage")
+    client.create_index("dense-docs", model="dense", document_kind="passage")
+    for index in ("fp16-docs", "dense-docs"):
+        client.add_documents(index, list(enumerate(SENTENCES)))
+        assert client.describe_index(index).model == index.split("-")[0]
+    with grpc.insecure_channel(srv.address) as channel:
+        search = retrieval_pb2_grpc.RetrievalServiceStub(channel).Search
+        for index, model in (("fp16-docs", "fp16"), ("dense-docs", "dense")):
+            resp = search(retrieval_pb2.SearchRequest(index=index, queries=SENTENCES[:3], k=1))
+            assert resp.model == model
+            # query and passage prompts are the same for fp16: each text finds itself
+            if model == "fp16":
+                assert [r.hits[0].id for r in resp.results] == [0, 1, 2]
+    # Mining a text side against an index embeds it with the index's model, or is refused.
+    pairs = client.mine(SENTENCES[:4], None, tgt_index="fp16-docs", model="fp16", k=2)
+    assert pairs
+    with pytest.raises(RemoteError, match="another model") as e:
+        client.mine(SENTENCES[:4], None, tgt_index="fp16-docs", model="dense", k=2)
+    assert e.value.status is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(RemoteError, match="another model"):
+        client.mine(None, None, src_index="dense-docs", tgt_index="fp16-docs", k=2)
