@@ -136,7 +136,6 @@ def _int8_static(src: Source, out: Path) -> None:
     )
 
     from stilts.encoder import Encoder
-    from stilts.export import pad_ids
 
     enc = Encoder(src.model_dir, precision="fp32", threads=1)
     toks = enc.tokenize(src.calibration, kind="bitext")
@@ -149,8 +148,7 @@ def _int8_static(src: Source, out: Path) -> None:
             start = next(self.batches, None)
             if start is None:
                 return None
-            ids, mask = pad_ids([t.ids for t in toks[start : start + 16]], enc.pad_id)
-            return {"input_ids": ids, "attention_mask": mask}
+            return enc.batch_feeds(toks[start : start + 16])
 
     root = logging.getLogger()  # the quantiser logs every node on the root logger
     level = root.level

@@ -229,10 +229,9 @@ class Encoder:
         ]
         return out
 
-    def embed_tokenized(self, items: Sequence[Tokenized]) -> np.ndarray:
-        """Run one padded batch through the graph; rows follow ``items``."""
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def batch_feeds(self, items: Sequence[Tokenized]) -> dict[str, np.ndarray]:
+        """The graph's inputs for one batch: ids right-padded to the longest, the attention mask
+        and, for graphs that pool without their prompt, each row's prompt length."""
         longest = max(len(t) for t in items)
         ids = np.full((len(items), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(items), longest), dtype=np.int64)
@@ -242,7 +241,13 @@ class Encoder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if self.takes_prompt_length:
             feeds[PROMPT_LENGTH] = np.array([t.prompt_len for t in items], dtype=np.int64)
-        (emb,) = self.session.run(["embedding"], feeds)
+        return feeds
+
+    def embed_tokenized(self, items: Sequence[Tokenized]) -> np.ndarray:
+        """Run one padded batch through the graph; rows follow ``items``."""
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        (emb,) = self.session.run(["embedding"], self.batch_feeds(items))
         return np.ascontiguousarray(emb, dtype=np.float32)
 
     def encode(
