@@ -421,3 +421,47 @@ def test_kill_9_during_a_snapshot_write_loses_nothing_and_leaves_nothing(tmp_pat
         assert idx.search(q, k=1)[0][0].id == acked - 1
     finally:
         idx.close()
+
+
+@pytest.mark.slow
+def test_server_killed_during_its_shutdown_snapshot_keeps_every_acknowledged_document(
+    tmp_path, encoder
+):
+    from stilts.server import start_server
+    from stilts.server.indexes import build_index
+
+    data = tmp_path / "data"
+    n, dim = 60000, encoder.dim
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    docs = [Document(i, f"bulk {i}", "en") for i in range(n)]
+    manifest = encoder.manifest.to_dict()
+    build_index(data, "big", "default", manifest, [(np.arange(n), vectors, docs)], kind="flat")
+
+    srv = start_server(data, subprocess=True, metrics_port=-1, grace_seconds=30)
+    try:
+        with Client(srv.address, timeout=60) as c:
+            new = [Document(n + i, sentence(i), "en") for i in range(20)]
+            assert c.add_documents("big", new).added == 20  # acknowledged
+        srv.proc.send_signal(signal.SIGTERM)  # drain, then the shutdown snapshot
+        snap_dir = data / "big"
+        deadline = time.monotonic() + 60
+        while not list(snap_dir.glob(".index.faiss.*.tmp")):
+            assert time.monotonic() < deadline and srv.proc.poll() is None, "no snapshot seen"
+            time.sleep(0.001)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(30)
+    finally:
+        srv.kill()
+
+    srv = start_server(data, subprocess=True, metrics_port=-1, grace_seconds=30)
+    try:
+        with Client(srv.address, timeout=60) as c:
+            assert c.describe_index("big").documents == n + 20
+            assert c.search("big", [sentence(7)], k=1)[0][0].id == n + 7
+            got = c.get_documents("big", [0, n - 1, n, n + 19])
+            assert [d.id for d in got] == [0, n - 1, n, n + 19]
+        assert not list((data / "big").glob(".index.faiss.*")), "half-written snapshot left"
+        assert "WARNING" not in srv.log() and "Traceback" not in srv.log(), srv.log()[-3000:]
+    finally:
+        assert srv.stop() == 0
