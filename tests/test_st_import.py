@@ -66,6 +66,12 @@ def assert_matches_library(src, out, texts=TEXTS):
             got = enc.encode(texts, kind=kind, batch_size=batch)
             worst = max(worst, float(np.abs(got - ref).max()))
     assert worst < LIMIT, worst
+    p = m.parity
+    print(  # the README's parity table (pytest -s)
+        f"\n| {m.name} | {m.pooling} | {m.dim} | {worst:.1e} | {p['fp32_vs_library_max_abs_diff']:.1e}"
+        f" | {p['q4_vs_fp32_cosine_mean']:.5f} / {p['q4_vs_fp32_cosine_min']:.5f}"
+        f" | {p['int8_vs_fp32_cosine_mean']:.4f} | {m.cpu_precision} |"
+    )
     assert m.parity["fp32_vs_library_max_abs_diff"] < LIMIT
     assert m.parity["library_token_ids_equal"] is True
     # The quantised graphs the import kept passed today's gates.
