@@ -325,6 +325,11 @@ def test_xlmr_saved_in_fp16_multi_pooling_dense_without_bias_no_normalize(xlmr_f
         "bitext": "q",
     }
     assert json.loads((src / "config.json").read_text())["dtype"] == "float16"
+    import onnx
+
+    graph = onnx.load(str(out / FP32_NAME), load_external_data=False).graph
+    dtypes = {t.data_type for t in graph.initializer}
+    assert onnx.TensorProto.FLOAT16 not in dtypes and onnx.TensorProto.FLOAT in dtypes
     vecs = Encoder(out, precision="fp32").encode(SENTENCES, kind="bitext")
     assert np.abs(np.linalg.norm(vecs, axis=1) - 1).max() > 1e-3  # not normalised
     assert_matches_library(src, out)
@@ -333,6 +338,22 @@ def test_xlmr_saved_in_fp16_multi_pooling_dense_without_bias_no_normalize(xlmr_f
     half = library(src, fp32=False).encode(SENTENCES, prompt_name="q")
     cos = (half * vecs).sum(1) / (np.linalg.norm(half, axis=1) * np.linalg.norm(vecs, axis=1))
     assert cos.min() > 0.99
+
+
+def test_strip_and_lowercase_in_the_manifest_are_applied_by_the_encoder(xlmr_fp16, tmp_path):
+    """sentence-transformers before 6 stripped each text (prompt included) before tokenising; an
+    import under such a release records ``strip`` and the Encoder applies it, after prepending
+    the prompt, as it applies ``lowercase``."""
+    out = tmp_path / "m"
+    shutil.copytree(xlmr_fp16[2], out)
+    padded = "  Network connection was LOST.  "
+    assert Encoder(out, precision="fp32").prepare(padded) == padded
+    rewrite_json(out / "stilts.json", lambda m: m.update(strip=True, lowercase=True))
+    enc = Encoder(out, precision="fp32")
+    assert enc.prepare(padded) == "network connection was lost."
+    assert enc.prepare("search for: " + " x ") == "search for:  x"
+    a, b = enc.encode([padded, "network connection was lost."], kind="bitext")
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
