@@ -629,3 +629,17 @@ def _indexes_and_mining(srv, client):
     assert e.value.status is grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(RemoteError, match="another model"):
         client.mine(None, None, src_index="dense-docs", tgt_index="fp16-docs", k=2)
+
+
+@pytest.mark.slow
+def test_a_model_that_misses_library_parity_is_refused_and_nothing_is_written(
+    bert_mean, tmp_path, monkeypatch
+):
+    from stilts import st_import
+
+    monkeypatch.setattr(st_import, "MAX_LIBRARY_DIFF", 0.0)  # no graph is that exact
+    with pytest.raises(StiltsError, match=r"differs from sentence-transformers by .*limit 0e\+00") as e:
+        _import(bert_mean[0], tmp_path / "m")
+    assert e.value.code is ErrorCode.FAILED_PRECONDITION
+    assert not (tmp_path / "m").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
