@@ -638,7 +638,9 @@ def test_a_model_that_misses_library_parity_is_refused_and_nothing_is_written(
     from stilts import st_import
 
     monkeypatch.setattr(st_import, "MAX_LIBRARY_DIFF", 0.0)  # no graph is that exact
-    with pytest.raises(StiltsError, match=r"differs from sentence-transformers by .*limit 0e\+00") as e:
+    with pytest.raises(
+        StiltsError, match=r"differs from sentence-transformers by .*limit 0e\+00"
+    ) as e:
         _import(bert_mean[0], tmp_path / "m")
     assert e.value.code is ErrorCode.FAILED_PRECONDITION
     assert not (tmp_path / "m").exists()
