@@ -105,7 +105,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class SentenceTransformerDir:
-    """What a sentence-transformers directory says, read without torch.
+    """What a sentence-transformers directory says: its configs and Dense weights (the
+    transformer itself is loaded by :func:`import_directory`).
 
     Attributes:
         path: the directory.
@@ -315,6 +316,13 @@ def read_directory(path: str | os.PathLike) -> SentenceTransformerDir:
             "model_type",
         )
     tconfig = _transformer_config(tdir)
+    task = tconfig.get("transformer_task", "feature-extraction")
+    modalities = set(tconfig.get("modality_config") or {"text": None})
+    if task != "feature-extraction" or modalities != {"text"}:
+        raise _refuse(
+            f"{tdir}: Transformer with transformer_task {task!r} and inputs {sorted(modalities)} "
+            "is not supported (stilts exports text feature extraction)"
+        )
     hidden = int(model_config.get("hidden_size", 0))
 
     pconfig = (
@@ -328,7 +336,7 @@ def read_directory(path: str | os.PathLike) -> SentenceTransformerDir:
             dense.append(_dense(folder, _read_json(folder / "config.json"), dim))
             dim = dense[-1].weight.shape[0]
     st_config = _read_json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
-    prompts = {str(k): str(v) for k, v in (st_config.get("prompts") or {}).items()}
+    prompts = {str(k): str(v) for k, v in (st_config.get("prompts") or {}).items() if v is not None}
     similarity = st_config.get("similarity_fn_name") or "cosine"
     if similarity not in SIMILARITIES:
         raise _refuse(
