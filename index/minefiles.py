@@ -31,7 +31,7 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_write, atomic_write_text, disk_full_as
-from stilts.index import mining
+from stilts.index import autothreshold, mining
 from stilts.index.embcache import Cache, encode_local
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 from stilts.index.scan import Side, chunk_texts, read_lines_at, scan
@@ -110,7 +110,8 @@ def mine_files(
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
     index: str = "auto",
     engine: str = "local",
     ray_address: str | None = None,
@@ -131,7 +132,10 @@ def mine_files(
         output: the TSV to write; ``OUTPUT.json`` gets the summary.
         model: a model name or directory, or an ``Encoder``.
         precision: ``q4``, ``int8`` or ``fp32``; None: the model's default (ignored for an Encoder).
-        k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`.
+        k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`
+            (``threshold="auto"``: chosen from the job's scores, :mod:`stilts.index.autothreshold`).
+        target_precision: with ``auto``: the lowest threshold whose estimated precision reaches
+            this.
         engine: ``local`` or ``ray``.
         ray_address: a Ray cluster (None: local Ray).
         input_format: ``auto``, ``lines`` or ``ids``.
@@ -147,7 +151,8 @@ def mine_files(
         The summary dict (also written as JSON next to the output).
     """
     t0 = time.perf_counter()
-    mining.check_options(k, margin, retrieval, threshold)
+    mining.check_options(k, margin, retrieval, threshold, target_precision)
+    n_knn = autothreshold.neighbours_needed(k, threshold, target_precision)
     if engine not in ENGINES:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"engine must be one of {ENGINES}", "engine")
     if chunk_size < 1 or batch_size < 1:
@@ -193,11 +198,18 @@ def mine_files(
     x, y = caches[0].vectors(), caches[1].vectors()
     engine_knn = ray_mod.neighbours if ray_mod is not None else mining.neighbours
     nb = engine_knn(
-        x, y, k, index=index, block_size=block_size, shard_size=shard_size, progress=progress
+        x, y, n_knn, index=index, block_size=block_size, shard_size=shard_size, progress=progress
     )
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    pairs = mining.select(nb, margin=margin, retrieval=retrieval, threshold=threshold)
+    pairs, estimate = autothreshold.select(
+        nb,
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        threshold=threshold,
+        target_precision=target_precision,
+    )
     seconds["select"] = time.perf_counter() - t
     t = time.perf_counter()
     with disk_full_as(out.parent, f"the mined pairs {out.name}", _KEPT):
@@ -225,7 +237,7 @@ def mine_files(
         "k": k,
         "margin": margin,
         "retrieval": retrieval,
-        "threshold": threshold,
+        **autothreshold.summary_fields(threshold, estimate),
         "index": index,
         "engine": engine,
         "score_quantiles": _quantiles([p.score for p in pairs]),
@@ -292,7 +304,8 @@ def mine_on_server(
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
     input_format: str = "auto",
 ) -> dict[str, Any]:
     """:func:`mine_files` with steps 2 and 3 on a stilts server (``client``: a
@@ -303,7 +316,7 @@ def mine_on_server(
         The summary dict (also written as JSON next to the output).
     """
     t0 = time.perf_counter()
-    mining.check_options(k, margin, retrieval, threshold)
+    mining.check_options(k, margin, retrieval, threshold, target_precision)
     out = _output_path(output)
     sides = [scan(src, input_format), scan(tgt, input_format)]
     texts = [_non_empty(side, name) for side, name in zip(sides, ("src", "tgt"), strict=True)]
@@ -314,6 +327,7 @@ def mine_on_server(
         margin=margin,
         retrieval=retrieval,
         threshold=threshold,
+        target_precision=target_precision,
         model=model,
     )
     # the server numbers the (already unique) sentences as sent: its positions are our rows
@@ -329,7 +343,7 @@ def mine_on_server(
         "k": k,
         "margin": margin,
         "retrieval": retrieval,
-        "threshold": threshold,
+        **autothreshold.summary_fields(threshold, getattr(pairs, "threshold_estimate", None)),
         "engine": "server",
         "seconds": {"total": round(time.perf_counter() - t0, 3)},
     }

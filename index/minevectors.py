@@ -20,7 +20,7 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_write, atomic_write_text, disk_full_as
-from stilts.index import mining
+from stilts.index import autothreshold, mining
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD
 
 LOG = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def mine_vector_files(
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
     index: str = "auto",
     engine: str = "local",
     ray_address: str | None = None,
@@ -113,7 +114,10 @@ def mine_vector_files(
     Args:
         src, tgt: ``(n, dim)`` float32 L2-normalised vectors (memory-mapped).
         output: the TSV to write; ``OUTPUT.json`` gets the summary.
-        k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`.
+        k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`
+            (``threshold="auto"``: chosen from the job's scores, :mod:`stilts.index.autothreshold`).
+        target_precision: with ``auto``: the lowest threshold whose estimated precision reaches
+            this.
         engine: ``local``, or ``ray`` (one Ray task per database shard: exact tiles, or the
             shard's IVF lists for ``ivf``/``ivfpq``; see :mod:`stilts.index.ray_engine`).
         ray_address: a Ray cluster (None: local Ray).
@@ -126,7 +130,8 @@ def mine_vector_files(
         The summary dict (also written as JSON next to the output).
     """
     t0 = time.perf_counter()
-    mining.check_options(k, margin, retrieval, threshold)
+    mining.check_options(k, margin, retrieval, threshold, target_precision)
+    n_knn = autothreshold.neighbours_needed(k, threshold, target_precision)
     if engine not in ("local", "ray"):
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "engine must be local or ray", "engine")
     if nprobe is not None and (
@@ -155,12 +160,19 @@ def mine_vector_files(
         from stilts.index import ray_engine
 
         ray_engine.init(ray_address, ray_num_cpus)
-        nb = ray_engine.neighbours(x, y, k, **knn_opts)
+        nb = ray_engine.neighbours(x, y, n_knn, **knn_opts)
     else:
-        nb = mining.neighbours(x, y, k, **knn_opts)
+        nb = mining.neighbours(x, y, n_knn, **knn_opts)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    pairs = mining.select(nb, margin=margin, retrieval=retrieval, threshold=threshold)
+    pairs, estimate = autothreshold.select(
+        nb,
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        threshold=threshold,
+        target_precision=target_precision,
+    )
     seconds["select"] = time.perf_counter() - t
     t = time.perf_counter()
     n_lines = write_row_pairs(pairs, out)
@@ -176,7 +188,7 @@ def mine_vector_files(
         "k": k,
         "margin": margin,
         "retrieval": retrieval,
-        "threshold": threshold,
+        **autothreshold.summary_fields(threshold, estimate),
         "index": index,
         "nprobe": nprobe,
         "engine": engine,

@@ -73,8 +73,15 @@ def margin_fn(margin: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     )
 
 
-def check_options(k: int, margin: str, retrieval: str, threshold: float | None) -> None:
-    """Validate mining options (shared by the library, the CLI and the server).
+def check_options(
+    k: int,
+    margin: str,
+    retrieval: str,
+    threshold: float | str | None,
+    target_precision: float | None = None,
+) -> None:
+    """Validate mining options (shared by the library, the CLI and the server); ``threshold``
+    may be ``"auto"`` (:mod:`stilts.index.autothreshold`).
 
     Raises:
         StiltsError: INVALID_ARGUMENT naming the option.
@@ -88,8 +95,14 @@ def check_options(k: int, margin: str, retrieval: str, threshold: float | None) 
             f"retrieval must be one of {RETRIEVALS}, got {shorten(retrieval)}",
             "retrieval",
         )
-    if threshold is not None and not np.isfinite(threshold):
-        raise StiltsError(ErrorCode.INVALID_ARGUMENT, "threshold must be finite", "threshold")
+    from stilts.index import autothreshold
+
+    autothreshold.check(threshold, target_precision)
+    if isinstance(threshold, bool) or (
+        threshold is not None and not autothreshold.is_auto(threshold)
+    ):
+        if not isinstance(threshold, int | float | np.floating) or not np.isfinite(threshold):
+            raise StiltsError(ErrorCode.INVALID_ARGUMENT, "threshold must be finite", "threshold")
 
 
 def trained_index(database: np.ndarray, kind: str) -> tuple[faiss.Index, str]:
@@ -238,6 +251,12 @@ def select(
         ``score >= threshold`` when a threshold is given.
     """
     check_options(1, margin, retrieval, threshold)
+    if isinstance(threshold, str):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            "select takes a number; choose 'auto' with stilts.index.autothreshold.select",
+            "threshold",
+        )
     fn = margin_fn(margin)
     fwd_mean, bwd_mean = nb.fwd_mean, nb.bwd_mean
     n, m = len(nb.fwd_ids), len(nb.bwd_ids)
@@ -296,11 +315,12 @@ def mine(
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     index: str = "flat",
     block_size: int = DEFAULT_BLOCK,
     shard_size: int = DEFAULT_SHARD,
     progress: bool = False,
+    target_precision: float | None = None,
 ) -> list[MinedPair]:
     """Mine translation pairs between two sets of sentence vectors.
 
@@ -310,25 +330,38 @@ def mine(
         k: neighbours for the margin (4 as in the paper).
         margin: ``ratio`` (default), ``distance`` or ``absolute`` (plain cosine).
         retrieval: ``max`` (default), ``forward``, ``backward`` or ``intersect``.
-        threshold: keep pairs scoring at least this (ratio margins of true pairs are typically
-            above ~1.0-1.06 with the default model: calibrate on a pair with gold).
+        threshold: keep pairs scoring at least this, or ``"auto"``: chosen from the job's own
+            scores (:mod:`stilts.index.autothreshold`; the margin's scale belongs to the encoder,
+            so a fixed number from another model or domain can be far off).
         index: ``flat`` (exact, blocked), ``auto``, or an approximate kind (``ivf``, ``hnsw``,
             ``ivfpq`` or a FAISS factory string).
         block_size: query rows per tile.
         shard_size: database rows per tile.
         progress: tqdm bars for the k-NN.
+        target_precision: with ``threshold="auto"``: the lowest threshold whose estimated
+            precision reaches this, instead of the best expected F1.
 
     Returns:
         :class:`MinedPair` list, best first.
     """
-    check_options(k, margin, retrieval, threshold)
+    from stilts.index import autothreshold
+
+    check_options(k, margin, retrieval, threshold, target_precision)
     nb = neighbours(
         src,
         tgt,
-        k,
+        autothreshold.neighbours_needed(k, threshold, target_precision),
         index=index,
         block_size=block_size,
         shard_size=shard_size,
         progress=progress,
     )
-    return select(nb, margin=margin, retrieval=retrieval, threshold=threshold)
+    pairs, _ = autothreshold.select(
+        nb,
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        threshold=threshold,
+        target_precision=target_precision,
+    )
+    return pairs

@@ -1,7 +1,8 @@
 """Mining sentence lists in memory (the server's Mine RPC): the steps of ``stilts mine`` on lists.
 
 dedupe (:func:`stilts.index.scan.dedupe`, as the file scan does) -> embed the unique sentences ->
-k-NN both ways -> margin and selection (:func:`stilts.index.mining.mine`) -> text-level
+k-NN both ways -> margin and selection (:func:`stilts.index.autothreshold.select`: a fixed or an
+auto threshold) -> text-level
 :class:`~stilts.records.MinedPair` s, best first, that point back into the inputs.
 """
 
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from stilts.errors import invalid
-from stilts.index import mining
+from stilts.index import autothreshold, mining
+from stilts.index.autothreshold import ThresholdEstimate
 from stilts.index.scan import dedupe
 from stilts.records import MinedPair
 
@@ -56,18 +58,29 @@ def mine_sides(
     k: int = 4,
     margin: str = "ratio",
     retrieval: str = "max",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
     index: str = "auto",
-) -> list[MinedPair]:
-    """Mine two sides; pairs carry positions, ids and texts, best first."""
-    pairs = mining.mine(
+) -> tuple[list[MinedPair], ThresholdEstimate | None]:
+    """Mine two sides; pairs carry positions, ids and texts, best first.
+
+    Returns:
+        (pairs, the threshold estimate when ``threshold="auto"`` or ``target_precision``).
+    """
+    mining.check_options(k, margin, retrieval, threshold, target_precision)
+    nb = mining.neighbours(
         src.vectors,
         tgt.vectors,
+        autothreshold.neighbours_needed(k, threshold, target_precision),
+        index=index,
+    )
+    pairs, estimate = autothreshold.select(
+        nb,
         k=k,
         margin=margin,
         retrieval=retrieval,
         threshold=threshold,
-        index=index,
+        target_precision=target_precision,
     )
     return [
         MinedPair(
@@ -80,4 +93,4 @@ def mine_sides(
             tgt.texts[p.tgt],
         )
         for p in pairs
-    ]
+    ], estimate

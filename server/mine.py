@@ -4,6 +4,7 @@ pairs back best first."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from stilts.server.batcher import BULK
 from stilts.server.indexes import ServedIndex
 from stilts.server.models import ServedModel
 from stilts.v1 import retrieval_pb2
-from stilts.wire import mined_pair_to_proto
+from stilts.wire import THRESHOLD_METADATA, mined_pair_to_proto
 
 if TYPE_CHECKING:
     from stilts.server.app import Server
@@ -96,13 +97,18 @@ def mine_request(
     server: Server, request: retrieval_pb2.MineRequest, context: grpc.ServicerContext
 ) -> Iterator[retrieval_pb2.MinedPair]:
     """Validate, gather both sides, mine, and yield the pairs best first."""
-    from stilts.index import mining
+    from stilts.index import autothreshold, mining
 
     k = v.k_value(request.k, server.config, default=DEFAULT_K)
     threshold = v.threshold(request.threshold if request.HasField("threshold") else None)
+    if request.auto_threshold:
+        if threshold is not None:
+            raise v.invalid("give threshold or auto_threshold, not both", "auto_threshold")
+        threshold = autothreshold.AUTO
+    target_precision = request.target_precision if request.HasField("target_precision") else None
     margin = request.margin or "ratio"
     retrieval = request.retrieval or "max"
-    mining.check_options(k, margin, retrieval, threshold)
+    mining.check_options(k, margin, retrieval, threshold, target_precision)
     model = server.models.get(request.model)
     sides = []
     for field, side in (("src", request.src), ("tgt", request.tgt)):
@@ -135,9 +141,20 @@ def mine_request(
             )
     (src, _), (tgt, _) = sides
     t0 = time.perf_counter()
-    pairs = mine_sides(
-        src, tgt, k=k, margin=margin, retrieval=retrieval, threshold=threshold, index="flat"
+    pairs, estimate = mine_sides(
+        src,
+        tgt,
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        threshold=threshold,
+        target_precision=target_precision,
+        index="flat",
     )
+    if estimate is not None:
+        context.set_trailing_metadata(
+            ((THRESHOLD_METADATA, json.dumps(estimate.to_dict(), separators=(",", ":"))),)
+        )
     LOG.info(
         "mined %d pairs from %d x %d sentences in %.2fs",
         len(pairs),

@@ -16,6 +16,7 @@ gRPC status code and whose message is the server's, naming the offending field).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -42,6 +43,7 @@ from stilts.wire import (
     KIND_NAMES,
     KIND_VALUES,
     SCORING_VALUES,
+    THRESHOLD_METADATA,
     document_from_proto,
     document_to_proto,
     hit_from_proto,
@@ -118,6 +120,13 @@ class RemoteError(StiltsError):
 
     def __str__(self) -> str:
         return f"{self.status.name}: {self.message}"
+
+
+class MinedPairs(list):
+    """The pairs of :meth:`Client.mine`, best first; ``threshold_estimate`` is the server's
+    estimate (a dict) when it chose the threshold, else None."""
+
+    threshold_estimate: dict | None = None
 
 
 def _raise(e: grpc.RpcError) -> None:
@@ -540,18 +549,23 @@ class Client:
         k: int = 4,
         margin: str = "ratio",
         retrieval: str = "max",
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         model: str = "default",
         *,
         src_index: str | None = None,
         tgt_index: str | None = None,
         timeout: float | None = None,
-    ) -> list[MinedPair]:
+        target_precision: float | None = None,
+    ) -> MinedPairs:
         """Bitext mining on the server: margin-scored pairs, best first.
 
         Each side is a list of sentences, or (``src_index=`` / ``tgt_index=``) every document of
         an index on the server. Pairs carry positions in the lists (``src_index``,
         ``tgt_index``) and, for index sides, document ids.
+
+        ``threshold="auto"`` (or a ``target_precision`` in (0, 1]) lets the server choose the
+        threshold from the job's own scores; its estimate (threshold, precision, recall, ...) is
+        the returned list's ``threshold_estimate`` dict.
         """
 
         def side(texts: Sequence[str] | None, index: str | None, field: str):
@@ -565,7 +579,12 @@ class Client:
                 return retrieval_pb2.MineSide(index=index)
             return retrieval_pb2.MineSide(texts=retrieval_pb2.TextList(texts=list(texts)))
 
-        if threshold is not None and not math.isfinite(threshold):
+        auto = isinstance(threshold, str)
+        if auto and threshold != "auto":
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "threshold must be a number or 'auto'", "threshold"
+            )
+        if threshold is not None and not auto and not math.isfinite(threshold):
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "threshold must be finite", "threshold")
         req = retrieval_pb2.MineRequest(
             src=side(src_texts, src_index, "src"),
@@ -575,12 +594,18 @@ class Client:
             retrieval=retrieval,
             model="" if model == "default" else model,
         )
-        if threshold is not None:
+        if auto:
+            req.auto_threshold = True
+        elif threshold is not None:
             req.threshold = threshold
+        if target_precision is not None:
+            req.target_precision = target_precision
         try:
-            return [
-                mined_pair_from_proto(p)
-                for p in self._retrieval.Mine(req, timeout=timeout, metadata=self._metadata or None)
-            ]
+            call = self._retrieval.Mine(req, timeout=timeout, metadata=self._metadata or None)
+            pairs = MinedPairs(mined_pair_from_proto(p) for p in call)
+            for key, value in call.trailing_metadata() or ():
+                if key == THRESHOLD_METADATA:
+                    pairs.threshold_estimate = json.loads(value)
+            return pairs
         except grpc.RpcError as e:
             _raise(e)

@@ -12,6 +12,9 @@ from google.protobuf import json_format, struct_pb2
 from stilts.records import Document, Hit, MinedPair
 from stilts.v1 import retrieval_pb2, types_pb2
 
+THRESHOLD_METADATA = "stilts-threshold"
+"""Trailing metadata key of a Mine call that chose its threshold: the estimate as JSON."""
+
 KIND_VALUES: dict[str | None, int] = {
     None: types_pb2.TEXT_KIND_UNSPECIFIED,
     "query": types_pb2.TEXT_KIND_QUERY,

@@ -143,7 +143,8 @@ def test_text_sides_map_back_to_input_positions(encoder):
     def embed(texts):
         return encoder.encode(texts, kind="bitext")
 
-    pairs = mine_sides(text_side(src, embed, "src"), text_side(tgt, embed, "tgt"))
+    pairs, estimate = mine_sides(text_side(src, embed, "src"), text_side(tgt, embed, "tgt"))
+    assert estimate is None  # no threshold asked for
     assert {(p.src_index, p.tgt_index) for p in pairs} == {(0, 2), (2, 1)}
     assert {(p.src_text, p.tgt_text) for p in pairs} == {
         ("Drucken", "Print"),
@@ -252,8 +253,14 @@ def test_cli_mines_on_a_server(small_pair, encoder, tmp_path, capsys):
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
     top = [(a, b) for _, a, b in rows[:60]]
     assert sum(p in gold for p in top) >= 50, "ids, not sentences, and mostly gold pairs"
+    # the default threshold is auto, chosen on the server: its estimate comes back
+    est = summary["threshold_auto"]
+    assert est["method"] == "decoy-mixture" and summary["threshold"] == est["threshold"]
+    assert min(float(r[0]) for r in rows) >= est["threshold"] - 1e-6
     local = tmp_path / "local.tsv"
-    mine_files(d / "de.txt", d / "en.txt", local, model=encoder, progress=False)
+    here = mine_files(d / "de.txt", d / "en.txt", local, model=encoder, progress=False,
+                      threshold="auto")  # fmt: skip
+    assert here["threshold"] == pytest.approx(est["threshold"], abs=1e-6)
     remote_pairs = {(a, b) for _, a, b in rows}
     local_pairs = {(a, b) for _, a, b in read_tsv(local) if a != "de-dup"}
     assert len(remote_pairs & local_pairs) >= 0.9 * len(local_pairs)

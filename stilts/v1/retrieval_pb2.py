@@ -26,15 +26,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from stilts.v1 import types_pb2 as stilts_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stilts/v1/retrieval.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"1\n\x0cSearchParams\x12\x0e\n\x06nprobe\x18\x01 \x01(\r\x12\x11\n\tef_search\x18\x02 \x01(\r\"\xbe\x01\n\rSearchRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12#\n\x07scoring\x18\x05 \x01(\x0e\x32\x12.stilts.v1.Scoring\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.stilts.v1.SearchParams\x12!\n\x04kind\x18\x07 \x01(\x0e\x32\x13.stilts.v1.TextKind\"k\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\")\n\tQueryHits\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.stilts.v1.Hit\"U\n\x0eSearchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stilts.v1.QueryHits\x12\r\n\x05index\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"\x19\n\x08TextList\x12\r\n\x05texts\x18\x01 \x03(\t\"K\n\x08MineSide\x12$\n\x05texts\x18\x01 \x01(\x0b\x32\x13.stilts.v1.TextListH\x00\x12\x0f\n\x05index\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\xb4\x01\n\x0bMineRequest\x12 \n\x03src\x18\x01 \x01(\x0b\x32\x13.stilts.v1.MineSide\x12 \n\x03tgt\x18\x02 \x01(\x0b\x32\x13.stilts.v1.MineSide\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06margin\x18\x04 \x01(\t\x12\x11\n\tretrieval\x18\x05 \x01(\t\x12\x16\n\tthreshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05model\x18\x07 \x01(\tB\x0c\n\n_threshold\"\x84\x01\n\tMinedPair\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tsrc_index\x18\x02 \x01(\r\x12\x11\n\ttgt_index\x18\x03 \x01(\r\x12\x0e\n\x06src_id\x18\x04 \x01(\x03\x12\x0e\n\x06tgt_id\x18\x05 \x01(\x03\x12\x10\n\x08src_text\x18\x06 \x01(\t\x12\x10\n\x08tgt_text\x18\x07 \x01(\t*J\n\x07Scoring\x12\x17\n\x13SCORING_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCORING_COSINE\x10\x01\x12\x12\n\x0eSCORING_MARGIN\x10\x02\x32\x89\x01\n\x10RetrievalService\x12=\n\x06Search\x12\x18.stilts.v1.SearchRequest\x1a\x19.stilts.v1.SearchResponse\x12\x36\n\x04Mine\x12\x16.stilts.v1.MineRequest\x1a\x14.stilts.v1.MinedPair0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stilts/v1/retrieval.proto\x12\tstilts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15stilts/v1/types.proto\"1\n\x0cSearchParams\x12\x0e\n\x06nprobe\x18\x01 \x01(\r\x12\x11\n\tef_search\x18\x02 \x01(\r\"\xbe\x01\n\rSearchRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12#\n\x07scoring\x18\x05 \x01(\x0e\x32\x12.stilts.v1.Scoring\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.stilts.v1.SearchParams\x12!\n\x04kind\x18\x07 \x01(\x0e\x32\x13.stilts.v1.TextKind\"k\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\")\n\tQueryHits\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.stilts.v1.Hit\"U\n\x0eSearchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.stilts.v1.QueryHits\x12\r\n\x05index\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"\x19\n\x08TextList\x12\r\n\x05texts\x18\x01 \x03(\t\"K\n\x08MineSide\x12$\n\x05texts\x18\x01 \x01(\x0b\x32\x13.stilts.v1.TextListH\x00\x12\x0f\n\x05index\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"\x80\x02\n\x0bMineRequest\x12 \n\x03src\x18\x01 \x01(\x0b\x32\x13.stilts.v1.MineSide\x12 \n\x03tgt\x18\x02 \x01(\x0b\x32\x13.stilts.v1.MineSide\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06margin\x18\x04 \x01(\t\x12\x11\n\tretrieval\x18\x05 \x01(\t\x12\x16\n\tthreshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05model\x18\x07 \x01(\t\x12\x16\n\x0e\x61uto_threshold\x18\x08 \x01(\x08\x12\x1d\n\x10target_precision\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x0c\n\n_thresholdB\x13\n\x11_target_precision\"\x84\x01\n\tMinedPair\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x11\n\tsrc_index\x18\x02 \x01(\r\x12\x11\n\ttgt_index\x18\x03 \x01(\r\x12\x0e\n\x06src_id\x18\x04 \x01(\x03\x12\x0e\n\x06tgt_id\x18\x05 \x01(\x03\x12\x10\n\x08src_text\x18\x06 \x01(\t\x12\x10\n\x08tgt_text\x18\x07 \x01(\t*J\n\x07Scoring\x12\x17\n\x13SCORING_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCORING_COSINE\x10\x01\x12\x12\n\x0eSCORING_MARGIN\x10\x02\x32\x89\x01\n\x10RetrievalService\x12=\n\x06Search\x12\x18.stilts.v1.SearchRequest\x1a\x19.stilts.v1.SearchResponse\x12\x36\n\x04Mine\x12\x16.stilts.v1.MineRequest\x1a\x14.stilts.v1.MinedPair0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stilts.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCORING']._serialized_start=998
-  _globals['_SCORING']._serialized_end=1072
+  _globals['_SCORING']._serialized_start=1074
+  _globals['_SCORING']._serialized_end=1148
   _globals['_SEARCHPARAMS']._serialized_start=93
   _globals['_SEARCHPARAMS']._serialized_end=142
   _globals['_SEARCHREQUEST']._serialized_start=145
@@ -50,9 +50,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MINESIDE']._serialized_start=603
   _globals['_MINESIDE']._serialized_end=678
   _globals['_MINEREQUEST']._serialized_start=681
-  _globals['_MINEREQUEST']._serialized_end=861
-  _globals['_MINEDPAIR']._serialized_start=864
-  _globals['_MINEDPAIR']._serialized_end=996
-  _globals['_RETRIEVALSERVICE']._serialized_start=1075
-  _globals['_RETRIEVALSERVICE']._serialized_end=1212
+  _globals['_MINEREQUEST']._serialized_end=937
+  _globals['_MINEDPAIR']._serialized_start=940
+  _globals['_MINEDPAIR']._serialized_end=1072
+  _globals['_RETRIEVALSERVICE']._serialized_start=1151
+  _globals['_RETRIEVALSERVICE']._serialized_end=1288
 # @@protoc_insertion_point(module_scope)

@@ -89,7 +89,7 @@ class MineSide(_message.Message):
     def __init__(self, texts: _Optional[_Union[TextList, _Mapping]] = ..., index: _Optional[str] = ...) -> None: ...
 
 class MineRequest(_message.Message):
-    __slots__ = ("src", "tgt", "k", "margin", "retrieval", "threshold", "model")
+    __slots__ = ("src", "tgt", "k", "margin", "retrieval", "threshold", "model", "auto_threshold", "target_precision")
     SRC_FIELD_NUMBER: _ClassVar[int]
     TGT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,8 @@ class MineRequest(_message.Message):
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    AUTO_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
     src: MineSide
     tgt: MineSide
     k: int
@@ -104,7 +106,9 @@ class MineRequest(_message.Message):
     retrieval: str
     threshold: float
     model: str
-    def __init__(self, src: _Optional[_Union[MineSide, _Mapping]] = ..., tgt: _Optional[_Union[MineSide, _Mapping]] = ..., k: _Optional[int] = ..., margin: _Optional[str] = ..., retrieval: _Optional[str] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
+    auto_threshold: bool
+    target_precision: float
+    def __init__(self, src: _Optional[_Union[MineSide, _Mapping]] = ..., tgt: _Optional[_Union[MineSide, _Mapping]] = ..., k: _Optional[int] = ..., margin: _Optional[str] = ..., retrieval: _Optional[str] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., auto_threshold: _Optional[bool] = ..., target_precision: _Optional[float] = ...) -> None: ...
 
 class MinedPair(_message.Message):
     __slots__ = ("score", "src_index", "tgt_index", "src_id", "tgt_id", "src_text", "tgt_text")
