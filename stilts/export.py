@@ -35,6 +35,8 @@ from stilts.quantize import build_q4
 LOG = logging.getLogger(__name__)
 
 OPSET = 17
+# A graph is one protobuf file (no external data): below 2 GiB, with room for the graph itself.
+MAX_GRAPH_BYTES = 2**31 - 2**26
 MAX_ABS_DIFF = 1e-4
 MIN_INT8_COSINE = 0.99
 # q4 must match fp32 (the default model's q4 weights are fp32's exactly; what is left is the int8
@@ -499,6 +501,13 @@ def export(
         # RoBERTa-style positions start at padding_idx + 1.
         max_len = min(max_len, model.config.max_position_embeddings - model.config.pad_token_id - 1)
     pooled, layer = PooledEncoder.build(model, layer, head)
+    weight_bytes = 4 * sum(p.numel() for p in pooled.parameters())
+    if weight_bytes >= MAX_GRAPH_BYTES:
+        raise StiltsError(
+            ErrorCode.FAILED_PRECONDITION,
+            f"{name}: {weight_bytes / 2**30:.1f} GiB of fp32 weights; stilts writes each graph as "
+            f"one ONNX file, which protobuf limits to 2 GiB (models up to about 500M parameters)",
+        )
     hidden = model.config.hidden_size
     inputs = ["input_ids", "attention_mask"] + ([] if head.include_prompt else [PROMPT_LENGTH])
 

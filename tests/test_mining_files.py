@@ -260,7 +260,8 @@ def test_cli_mines_on_a_server(small_pair, encoder, tmp_path, capsys):
     local = tmp_path / "local.tsv"
     here = mine_files(d / "de.txt", d / "en.txt", local, model=encoder, progress=False,
                       threshold="auto")  # fmt: skip
-    assert here["threshold"] == pytest.approx(est["threshold"], abs=1e-6)
+    # int8 vectors move a little with the batch (the server batches differently)
+    assert here["threshold"] == pytest.approx(est["threshold"], abs=0.005)
     remote_pairs = {(a, b) for _, a, b in rows}
     local_pairs = {(a, b) for _, a, b in read_tsv(local) if a != "de-dup"}
-    assert len(remote_pairs & local_pairs) >= 0.9 * len(local_pairs)
+    assert len(remote_pairs & local_pairs) >= 0.85 * max(len(local_pairs), len(remote_pairs))
