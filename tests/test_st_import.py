@@ -645,3 +645,16 @@ def test_a_model_that_misses_library_parity_is_refused_and_nothing_is_written(
     assert e.value.code is ErrorCode.FAILED_PRECONDITION
     assert not (tmp_path / "m").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
+
+
+def test_a_graph_past_the_single_file_limit_is_refused_before_export(
+    bert_mean, tmp_path, monkeypatch
+):
+    """Each graph is one protobuf file (2 GiB): a model with more fp32 weights (bge-m3,
+    multilingual-e5-large) is refused up front, here with the limit lowered to this tiny model."""
+    from stilts import export
+
+    monkeypatch.setattr(export, "MAX_GRAPH_BYTES", 1000)
+    with pytest.raises(StiltsError, match="protobuf limits to 2 GiB") as e:
+        _import(bert_mean[0], tmp_path / "m")
+    assert e.value.code is ErrorCode.FAILED_PRECONDITION and not (tmp_path / "m").exists()
