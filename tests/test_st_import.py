@@ -176,9 +176,10 @@ def xlmr_fp16(backbones, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def legacy(backbones, tmp_path_factory):
-    """The layout of older releases: legacy pooling flags (max + mean) with
-    word_embedding_dimension, Dense weights in pytorch_model.bin, sentence_roberta_config.json,
-    folders named freely in modules.json."""
+    """The layout of older releases: module types under ``sentence_transformers.models``, the
+    Transformer in ``0_Transformer`` with sentence_roberta_config.json, legacy pooling flags
+    (max + mean) with word_embedding_dimension, Dense weights in pytorch_model.bin, folders named
+    freely in modules.json."""
     d = tmp_path_factory.mktemp("legacy")
     src = build_st(
         d / "src",
@@ -206,12 +207,20 @@ def legacy(backbones, tmp_path_factory):
     (dense / "model.safetensors").unlink()
     (src / "1_Pooling").rename(src / "pool")
     dense.rename(src / "projection")
+    (src / "0_Transformer").mkdir()
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (src / f).rename(src / "0_Transformer" / f)
+    (src / "sentence_bert_config.json").unlink()
+    # the old file's keys; 24 below the tokenizer's 32, so it shows that it is read
+    legacy_config = {"max_seq_length": 24, "do_lower_case": False}
+    (src / "0_Transformer" / "sentence_roberta_config.json").write_text(json.dumps(legacy_config))
 
     def paths(mods):
-        mods[1]["path"], mods[2]["path"] = "pool", "projection"
+        for mod, path in zip(mods, ("0_Transformer", "pool", "projection"), strict=False):
+            mod["path"] = path
+            mod["type"] = "sentence_transformers.models." + mod["type"].rpartition(".")[2]
 
     rewrite_json(src / "modules.json", paths)
-    (src / "sentence_bert_config.json").rename(src / "sentence_roberta_config.json")
     return src, _import(src, d / "out", name="legacy"), d / "out"
 
 
@@ -359,9 +368,9 @@ def test_strip_and_lowercase_in_the_manifest_are_applied_by_the_encoder(xlmr_fp1
 @pytest.mark.slow
 def test_legacy_layout_folders_from_modules_json(legacy):
     src, m, out = legacy
-    assert m.pooling == "max+mean" and m.dim == 32 and m.max_len == 32
+    assert m.pooling == "max+mean" and m.dim == 32 and m.max_len == 24
     assert [x["path"] for x in m.sentence_transformers["modules"]] == [
-        "",
+        "0_Transformer",
         "pool",
         "projection",
         "3_Normalize",
