@@ -313,6 +313,11 @@ def test_dense_layers_prompt_excluded_from_pooling_lowercase_and_short_max_len(b
     # Over-length texts are cut at max_seq_length (12) on the right, and counted.
     enc.encode([TEXTS[-2]], kind="query")
     assert enc.last_truncated == 1 and len(enc.tokenize([TEXTS[-2]], "query")[0]) == 12
+    # One batch may mix kinds (the server's batcher does): each row pools without its own prompt.
+    q, p = SENTENCES[:3], SENTENCES[3:6]
+    mixed = enc.embed_tokenized(enc.tokenize(q, "query") + enc.tokenize(p, "passage"))
+    apart = np.concatenate([enc.encode(q, kind="query"), enc.encode(p, kind="passage")])
+    np.testing.assert_allclose(mixed, apart, atol=1e-6)
     # Lowercasing is applied: cased and lowercased inputs give one vector.
     a, b = enc.encode(["THE FILE", "the file"], kind="bitext")
     np.testing.assert_array_equal(a, b)
