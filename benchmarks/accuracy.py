@@ -7,7 +7,8 @@ For each system (stilts models under test, then baselines) and each language:
 - BUCC: encode both sides, mine ALL candidate pairs with their margin scores
   (:func:`stilts.index.mining.mine`, no threshold), then P/R/F1 at the oracle (F1-optimal) threshold
   and at a calibrated threshold chosen on other data and applied unchanged: the ``sample`` split when
-  present, else ``--calibrate-on``, else the other language pairs pooled (leave-one-out).
+  present, else ``--calibrate-on``, else the other language pairs pooled (leave-one-out); and at
+  the threshold ``stilts mine --threshold auto`` chooses from the set's own scores (no gold).
 
 The result is one dict (``results.json``); :mod:`stilts.benchmarks.accuracy_report` renders it.
 """
@@ -24,6 +25,7 @@ import numpy as np
 from stilts.benchmarks import data as bdata
 from stilts.benchmarks import metrics, scoring
 from stilts.benchmarks.systems import System
+from stilts.index import autothreshold
 from stilts.records import SCORINGS
 
 LOG = logging.getLogger(__name__)
@@ -157,10 +159,11 @@ def bucc_candidates(clock: _Clock, s: bdata.BuccSet, settings: Settings, margin:
     src = clock.encode(s.src, s.lang)
     en = clock.encode(s.en, "en")
     nb = scoring.neighbours(src, en, settings.k)
-    return _label(s, *scoring.candidates(nb, margin, settings.retrieval))
+    return label(s, *scoring.candidates(nb, margin, settings.retrieval))
 
 
-def _label(s: bdata.BuccSet, rows_src, rows_en, scores) -> Candidates:
+def label(s: bdata.BuccSet, rows_src, rows_en, scores) -> Candidates:
+    """Mined rows -> unique (xx id, en id) candidates with their best score and gold label."""
     best: dict[tuple[str, str], float] = {}
     for i, j, sc in zip(rows_src, rows_en, scores, strict=True):
         key = (s.src_ids[int(i)], s.en_ids[int(j)])
@@ -217,6 +220,7 @@ def run_bucc(
     skipped = [x for x in sets if not system.covers(x)]
     evals: dict[str, Candidates] = {}
     evals_cos: dict[str, Candidates] = {}
+    auto: dict[str, autothreshold.ThresholdEstimate] = {}
     sample: dict[str, Candidates] = {}
     split_of: dict[str, str] = {}
     sizes: dict[str, dict] = {}
@@ -226,9 +230,12 @@ def run_bucc(
         s = sets[xx][split]
         src = clock.encode(s.src, xx)
         en = clock.encode(s.en, "en")
-        nb = scoring.neighbours(src, en, settings.k)
-        evals[xx] = _label(s, *scoring.candidates(nb, settings.margin, settings.retrieval))
-        evals_cos[xx] = _label(s, *scoring.candidates(nb, "absolute", settings.retrieval))
+        nb, decoy = scoring.neighbours_with_decoys(src, en, settings.k)
+        mined = scoring.candidates(nb, settings.margin, settings.retrieval)
+        evals[xx] = label(s, *mined)
+        evals_cos[xx] = label(s, *scoring.candidates(nb, "absolute", settings.retrieval))
+        decoys = scoring.candidates(decoy, settings.margin, settings.retrieval)[2]
+        auto[xx] = autothreshold.estimate(mined[2], decoys)
         sizes[xx] = {"n_src": len(s.src), "n_en": len(s.en), "n_gold": len(s.gold)}
         LOG.info(
             "bucc %s %s-en: oracle F1 %.3f (margin), %.3f (cosine)",
@@ -254,6 +261,8 @@ def run_bucc(
             thr = cal_set.oracle().threshold
             cal = evals[xx].at(thr)
         cos_oracle = evals_cos[xx].oracle()
+        t_auto = auto[xx].threshold
+        at_auto = evals[xx].at(t_auto if t_auto is not None else -np.inf)
         per[xx] = {
             "f1_oracle": oracle.f1,
             "f1_calibrated": cal.f1 if cal else None,
@@ -264,6 +273,11 @@ def run_bucc(
             "recall_calibrated": cal.recall if cal else None,
             "threshold_calibrated": cal.threshold if cal else None,
             "calibrated_on": source,
+            "f1_auto": at_auto.f1,
+            "precision_auto": at_auto.precision,
+            "recall_auto": at_auto.recall,
+            "threshold_auto": t_auto,
+            "precision_auto_estimated": auto[xx].precision,
             "f1_oracle_cosine": cos_oracle.f1,
             "threshold_cosine": cos_oracle.threshold,
             "split": split_of[xx],
@@ -278,6 +292,7 @@ def run_bucc(
         "n_languages": len(per),
         "mean_f1_oracle": metrics.mean(v["f1_oracle"] for v in per.values()),
         "mean_f1_calibrated": metrics.mean(v["f1_calibrated"] for v in per.values()),
+        "mean_f1_auto": metrics.mean(v["f1_auto"] for v in per.values()),
         "cosine": {"mean_f1_oracle": metrics.mean(v["f1_oracle_cosine"] for v in per.values())},
         "per_language": per,
         "skipped_languages": skipped,
@@ -300,7 +315,7 @@ def compare(models: dict[str, dict], reference: str) -> dict:
     out: dict = {"reference": reference}
     for task, keys in (
         ("tatoeba", ("xx2en", "en2xx")),
-        ("bucc", ("f1_oracle", "f1_calibrated")),
+        ("bucc", ("f1_oracle", "f1_calibrated", "f1_auto")),
     ):
         have = [m[task]["per_language"] for m in models.values() if task in m]
         if not have:

@@ -69,7 +69,7 @@ def _summary(results: dict) -> list[str]:
         if tat:
             header += ["xx→en cos", "xx→en margin", "en→xx cos", "en→xx margin"]
         if bucc:
-            header += ["BUCC F1 oracle", "BUCC F1 calibrated"]
+            header += ["BUCC F1 oracle", "BUCC F1 calibrated", "BUCC F1 auto"]
         rows = []
         for name, m in models.items():
             row = [f"`{name}`", m["role"]]
@@ -92,9 +92,10 @@ def _summary(results: dict) -> list[str]:
                     row += [
                         _f(b["f1_oracle"]) + _d(dd["f1_oracle"] if name != ref else None),
                         _f(b["f1_calibrated"]) + _d(dd["f1_calibrated"] if name != ref else None),
+                        _f(b.get("f1_auto")) + _d(dd.get("f1_auto") if name != ref else None),
                     ]
                 else:
-                    row += ["-"] * 2
+                    row += ["-"] * 3
             rows.append(row)
         lines += _table(header, rows, "ll" + "r" * (len(header) - 2)) + [""]
 
@@ -111,6 +112,7 @@ def _summary(results: dict) -> list[str]:
                 str(b["n_languages"]) if b else "-",
                 _f(b["mean_f1_oracle"]) if b else "-",
                 _f(b["mean_f1_calibrated"]) if b else "-",
+                _f(b.get("mean_f1_auto")) if b else "-",
                 _f(b["cosine"]["mean_f1_oracle"]) if b else "-",
                 _f(e.get("sentences_per_second"), 0),
             ]
@@ -124,6 +126,7 @@ def _summary(results: dict) -> list[str]:
             "BUCC langs",
             "F1 oracle",
             "F1 calibrated",
+            "F1 auto",
             "F1 oracle (cosine)",
             "encode sent/s*",
         ],
@@ -238,8 +241,9 @@ def _bucc_table(results: dict) -> list[str]:
         "## BUCC per language",
         "",
         "Oracle: F1-optimal threshold on the scored set itself (as XTREME reports). Calibrated: "
-        "threshold chosen on other data and applied unchanged (what users get). Cosine: oracle "
-        "F1 with plain cosine instead of the margin.",
+        "threshold chosen on other data and applied unchanged. Auto: the threshold `stilts mine "
+        "--threshold auto` chooses from the set's own scores (no gold), with its estimated "
+        "precision beside the true one. Cosine: oracle F1 with plain cosine instead of the margin.",
         "",
     ]
     header = [
@@ -253,6 +257,9 @@ def _bucc_table(results: dict) -> list[str]:
         "P cal",
         "R cal",
         "threshold cal",
+        "F1 auto",
+        "P auto est. / true",
+        "threshold auto",
         "F1 cosine",
         "calibrated on",
     ]
@@ -275,11 +282,14 @@ def _bucc_table(results: dict) -> list[str]:
                     _f(v["precision_calibrated"]),
                     _f(v["recall_calibrated"]),
                     _f(v["threshold_calibrated"], 4),
+                    _f(v.get("f1_auto")),
+                    f"{_f(v.get('precision_auto_estimated'))} / {_f(v.get('precision_auto'))}",
+                    _f(v.get("threshold_auto"), 4),
                     _f(v["f1_oracle_cosine"]),
                     v["calibrated_on"],
                 ]
             )
-    return lines + _table(header, rows, "ll" + "r" * 9 + "l") + [""]
+    return lines + _table(header, rows, "ll" + "r" * 12 + "l") + [""]
 
 
 def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | None = None) -> str:

@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_accuracy(bsub)
     _register_speed(bsub)
     _register_routes(bsub)
+    _register_threshold(bsub)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
@@ -345,3 +346,42 @@ def _register_routes(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, help="Markdown table to write (also printed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no printed table")
     p.set_defaults(func=commands.cmd_routes)
+
+
+def _register_threshold(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser(
+        "threshold",
+        help="how well `stilts mine --threshold auto` chooses: regret and precision estimates",
+        description="On BUCC-layout sets with gold: every candidate mined once with its decoys, "
+        "then F1 at the threshold each auto estimator chooses (and its estimated vs true "
+        "precision), at fixed thresholds (1.04, 1.06), at calibrated ones (the oracle threshold "
+        "of the pack's other pairs, and of the other packs) and at the oracle; also with the "
+        "gold pairs cut to 1/f (--dilutions), since the share of true pairs moves the right "
+        "threshold. Writes JSON and a Markdown report.",
+    )
+    p.add_argument(
+        "--bucc",
+        action="append",
+        default=None,
+        help="BUCC 2017 directory; repeat for several packs (default: the bitext-dev and "
+        "docs-dev packs beside the project, where present)",
+    )
+    env_flag(p, "--model", env="STILTS_MODEL", default="default", help="model name or directory")
+    precision_flag(p)
+    p.add_argument("--k", type=int, default=4, help="neighbours for the margin")
+    p.add_argument(
+        "--dilutions",
+        default="1,2,5",
+        help="factors f, comma-separated: keep 1/f of the gold pairs (both sides of the rest "
+        "removed), so the true pairs' share falls about f-fold",
+    )
+    p.add_argument(
+        "--bucc-max",
+        type=int,
+        default=None,
+        help="at most N xx sentences per pair, the set's shape kept (default: all)",
+    )
+    p.add_argument("--output", required=True, help="results JSON to write")
+    p.add_argument("--report", default=None, help="Markdown report to write (also printed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no printed report")
+    p.set_defaults(func=commands.cmd_threshold)

@@ -431,3 +431,43 @@ def cmd_routes(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(text)
     return 0
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    import sys
+
+    from stilts.benchmarks import environment, threshold
+    from stilts.encoder import Encoder
+    from stilts.errors import invalid
+
+    dirs = args.bucc or [
+        str(Path(DEFAULT_DEV_PACK) / "bucc"),
+        str(Path(DEFAULT_DEV_PACK).parent / "docs-dev" / "bucc"),
+    ]
+    dirs = [d for d in dirs if Path(d).is_dir()] if not args.bucc else dirs
+    if not dirs:
+        raise invalid("no BUCC-layout directory: give --bucc DIR", "bucc")
+    dilutions = tuple(ints(args.dilutions, "dilutions"))
+    enc = Encoder(args.model, precision=None if args.precision == "auto" else args.precision)
+    results = threshold.run(
+        threshold.read_packs(dirs, args.bucc_max),
+        lambda texts, lang: enc.encode(texts, kind="bitext"),
+        dilutions=dilutions,
+        k=args.k,
+        progress=not args.quiet,
+    )
+    results = {
+        "header": environment.header(["stilts", *sys.argv[1:]]),
+        "model": enc.manifest.name,
+        "precision": enc.precision,
+        **results,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    text = threshold.markdown(results)
+    if args.report:
+        atomic_write_text(Path(args.report), text + "\n")
+    if not args.quiet:
+        print(text)
+    return 0

@@ -12,13 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.index import mining
+from stilts.index import autothreshold, mining
 from stilts.records import SCORINGS
 
 
 def neighbours(src: np.ndarray, tgt: np.ndarray, k: int = 4) -> mining.Neighbours:
     """Exact k-NN both ways (the index layer's blocked kNN)."""
     return mining.neighbours(src, tgt, k)
+
+
+def neighbours_with_decoys(
+    src: np.ndarray, tgt: np.ndarray, k: int = 4
+) -> tuple[mining.Neighbours, mining.Neighbours]:
+    """Exact k-NN both ways and the decoys' k-NN (every nearest neighbour left out), as
+    ``stilts mine --threshold auto`` computes them (:mod:`stilts.index.autothreshold`)."""
+    return autothreshold.leave_best_out(mining.neighbours(src, tgt, k + 1), k)
 
 
 def candidates(

@@ -17,7 +17,7 @@ true pairs a normal distribution. From the fit, for every threshold t:
 - precision T/R, recall T / (w * N), expected F1 = 2T / (R + w * N).
 
 The threshold is the best expected F1, or with ``target_precision`` the lowest threshold whose
-estimated precision reaches it. Two simpler estimators are kept for comparison (``stilts bench
+estimated precision reaches it (among thresholds keeping at least :data:`MIN_KEPT` pairs). Two simpler estimators are kept for comparison (``stilts bench
 threshold``): ``decoy-fdr`` (false pairs = decoy counts scaled by the share of decoys below the
 decoy median, as in target-decoy FDR) and ``mixture`` (two normal components, no decoys).
 
@@ -49,6 +49,8 @@ METHODS = ("decoy-mixture", "decoy-fdr", "mixture")
 DEFAULT_METHOD = "decoy-mixture"
 # fewer candidates (or decoys) than this: no estimate, every candidate is kept (documented)
 MIN_CANDIDATES = 100
+# a threshold must keep at least this many candidates (a precision of 1 pair is noise)
+MIN_KEPT = 10
 # the EM fits on at most this many scores (a seeded sample); counts always use every score
 FIT_SAMPLE = 50_000
 HISTOGRAM_BINS = 40
@@ -260,12 +262,13 @@ def estimate(
     recall = true / max(n_true, 1e-9)
     f1 = 2 * true / np.maximum(kept + n_true, 1e-9)
     met = None
+    usable = kept >= min(MIN_KEPT, len(s))
     if target_precision is None:
-        i = int(np.argmax(f1))
+        i = int(np.argmax(np.where(usable, f1, -1.0)))
     else:
-        ok = np.flatnonzero(precision >= target_precision - 1e-12)
+        ok = np.flatnonzero(usable & (precision >= target_precision - 1e-12))
         met = bool(len(ok))
-        i = int(ok[0]) if met else int(np.argmax(precision))
+        i = int(ok[0]) if met else int(np.argmax(np.where(usable, precision, -1.0)))
         if not met:
             LOG.warning(
                 "no threshold reaches the estimated precision %.3f; using the most precise one "

@@ -27,6 +27,12 @@ def dev_pack() -> Path:
     return _need(DEV_PACK, "the dev pack (../shared/data/bitext-dev)")
 
 
+@pytest.fixture(scope="session")
+def docs_pack() -> Path:
+    """``../shared/data/docs-dev`` (documentation prose): skipped where absent, a failure in CI."""
+    return _need(DEV_PACK.parent / "docs-dev", "the docs dev pack (../shared/data/docs-dev)")
+
+
 def read_tatoeba(dev_pack: Path, lang: str, n: int | None = None) -> tuple[list[str], list[str]]:
     rows = [
         line.rstrip("\n").split("\t")
