@@ -344,24 +344,47 @@ def mine(
     Returns:
         :class:`MinedPair` list, best first.
     """
-    from stilts.index import autothreshold
-
-    check_options(k, margin, retrieval, threshold, target_precision)
-    nb = neighbours(
+    return mine_with_estimate(
         src,
         tgt,
-        autothreshold.neighbours_needed(k, threshold, target_precision),
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        threshold=threshold,
+        target_precision=target_precision,
         index=index,
         block_size=block_size,
         shard_size=shard_size,
         progress=progress,
-    )
-    pairs, _ = autothreshold.select(
-        nb,
+    )[0]
+
+
+def mine_with_estimate(
+    src: np.ndarray,
+    tgt: np.ndarray,
+    *,
+    k: int = 4,
+    margin: str = "ratio",
+    retrieval: str = "max",
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
+    **knn_options,
+):
+    """:func:`mine`, also returning the threshold estimate (None unless the threshold is
+    ``"auto"`` or a ``target_precision`` is given); ``knn_options`` go to :func:`neighbours`.
+
+    Returns:
+        (pairs best first, :class:`stilts.index.autothreshold.ThresholdEstimate` or None).
+    """
+    from stilts.index import autothreshold
+
+    check_options(k, margin, retrieval, threshold, target_precision)
+    needed = autothreshold.neighbours_needed(k, threshold, target_precision)
+    return autothreshold.select(
+        neighbours(src, tgt, needed, **knn_options),
         k=k,
         margin=margin,
         retrieval=retrieval,
         threshold=threshold,
         target_precision=target_precision,
     )
-    return pairs

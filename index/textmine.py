@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from stilts.errors import invalid
-from stilts.index import autothreshold, mining
+from stilts.index import mining
 from stilts.index.autothreshold import ThresholdEstimate
 from stilts.index.scan import dedupe
 from stilts.records import MinedPair
@@ -67,20 +67,15 @@ def mine_sides(
     Returns:
         (pairs, the threshold estimate when ``threshold="auto"`` or ``target_precision``).
     """
-    mining.check_options(k, margin, retrieval, threshold, target_precision)
-    nb = mining.neighbours(
+    pairs, estimate = mining.mine_with_estimate(
         src.vectors,
         tgt.vectors,
-        autothreshold.neighbours_needed(k, threshold, target_precision),
-        index=index,
-    )
-    pairs, estimate = autothreshold.select(
-        nb,
         k=k,
         margin=margin,
         retrieval=retrieval,
         threshold=threshold,
         target_precision=target_precision,
+        index=index,
     )
     return [
         MinedPair(
