@@ -36,9 +36,9 @@ def build_systems(
     checkpoint: str | None = None,
 ) -> tuple[dict[str, Callable[[list[str], int], object]], dict]:
     """The systems to time: ``name -> fn(texts, batch_size)``, and what each one is."""
-    from stilts.encoder import encoders_by_precision
+    from stilts.encoder import encoders_by_route
 
-    encoders = encoders_by_precision(model)
+    encoders = encoders_by_route(model)
     systems: dict[str, Callable[[list[str], int], object]] = {}
     info: dict[str, dict] = {}
     for p, enc in encoders.items():
@@ -147,6 +147,8 @@ def encode_report(
     """
     import platform
 
+    from stilts.autoroute import cpu_flags
+
     baselines = ("st",) if with_baseline else ()
     res = run(sentences, [batch_size], repeats, model, "bitext", baselines, checkpoint)
     row = res["by_batch_size"][str(batch_size)]
@@ -169,7 +171,11 @@ def encode_report(
         "model": first["model"],
         "threads": first["threads"],
         "provider": first["provider"],
-        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpu_flags": cpu_flags(),
+        },
         "systems": systems,
     }
 
@@ -179,6 +185,7 @@ def format_table(report: dict) -> str:
     lines = [
         f"encode throughput: {report['n']} sentences, median of {report['repeats']}, "
         f"batch {report['batch_size']}, {report['threads']} threads",
+        "CPU flags: " + (" ".join(report["machine"].get("cpu_flags") or []) or "-"),
         f"{'system':<24}{'sent/s':>10}{'vs baseline':>14}",
     ]
     for name, r in report["systems"].items():

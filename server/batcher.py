@@ -149,8 +149,10 @@ class Batcher:
         max_batch_size: most texts per encoder batch.
         max_wait_ms: longest a queued text waits for company before a partial batch runs.
         max_queue_texts: texts allowed in the queue; more is RESOURCE_EXHAUSTED.
-        call_overhead_tokens: the fixed cost of one ONNX call in padded tokens; a batch is sorted
+        call_overhead_tokens: the fixed cost of one graph call in padded tokens; a batch is sorted
             by length and cut into the calls that minimise padded tokens plus this per call.
+            None: the figure measured for the encoder's route on this CPU when ``auto`` chose it
+            (``Encoder.call_overhead_tokens``), else :data:`CALL_OVERHEAD_TOKENS`.
         observer: metrics hooks.
         name: model name, for logs and errors.
     """
@@ -162,7 +164,7 @@ class Batcher:
         max_batch_size: int = 128,
         max_wait_ms: float = 2.0,
         max_queue_texts: int = 16384,
-        call_overhead_tokens: int = CALL_OVERHEAD_TOKENS,
+        call_overhead_tokens: float | None = None,
         observer: Observer | None = None,
         name: str = "default",
     ):
@@ -185,7 +187,11 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue_texts = max_queue_texts
-        self.call_overhead_tokens = call_overhead_tokens
+        if call_overhead_tokens is None:
+            call_overhead_tokens = getattr(encoder, "call_overhead_tokens", None)
+        self.call_overhead_tokens = call_overhead_tokens or CALL_OVERHEAD_TOKENS
+        # routes that pad every batch by a column (OpenVINO) spend it in the token budget too
+        self.extra_padding = int(getattr(encoder, "extra_padding", 0))
         self.observer = observer or Observer()
         self._queues: tuple[collections.deque[_Item], ...] = (
             collections.deque(),
@@ -390,7 +396,11 @@ class Batcher:
                     job.done.set()
                     continue
                 new_longest = max(longest, item.length)
-                if items and (len(items) + 1) * new_longest > self.max_batch_tokens:
+                if (
+                    items
+                    and (len(items) + 1) * (new_longest + self.extra_padding)
+                    > self.max_batch_tokens
+                ):
                     return items
                 q.popleft()
                 self._queued -= 1
@@ -436,7 +446,9 @@ class Batcher:
                 queue_seconds.append(start - job.enqueued)
         items.sort(key=lambda i: -i.length)
         padded = 0
-        for s, e in plan_groups([i.length for i in items], self.call_overhead_tokens):
+        for s, e in plan_groups(
+            [i.length + self.extra_padding for i in items], self.call_overhead_tokens
+        ):
             part = items[s:e]
             padded += len(part) * part[0].length
             vecs = self.encoder.embed_tokenized([i.job.tokens[i.row] for i in part])

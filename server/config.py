@@ -28,8 +28,9 @@ class ServerConfig:
         data_dir: where indices live, one directory each.
         models: models to serve: installed names, directories, or ``NAME=DIR``; the first is the
             default.
-        precision: ``q4``, ``int8`` or ``fp32`` graphs (None or ``auto``: the model's default,
-            see :class:`stilts.Encoder`).
+        precision: a CPU route (``q4``, ``int8``, ``fp32``, ``ov-f32``, ``ov-bf16``); None or
+            ``auto``: the route measured fastest for serving on this CPU among those passing the
+            parity gate (fp32 on a GPU), see :class:`stilts.Encoder`.
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: ONNX Runtime intra-op threads per model (None: all cores).
         ort_spinning: let ONNX Runtime's threads spin-wait between calls (off: they yield the

@@ -82,6 +82,7 @@ class ModelRegistry:
                     device=c.device,
                     threads=c.threads,
                     spin=c.ort_spinning,
+                    workload="serve",
                 )
             batcher = Batcher(
                 enc,

@@ -67,11 +67,50 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print(f"{name}\t{m['name']}\tdim={m['dim']}\t{m['path']}")
         return 0
     if args.action == "info":
-        print(json.dumps(models.info(args.name), indent=2, ensure_ascii=False))
+        print(json.dumps(_info_with_route(args.name), indent=2, ensure_ascii=False))
         return 0
     if args.action == "import":
         return _cmd_import(args)
-    from stilts import published, tuned_model
+    rc = _cmd_install(args)
+    if not args.no_route:
+        _choose_route(args)
+    return rc
+
+
+def _info_with_route(name: str) -> dict:
+    """The manifest, plus ``cpu_route``: the route ``auto`` chose on this CPU and the timings
+    that chose it (None until measured here)."""
+    from stilts import autoroute, models
+
+    out = models.info(name)
+    out["cpu_route"] = autoroute.recorded(name)
+    return out
+
+
+def _choose_route(args: argparse.Namespace) -> None:
+    """After an install: measure the qualifying routes on this CPU and record the winner."""
+    import sys
+
+    from stilts import autoroute
+    from stilts.models import installed
+
+    if args.name not in installed():
+        return  # the install failed: its error is what the user sees
+    r = autoroute.choose(args.name, texts=_parity_texts(args), force=True, progress=True)
+    speeds = {
+        n: e.get("sentences_per_second") for n, e in r["routes"].items() if e.get("qualifies")
+    }
+    print(
+        f"auto on this CPU ({' '.join(r['cpu']['flags'])}; {r['cpu']['cores']} cores): "
+        f"serving {r['chosen']['serve']}, batch jobs {r['chosen']['batch']}; "
+        + "; ".join(f"{n} {s['small']:.0f}/{s['large']:.0f} sent/s" for n, s in speeds.items() if s)
+        + f" (b{autoroute.SMALL_BATCH}/b{autoroute.LARGE_BATCH}; {r['path']})",
+        file=sys.stderr,
+    )
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from stilts import models, published, tuned_model
 
     if args.name in published.PUBLISHED:
         print(published.install(args.name, force=args.force, parity_texts=_parity_texts(args)))
@@ -266,6 +305,13 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
         "--adapter",
         default=None,
         help="install default-bitext: merge this LoRA adapter directory instead of the shipped one",
+    )
+    p.add_argument(
+        "--no-route",
+        action="store_true",
+        help="install: skip choosing the CPU route (by default the routes that pass the parity "
+        "gate are timed for about 20 s and the fastest is recorded for --precision auto; "
+        "otherwise that happens on the first load)",
     )
     _parity_flag(p)
     p.set_defaults(func=_cmd_models)

@@ -21,13 +21,18 @@ from stilts.manifest import (
 )
 from stilts.models import resolve
 from stilts.ortload import load_onnxruntime
+from stilts.runtimes import OPENVINO, ROUTES, default_threads, make_runner, route_graph
 
 LOG = logging.getLogger(__name__)
 
 PRECISIONS = tuple(GRAPHS)
-# What the CLIs offer: ``auto`` loads the model's default (its ``cpu_precision`` on CPU, fp32 on GPU).
-PRECISION_CHOICES = ("auto", *PRECISIONS)
+# Every CPU route by name: the model's graphs on onnxruntime, and the OpenVINO routes.
+ROUTE_NAMES = tuple(ROUTES)
+# What the CLIs offer: ``auto`` loads the route measured fastest on this CPU among those passing the
+# parity gate (:mod:`stilts.autoroute`), fp32 on a GPU.
+PRECISION_CHOICES = ("auto", *ROUTE_NAMES)
 DEVICES = ("auto", "cpu", "cuda")
+WORKLOADS = ("batch", "serve")
 
 
 @dataclasses.dataclass
@@ -75,8 +80,12 @@ class Encoder:
 
     Args:
         path_or_name: an installed model name (``default``) or a model directory.
-        precision: ``q4``, ``int8`` or ``fp32``; None (or ``auto``) picks fp32 on CUDA and on CPU
-            the manifest's ``cpu_precision`` (directories without one: q4 if present, else int8).
+        precision: a route: ``q4``, ``int8``, ``fp32`` (onnxruntime) or ``ov-f32``, ``ov-bf16``
+            (OpenVINO, optional extra); None (or ``auto``) picks fp32 on CUDA and on CPU the route
+            measured fastest on this CPU among those passing the parity gate, measured on the
+            first load on a CPU not seen before and recorded under ``$STILTS_HOME/cpu-routes``
+            (:mod:`stilts.autoroute`). A chosen route whose runtime is missing degrades to the
+            next one, with one log line.
         device: ``auto`` (CUDA when onnxruntime has it, else CPU), ``cpu`` or ``cuda``.
         threads: intra-op threads; None reads ``STILTS_THREADS``, else all cores.
         verify: check the graph's and the tokenizer's SHA-256 against the manifest before loading
@@ -88,6 +97,8 @@ class Encoder:
             cores, turning it off made offline encoding 1.7-1.9x faster.
         graph: another ONNX graph of this model (same inputs and output) to run instead of the
             precision's file, e.g. a candidate quantisation (``stilts bench routes``).
+        workload: what ``auto`` chooses for: ``batch`` (large batches: encode, mine, indexing)
+            or ``serve`` (the small dynamic batches of a server); each has its own winner.
 
     Example:
         >>> enc = Encoder("default")
@@ -103,10 +114,9 @@ class Encoder:
         verify: bool = True,
         spin: bool | None = None,
         graph: str | os.PathLike | None = None,
+        workload: str = "batch",
     ):
         from tokenizers import Tokenizer
-
-        ort = load_onnxruntime()
 
         t0 = time.perf_counter()
         if device not in DEVICES:
@@ -115,11 +125,15 @@ class Encoder:
             )
         if precision == "auto":
             precision = None
-        if precision is not None and precision not in PRECISIONS:
+        if precision is not None and precision not in ROUTES:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"precision must be one of {PRECISIONS}, got {precision!r}",
+                f"precision must be one of {('auto', *ROUTE_NAMES)}, got {precision!r}",
                 "precision",
+            )
+        if workload not in WORKLOADS:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, f"workload must be one of {WORKLOADS}", "workload"
             )
         self.path: Path = resolve(path_or_name)
         self.manifest = Manifest.load(self.path)
@@ -129,28 +143,52 @@ class Encoder:
         elif device == "cuda":
             LOG.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
         on_gpu = providers[0] == "CUDAExecutionProvider"
-        self.precision = precision or self.manifest.default_precision(self.path, on_gpu)
-        graph = Path(graph) if graph is not None else self.path / GRAPHS[self.precision]
-        if not graph.is_file():
-            raise StiltsError(ErrorCode.NOT_FOUND, f"{graph}: missing from the model directory")
-        if verify:
-            own = [graph.name] if graph.parent == self.path else []
-            self.manifest.verify_files(self.path, [*own, TOKENIZER_NAME])
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        threads = threads or int(os.environ.get("STILTS_THREADS", "0")) or os.cpu_count() or 1
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+        threads = default_threads(threads)
         if spin is None:
             spin = os.environ.get("STILTS_ORT_SPIN", "").lower() in ("1", "true", "yes")
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        # auto on a CPU: the routes this CPU measured fastest first (the rest are fallbacks)
+        candidates = [precision] if precision else self._auto_routes(on_gpu, workload, threads)
+        for i, name in enumerate(candidates):
+            route = ROUTES[name]
+            path = Path(graph) if graph is not None else route_graph(route, self.path)
+            if not path.is_file():
+                raise StiltsError(ErrorCode.NOT_FOUND, f"{path}: missing from the model directory")
+            if verify:
+                own = [path.name] if path.parent == self.path else []
+                self.manifest.verify_files(self.path, [*own, TOKENIZER_NAME])
+            try:
+                self.runner = make_runner(route, path, threads, spin, providers)
+            except ImportError as e:
+                if i + 1 == len(candidates):
+                    raise StiltsError(
+                        ErrorCode.FAILED_PRECONDITION,
+                        f"route {name!r} needs {route.runtime}, which is not installed ({e}); "
+                        f"install it (pip install 'stilts[{route.runtime}]') or choose another "
+                        "--precision",
+                        "precision",
+                    ) from e
+                LOG.warning(
+                    "route %s: %s is not installed (%s); using %s instead",
+                    name,
+                    route.runtime,
+                    e,
+                    candidates[i + 1],
+                )
+                continue
+            break
+        self.precision = name
+        self.route = route
         self.threads = threads
-        self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
-        self.graph = graph
-        self.graph_bytes = graph.stat().st_size
-        self.provider = self.session.get_providers()[0]
+        # the onnxruntime session (None on OpenVINO routes)
+        self.session = getattr(self.runner, "session", None)
+        self.graph = path
+        self.graph_bytes = path.stat().st_size
+        self.provider = self.runner.provider
+        # OpenVINO computes a row without any padding on another path than a padded row (measured:
+        # bf16 vectors differ by 5e-4, f32 by 1e-7, whatever the amount of padding); one masked
+        # column on every batch puts every row on the padded path, so a text's vector does not
+        # depend on whether it is the longest of its batch (batch-invariant to 0.0)
+        self.extra_padding = 1 if route.runtime == OPENVINO else 0
 
         self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
         self.tokenizer.no_padding()
@@ -158,7 +196,7 @@ class Encoder:
         pad = self.tokenizer.token_to_id("<pad>")
         self.pad_id = 0 if pad is None else pad
         self.max_chars = max(4096, self.manifest.max_len * 32)
-        self.takes_prompt_length = any(i.name == PROMPT_LENGTH for i in self.session.get_inputs())
+        self.takes_prompt_length = PROMPT_LENGTH in self.runner.input_names
         self._prompt_lens: dict[str, int] = {}
         self.truncated_total = 0
         self.load_seconds = time.perf_counter() - t0
@@ -170,6 +208,23 @@ class Encoder:
             threads,
             self.load_seconds,
         )
+
+    def _auto_routes(self, on_gpu: bool, workload: str, threads: int) -> list[str]:
+        """``auto``: fp32 on a GPU (the CUDA path keeps priority); on a CPU the routes in the
+        order this CPU measured them for ``workload`` (measured now when the CPU is new)."""
+        if on_gpu:
+            return [self.manifest.default_precision(self.path, on_gpu=True)]
+        from stilts.autoroute import ranked_routes
+
+        ranked, overhead = ranked_routes(self.path, self.manifest, workload, threads)
+        self.auto_overhead_tokens = overhead
+        return ranked
+
+    @property
+    def call_overhead_tokens(self) -> float | None:
+        """The fixed cost of one graph call in padded tokens, as measured for the ``auto`` choice
+        of this route on this CPU (None when not measured: the batcher keeps its default)."""
+        return getattr(self, "auto_overhead_tokens", {}).get(self.precision)
 
     @property
     def dim(self) -> int:
@@ -232,7 +287,7 @@ class Encoder:
     def batch_feeds(self, items: Sequence[Tokenized]) -> dict[str, np.ndarray]:
         """The graph's inputs for one batch: ids right-padded to the longest, the attention mask
         and, for graphs that pool without their prompt, each row's prompt length."""
-        longest = max(len(t) for t in items)
+        longest = max(len(t) for t in items) + self.extra_padding
         ids = np.full((len(items), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(items), longest), dtype=np.int64)
         for row, t in enumerate(items):
@@ -247,7 +302,7 @@ class Encoder:
         """Run one padded batch through the graph; rows follow ``items``."""
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        (emb,) = self.session.run(["embedding"], self.batch_feeds(items))
+        emb = self.runner.run(self.batch_feeds(items))
         return np.ascontiguousarray(emb, dtype=np.float32)
 
     def encode(
@@ -308,3 +363,22 @@ def encoders_by_precision(model: str | os.PathLike = "default", **kwargs) -> dic
     """One :class:`Encoder` per graph the model directory holds (``q4``, ``int8``, ``fp32``)."""
     path = resolve(model)
     return {p: Encoder(path, precision=p, **kwargs) for p in available_precisions(path)}
+
+
+def available_routes(model: str | os.PathLike = "default") -> list[str]:
+    """The CPU routes that can run here for a model: its graphs on onnxruntime, and the OpenVINO
+    routes when OpenVINO is installed."""
+    from stilts.runtimes import runtime_available
+
+    path = resolve(model)
+    return [
+        n
+        for n, r in ROUTES.items()
+        if route_graph(r, path).is_file() and runtime_available(r.runtime)
+    ]
+
+
+def encoders_by_route(model: str | os.PathLike = "default", **kwargs) -> dict[str, Encoder]:
+    """One :class:`Encoder` per route that runs here (:func:`available_routes`)."""
+    path = resolve(model)
+    return {r: Encoder(path, precision=r, **kwargs) for r in available_routes(path)}
