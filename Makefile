@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STILTS := $(VENV)/bin/stilts
-EXTRAS ?= train,bench,ray,dev
+EXTRAS ?= train,bench,ray,dev,openvino
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: install model run test lint proto clean image
