@@ -6,7 +6,10 @@ fp32 and batch invariance on dev sentences, sentences/s at two batch sizes (inte
 median, ratios against the shipped ``int8`` and ``fp32`` of the same rounds), and retrieval accuracy
 through :func:`stilts.benchmarks.accuracy.run`: Tatoeba top-1 per language (mean, and the worst
 language's change against fp32) and BUCC F1. The model's own graphs (``fp32``, ``int8``, ``q4``)
-are routes too, so the table says where the shipped precisions stand among the alternatives.
+are routes too, so the table says where the shipped precisions stand among the alternatives, and
+so are the runtime routes of :mod:`stilts.runtimes` (OpenVINO f32 and bf16 on the fp32 graph, where
+OpenVINO is installed). The report names the CPU's flags and what ``--precision auto`` chose on
+this CPU (:mod:`stilts.autoroute`, when recorded).
 """
 
 from __future__ import annotations
@@ -63,12 +66,14 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Route:
-    """One candidate CPU graph: a graph the model ships (``graph``) or a builder."""
+    """One candidate CPU graph: a graph the model ships (``graph``) or a builder, run on the
+    runtime route ``precision`` (:data:`stilts.runtimes.ROUTES`; onnxruntime fp32 by default)."""
 
     name: str
     description: str
     graph: str | None = None
     build: Callable[[Source, Path], None] | None = None
+    precision: str = "fp32"
 
 
 def _fused(src: Source, separate_qkv: bool = False):
@@ -202,8 +207,30 @@ ROUTES: dict[str, Route] = {
         Route(
             "int8-static", "static QDQ int8 MatMuls, MinMax on dev sentences", build=_int8_static
         ),
+        Route("ov-f32", "OpenVINO CPU, the fp32 graph in f32", graph="fp32", precision="ov-f32"),
+        Route(
+            "ov-bf16",
+            "OpenVINO CPU, the fp32 graph, INFERENCE_PRECISION_HINT=bf16",
+            graph="fp32",
+            precision="ov-bf16",
+        ),
     )
 }
+
+
+def runnable(names: list[str]) -> list[str]:
+    """``names`` less the routes whose runtime is not installed here (one log line each)."""
+    from stilts.runtimes import ROUTES as RUNTIME_ROUTES
+    from stilts.runtimes import runtime_available
+
+    out = []
+    for n in names:
+        runtime = RUNTIME_ROUTES[ROUTES[n].precision].runtime
+        if runtime_available(runtime):
+            out.append(n)
+        else:
+            LOG.warning("route %s left out: %s is not installed", n, runtime)
+    return out
 
 
 def check_routes(names: list[str]) -> list[str]:
@@ -231,11 +258,11 @@ def graph_path(route: Route, src: Source, work_dir: Path) -> Path:
     return out
 
 
-def _load_seconds(model_dir: Path, graph: Path, repeats: int) -> float:
+def _load_seconds(model_dir: Path, graph: Path, repeats: int, precision: str = "fp32") -> float:
     from stilts.encoder import Encoder
 
     return statistics.median(
-        Encoder(model_dir, precision="fp32", graph=graph).load_seconds for _ in range(repeats)
+        Encoder(model_dir, precision=precision, graph=graph).load_seconds for _ in range(repeats)
     )
 
 
@@ -316,16 +343,18 @@ def run(
     progress: bool = True,
 ) -> dict:
     """Build (once) and measure every route; ``fp32`` is the reference for every delta."""
+    from stilts import autoroute
     from stilts.benchmarks import accuracy
     from stilts.benchmarks.systems import StiltsSystem
     from stilts.models import resolve
 
-    names = check_routes(routes)
+    names = runnable(check_routes(routes))
     model_dir = resolve(model)
     src = Source(model_dir, speed_sentences)
     graphs = {n: graph_path(ROUTES[n], src, work_dir) for n in names}
     systems = {
-        n: StiltsSystem(model_dir, precision="fp32", name=n, graph=g) for n, g in graphs.items()
+        n: StiltsSystem(model_dir, precision=ROUTES[n].precision, name=n, graph=g)
+        for n, g in graphs.items()
     }
     encoders = {n: s.encoder for n, s in systems.items()}
     measured = measure_graphs(encoders, speed_sentences, batch_sizes, repeats)
@@ -336,12 +365,22 @@ def run(
             "description": ROUTES[n].description,
             "graph": str(graphs[n]),
             "megabytes": graphs[n].stat().st_size / 1e6,
-            "load_seconds": _load_seconds(model_dir, graphs[n], repeats),
+            "load_seconds": _load_seconds(model_dir, graphs[n], repeats, ROUTES[n].precision),
             **measured[n],
             **accuracy_figures(acc, n),
         }
+    recorded = autoroute.recorded(model_dir)
     return {
         "model": str(model_dir),
+        "cpu": autoroute.cpu_signature(),
+        "auto": None
+        if recorded is None
+        else {
+            "chosen": recorded["chosen"],
+            "ranking": recorded["ranking"],
+            "measured_at": recorded["measured_at"],
+            "record": recorded["path"],
+        },
         "speed_sentences": len(speed_sentences),
         "batch_sizes": batch_sizes,
         "repeats": repeats,
@@ -366,13 +405,26 @@ def markdown(results: dict) -> str:
         "load s",
         *[f"sent/s b{b} (x int8)" for b in bs],
         "batch-inv. max abs",
-        "cos vs fp32 min",
+        "cos vs fp32 mean / min",
         "Tatoeba cos xx→en (Δ pts)",
         "worst language Δ",
         "margin xx→en Δ",
         "BUCC F1 (Δ pts)",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cpu = results.get("cpu") or {}
+    auto = results.get("auto")
+    lines = [
+        f"CPU flags: {' '.join(cpu.get('flags') or []) or '-'}; {cpu.get('cores', '?')} cores. "
+        + (
+            f"`--precision auto` on this CPU (recorded {auto['measured_at']}): serving "
+            f"`{auto['chosen']['serve']}`, batch jobs `{auto['chosen']['batch']}`."
+            if auto
+            else "`--precision auto` not measured on this CPU yet (`stilts models install`)."
+        ),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, r in rows.items():
         speed = []
         for b in bs:
@@ -387,7 +439,7 @@ def markdown(results: dict) -> str:
             f"{r['load_seconds']:.2f}",
             *speed,
             f"{r['batch_vs_alone_max_abs']:.1e}",
-            f"{r['cosine_vs_fp32_min']:.5f}",
+            f"{r['cosine_vs_fp32_mean']:.6f} / {r['cosine_vs_fp32_min']:.5f}",
             "-" if tat is None else f"{tat:.4f} ({_pts(tat - ref['tatoeba_cosine_xx2en'])})",
             "-"
             if "tatoeba_worst_language" not in r

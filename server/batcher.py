@@ -43,6 +43,11 @@ threads): time ~ c0 + c1 * texts * longest with c0 / c1 ~ 16 tokens; the per-tok
 dominates, so padding is what dynamic batches must avoid."""
 
 
+def _runs(lengths_desc: list[int]) -> list[tuple[int, int]]:
+    """(start, length) of each run of equal lengths in a sorted list."""
+    return [(i, n) for i, n in enumerate(lengths_desc) if i == 0 or lengths_desc[i - 1] != n]
+
+
 def plan_groups(lengths_desc: list[int], overhead: float) -> list[tuple[int, int]]:
     """Cut texts sorted by decreasing length into encoder calls ``[start, end)`` that minimise
     ``sum(overhead + texts * longest)`` (exact dynamic programme, O(n^2) on n <= a batch)."""
@@ -190,8 +195,8 @@ class Batcher:
         if call_overhead_tokens is None:
             call_overhead_tokens = getattr(encoder, "call_overhead_tokens", None)
         self.call_overhead_tokens = call_overhead_tokens or CALL_OVERHEAD_TOKENS
-        # routes that pad every batch by a column (OpenVINO) spend it in the token budget too
-        self.extra_padding = int(getattr(encoder, "extra_padding", 0))
+        # routes that run only unpadded rows of one length per call (OpenVINO, see the Encoder)
+        self.exact_lengths = bool(getattr(encoder, "exact_lengths", False))
         self.observer = observer or Observer()
         self._queues: tuple[collections.deque[_Item], ...] = (
             collections.deque(),
@@ -396,11 +401,7 @@ class Batcher:
                     job.done.set()
                     continue
                 new_longest = max(longest, item.length)
-                if (
-                    items
-                    and (len(items) + 1) * (new_longest + self.extra_padding)
-                    > self.max_batch_tokens
-                ):
+                if items and (len(items) + 1) * new_longest > self.max_batch_tokens:
                     return items
                 q.popleft()
                 self._queued -= 1
@@ -446,9 +447,12 @@ class Batcher:
                 queue_seconds.append(start - job.enqueued)
         items.sort(key=lambda i: -i.length)
         padded = 0
-        for s, e in plan_groups(
-            [i.length + self.extra_padding for i in items], self.call_overhead_tokens
-        ):
+        lengths = [i.length for i in items]
+        if self.exact_lengths:  # one unpadded call per length: nothing to plan
+            groups = [(s, s + lengths.count(n)) for s, n in _runs(lengths)]
+        else:
+            groups = plan_groups(lengths, self.call_overhead_tokens)
+        for s, e in groups:
             part = items[s:e]
             padded += len(part) * part[0].length
             vecs = self.encoder.embed_tokenized([i.job.tokens[i.row] for i in part])

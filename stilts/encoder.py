@@ -50,12 +50,13 @@ class Tokenized:
 
 
 def length_batches(
-    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None, exact: bool = False
 ) -> Iterator[np.ndarray]:
     """Group item indices into batches of similar length (longest first).
 
     Each batch holds at most ``batch_size`` items and, when ``max_tokens`` is set, at most
     ``max_tokens`` padded tokens (items x longest); a single longer item still forms its own batch.
+    ``exact``: a batch holds items of one length only (routes that run unpadded rows).
     """
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     start = 0
@@ -65,6 +66,9 @@ def length_batches(
         size = batch_size
         if max_tokens:
             size = max(1, min(size, max_tokens // max(longest, 1)))
+        if exact:
+            same = int(np.searchsorted(-np.asarray(lengths)[order[start:]], -longest, "right"))
+            size = min(size, max(same, 1))
         yield order[start : start + size]
         start += size
 
@@ -184,11 +188,11 @@ class Encoder:
         self.graph = path
         self.graph_bytes = path.stat().st_size
         self.provider = self.runner.provider
-        # OpenVINO computes a row without any padding on another path than a padded row (measured:
-        # bf16 vectors differ by 5e-4, f32 by 1e-7, whatever the amount of padding); one masked
-        # column on every batch puts every row on the padded path, so a text's vector does not
-        # depend on whether it is the longest of its batch (batch-invariant to 0.0)
-        self.extra_padding = 1 if route.runtime == OPENVINO else 0
+        # OpenVINO's CPU kernels block the attention over the padded length: a padded row's vector
+        # moves with the padding (bf16: up to 5e-4 on dev sentences, f32: 1e-7), while rows of
+        # one length without padding are computed exactly as alone. So its graph calls group
+        # rows by exact length: never padded, batch-invariant to 0.0.
+        self.exact_lengths = route.runtime == OPENVINO
 
         self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
         self.tokenizer.no_padding()
@@ -287,7 +291,7 @@ class Encoder:
     def batch_feeds(self, items: Sequence[Tokenized]) -> dict[str, np.ndarray]:
         """The graph's inputs for one batch: ids right-padded to the longest, the attention mask
         and, for graphs that pool without their prompt, each row's prompt length."""
-        longest = max(len(t) for t in items) + self.extra_padding
+        longest = max(len(t) for t in items)
         ids = np.full((len(items), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(items), longest), dtype=np.int64)
         for row, t in enumerate(items):
@@ -302,6 +306,13 @@ class Encoder:
         """Run one padded batch through the graph; rows follow ``items``."""
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
+        lengths = {len(t) for t in items}
+        if self.exact_lengths and len(lengths) > 1:
+            out = np.empty((len(items), self.dim), dtype=np.float32)
+            for n in lengths:
+                rows = [i for i, t in enumerate(items) if len(t) == n]
+                out[rows] = self.runner.run(self.batch_feeds([items[i] for i in rows]))
+            return out
         emb = self.runner.run(self.batch_feeds(items))
         return np.ascontiguousarray(emb, dtype=np.float32)
 
@@ -344,7 +355,8 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(toks), desc="encode", unit="sent")
-        for idx in length_batches([len(t) for t in toks], batch_size, max_tokens):
+        lengths = [len(t) for t in toks]
+        for idx in length_batches(lengths, batch_size, max_tokens, self.exact_lengths):
             out[idx] = self.embed_tokenized([toks[i] for i in idx])
             if bar is not None:
                 bar.update(len(idx))

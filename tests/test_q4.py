@@ -53,7 +53,7 @@ def test_q4_blocks_hold_a_q4_0_grid_exactly():
         quantize_q4_blocks(np.zeros((2, 40), np.float32))
 
 
-def test_default_precision_is_q4_with_its_parity_in_the_manifest(q4_model_dir):
+def test_default_precision_is_q4_with_its_parity_in_the_manifest(q4_model_dir, monkeypatch):
     m = Manifest.load(q4_model_dir)
     assert m.cpu_precision == "q4" and Q4_NAME in m.files
     m.verify_files(q4_model_dir, [Q4_NAME])
@@ -62,6 +62,7 @@ def test_default_precision_is_q4_with_its_parity_in_the_manifest(q4_model_dir):
     assert p["q4_vs_fp32_cosine_mean"] >= 0.999 and p["q4_vs_fp32_cosine_min"] >= 0.99
     assert p["q4_batch_vs_alone_max_abs_diff"] < 1e-5
     assert p["q4_parity_sentences"] >= 12
+    monkeypatch.setenv("STILTS_AUTO_ROUTE", "manifest")  # auto as recorded at export, unmeasured
     assert Encoder(q4_model_dir, precision="auto").precision == "q4"
 
 
@@ -85,8 +86,10 @@ def test_q4_is_batch_invariant(encoder_q4, dev_texts):
     assert max(np.abs(other[t] - v).max() for t, v in zip(texts, together, strict=True)) < 1e-5
 
 
-def test_old_model_directory_without_q4_still_loads(default_model_dir, tmp_path):
-    """A directory written before q4 (fp32 + int8 only, no cpu_precision) loads int8 by default."""
+def test_old_model_directory_without_q4_still_loads(default_model_dir, tmp_path, monkeypatch):
+    """A directory written before q4 (fp32 + int8 only, no cpu_precision) loads int8 by default
+    (the manifest's default; ``auto`` measured on the CPU never picks dynamic int8)."""
+    monkeypatch.setenv("STILTS_AUTO_ROUTE", "manifest")
     for name in (FP32_NAME, INT8_NAME, TOKENIZER_NAME):
         (tmp_path / name).symlink_to(default_model_dir / name)
     data = json.loads((default_model_dir / "stilts.json").read_text())
