@@ -4,7 +4,9 @@ the export is in parity with PyTorch, and train -> export -> encode -> mine work
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -64,6 +66,9 @@ def _config(toy: Path, data_dir: Path, output: Path, **kw):
         log_every=1,
         export=False,
         progress=False,
+        # the same numerics on every CPU (auto: bf16 where native) and one thread (see one_thread)
+        bf16="off",
+        threads=1,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -234,6 +239,120 @@ def test_resume_and_output_guards(run_a, toy, data_dir, tmp_path):
     assert e.value.field == "warmup"
 
 
+def test_save_every_minutes_writes_complete_checkpoints_and_logs_progress(
+    toy, data_dir, tmp_path, caplog
+):
+    """Time-based checkpoints (here due after every step), each marked complete; the log shows
+    steps/s, the ETA and the last dev metric."""
+    from stilts.training import checkpoints
+    from stilts.training.trainer import train
+
+    out = tmp_path / "timed"
+    with caplog.at_level(logging.INFO, logger="stilts.training.trainer"):
+        summary = train(
+            _config(
+                toy,
+                data_dir,
+                out,
+                tasks=["mnli"],
+                max_steps=4,
+                eval_every=2,
+                save_every=1000,
+                save_every_minutes=1e-7,
+                save_total_limit=None,
+            )
+        )
+    assert summary["steps"] == 4
+    found = checkpoints.checkpoints(out / "trainer")
+    assert [(step, ok) for step, _, ok in found] == [(1, True), (2, True), (3, True), (4, True)]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert "train_runtime" in lines.pop()  # the run's closing summary
+    assert [x.split(":")[0] for x in lines] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert all(re.search(r"[0-9.]+ steps/s, ETA \d+:\d\d:\d\d", x) for x in lines), lines
+    assert "dev -" in lines[0]  # logged before the first evaluation (step 2)
+    acc = summary["last_eval"]["tasks"]["mnli"]["accuracy"]
+    assert "ETA 0:00:00" in lines[3] and "dev mnli:accuracy=" in lines[3]
+    assert re.search(r"dev mnli:accuracy=([0-9.]+)", lines[2]) is not None
+    # rotation keeps the newest complete ones and drops incomplete leftovers
+    shutil.copytree(found[0][1], out / "trainer" / "checkpoint-9")
+    (out / "trainer" / "checkpoint-9" / checkpoints.COMPLETE).unlink()
+    checkpoints.rotate(out / "trainer", 2, out / "trainer" / "checkpoint-4")
+    assert [s for s, _, _ in checkpoints.checkpoints(out / "trainer")] == [3, 4]
+    assert 0 <= acc <= 1
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(run_a, toy, data_dir, tmp_path):
+    """A kill during the save of step 6 left checkpoint-6 without its optimizer and marker (its
+    trainer_state.json, which transformers' own search looks for, was written): --resume takes
+    checkpoint-3, removes the broken one and still ends with the uninterrupted run's weights."""
+    from stilts.training import checkpoints
+    from stilts.training.trainer import _last_checkpoint, train
+
+    a, _ = run_a
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    shutil.rmtree(b / "checkpoint")
+    broken = b / "trainer" / "checkpoint-6"
+    (broken / checkpoints.COMPLETE).unlink()
+    (broken / "optimizer.pt").unlink()
+    assert (broken / "trainer_state.json").is_file()
+    assert _last_checkpoint(b / "trainer") == str(b / "trainer" / "checkpoint-3")
+    with pytest.raises(StiltsError) as e:
+        train(_config(toy, data_dir, b, resume=str(broken)))
+    assert e.value.code == ErrorCode.FAILED_PRECONDITION and e.value.field == "resume"
+    assert "incomplete" in str(e.value)
+
+    summary = train(_config(toy, data_dir, b, resume="last"))
+    assert summary["steps"] == 6 and summary["steps_timed"] == 3
+    assert checkpoints.is_complete(broken)  # written again, whole
+    wa = _tensors(a / "trainer" / "checkpoint-6" / "model.safetensors")
+    wb = _tensors(broken / "model.safetensors")
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
+
+
+def test_cpu_recipe_defaults_bf16_on_and_threads_restored(toy, data_dir, tmp_path):
+    """--bf16 on trains under CPU autocast; threads default to the affinity mask and are put
+    back after the run; the word-embedding table gets no gradient on CPU by default."""
+    from stilts.training.cpu import available_cores
+    from stilts.training.trainer import train
+
+    before = torch.get_num_threads()
+    out = tmp_path / "bf16"
+    summary = train(
+        _config(
+            toy,
+            data_dir,
+            out,
+            tasks=["mnli"],
+            max_steps=2,
+            eval_every=2,
+            save_every=2,
+            bf16="on",
+            threads=None,
+            max_seq_len="auto",
+            freeze_embeddings="auto",
+        )
+    )
+    assert torch.get_num_threads() == before
+    recipe = summary["recipe"]
+    assert recipe["bf16"] is True and recipe["threads"] == available_cores()
+    assert (
+        recipe["freeze_embeddings"] == "word" and recipe["max_seq_len"] == 128
+    )  # auto: 256, within the toy's 128 positions
+    assert np.isfinite(summary["train_loss"])
+    w0 = _tensors(toy / "model.safetensors")
+    w1 = _tensors(out / "trainer" / "checkpoint-2" / "model.safetensors")
+
+    def one(w, suffix):
+        return next(v for k, v in w.items() if k.endswith(suffix))
+
+    word, pos = "word_embeddings.weight", "position_embeddings.weight"
+    np.testing.assert_array_equal(one(w1, word), one(w0, word))
+    assert not np.allclose(one(w1, pos), one(w0, pos))  # the rest of the layer trains
+    assert json.loads((out / "run.json").read_text())["recipe"] == recipe
+
+
 # ---- export ----
 
 
@@ -276,7 +395,7 @@ def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path)
     assert m.name == f"{toy.name}-stilts-qqp+commonsenseqa"
     t = m.training
     assert t["tasks"] == ["qqp", "commonsenseqa"] and t["steps"] == 3
-    assert t["freeze_embeddings"] is True
+    assert t["freeze_embeddings"] == "all"
     for task in ("qqp", "commonsenseqa"):
         for item in t["data_files"][task]["train"] + t["data_files"][task]["dev"]:
             assert item["sha256"] == sha256_file(item["path"])

@@ -471,6 +471,8 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
         max_seq_len=32,
         learning_rate=1e-2,
         max_steps=120,
+        bf16="off",
+        threads=1,
         warmup=0.0,
         eval_every=60,
         save_every=60,
@@ -568,6 +570,8 @@ def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
             max_eval_examples=16,
             export=False,
             progress=False,
+            bf16="off",
+            threads=1,
         )
     )
     assert summary["task_probabilities"] == {"mnli": 0.5, "bitext": 0.5}

@@ -7,10 +7,20 @@ import json
 from pathlib import Path
 
 from stilts.cliutil import env_flag
+from stilts.training.cpu import AUTO, BF16_CHOICES, FREEZE_CHOICES  # light: numpy only
 from stilts.training.tasks import NINE_TASKS, TASKS  # light: readers only, no torch
 from stilts.training.trainer import LORA_TARGETS  # light: torch is imported inside train()
 
 TASK_NAMES = tuple(TASKS)
+
+
+def _int_or_auto(value: str) -> int | str:
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -36,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         eval_every=args.eval_every,
         save_every=args.save_every,
+        save_every_minutes=args.save_every_minutes or None,
         save_total_limit=args.save_total_limit or None,
         log_every=args.log_every,
         seed=args.seed,
@@ -62,6 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
         bitext_scale=args.bitext_scale,
         bitext_margin=args.bitext_margin,
+        group_by_length=args.group_by_length,
+        bitext_passes=args.bitext_passes,
     )
     summary = train(cfg)
     print(json.dumps(summary, default=str))
@@ -178,7 +191,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (AdamW)")
     g.add_argument("--batch-size", type=int, default=32, help="examples per batch and device")
     g.add_argument("--eval-batch-size", type=int, default=None, help="dev batch (default 2x)")
-    g.add_argument("--max-seq-len", type=int, default=256, help="tokens per sequence")
+    g.add_argument(
+        "--max-seq-len",
+        type=_int_or_auto,
+        default="auto",
+        help="tokens per sequence, or 'auto' (default): for bitext-only runs the 99th percentile "
+        "of the training pairs' token lengths (rounded up to a multiple of 8, at most 128; "
+        "longer pairs are cut), otherwise 256 (the paper's)",
+    )
     g.add_argument("--epochs", type=float, default=3.0, help="passes over the (capped) data")
     g.add_argument(
         "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)"
@@ -190,8 +210,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=42, help="random seed (heads, sampling, dropout)")
     g.add_argument(
         "--freeze-embeddings",
-        action="store_true",
-        help="keep the embedding layer fixed (the 250k-row matrix dominates CPU step time)",
+        nargs="?",
+        const="all",
+        default="auto",
+        choices=FREEZE_CHOICES,
+        help="what gets no gradient: 'word' the word-embedding table (250k rows, ~96M parameters "
+        "of the default encoder; its gradient and optimizer update dominate a CPU step), 'all' "
+        "the whole embedding layer (the flag alone), 'none'; 'auto' (default): word on CPU, none "
+        "on GPU (LoRA freezes the whole base anyway)",
     )
     g.add_argument(
         "--sampling",
@@ -219,6 +245,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.2,
         help="bitext: additive margin subtracted from the translation pair's cosine",
     )
+    g.add_argument(
+        "--group-by-length",
+        type=int,
+        default=50,
+        metavar="N",
+        help="bitext: draw batches from pools of N batches sorted by length, so each batch is "
+        "padded little (batches are padded to their own longest pair in any case); 0: off",
+    )
+    g.add_argument(
+        "--bitext-passes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="bitext: 1 (default) embeds both sides of a batch in one encoder pass, 2 in one "
+        "pass per side",
+    )
     g = p.add_argument_group("adapter (train a small LoRA adapter on the frozen encoder)")
     g.add_argument(
         "--adapter",
@@ -240,6 +282,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
     )
     g.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps")
+    g.add_argument(
+        "--save-every-minutes",
+        type=float,
+        default=0,
+        metavar="N",
+        help="also checkpoint once N minutes of wall-clock time have passed since the last save "
+        "(0: off). Checkpoints are complete or ignored: a marker file is written last, --resume "
+        "skips (and removes) a checkpoint a kill interrupted, and --save-total-limit deletes old "
+        "ones only after the new one is complete",
+    )
     g.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (0: keep all)")
     g.add_argument("--log-every", type=int, default=50, help="log the training loss every N steps")
     g.add_argument(
@@ -247,7 +299,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="last",
         default=None,
-        help="continue the run in --output from its last checkpoint (or from this checkpoint)",
+        help="continue the run in --output from its last complete checkpoint (or from this "
+        "checkpoint): weights, optimizer, schedule, sampler position and RNG; the settings must "
+        "match run.json. A long run goes in pieces: the same command under `timeout`, then again "
+        "with --resume, with --save-every-minutes",
     )
     g.add_argument(
         "--max-train-examples", type=int, default=None, help="read at most N examples per task"
@@ -255,7 +310,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--max-eval-examples", type=int, default=None, help="evaluate at most N examples per task"
     )
-    g.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    g.add_argument(
+        "--bf16",
+        nargs="?",
+        const="on",
+        default="auto",
+        choices=BF16_CHOICES,
+        help="bf16 mixed precision (autocast; CPU or GPU): 'on' (the flag alone), 'off', or "
+        "'auto' (default): on where the hardware computes bf16 natively (a CPU with AMX or "
+        "AVX-512 BF16, flags amx_bf16 / avx512_bf16 in /proc/cpuinfo; a bf16 GPU), fp32 "
+        "elsewhere (emulated bf16 is slower)",
+    )
     g.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory")
     g.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
@@ -265,7 +330,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         env="STILTS_THREADS",
         default=None,
         type=int,
-        help="torch threads on CPU (default: all cores; on a busy machine fewer is faster)",
+        help="torch threads on CPU (default: the cores this process may use, "
+        "os.sched_getaffinity; on a busy machine fewer is faster)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("export")

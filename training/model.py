@@ -49,11 +49,14 @@ class MultiTaskModel(nn.Module):
     Args:
         encoder: the transformers encoder.
         tasks: task name -> (kind, number of labels).
-        freeze_embeddings: keep the embedding layer (the 250k x hidden matrix of XLM-R) fixed; it
-            dominates step time and optimizer memory on CPU.
+        freeze_embeddings: ``word`` keeps the word-embedding table (the 250k x hidden matrix of
+            XLM-R) fixed, which dominates step time and optimizer memory on CPU; ``all`` (or True)
+            the whole embedding layer; ``none`` (or False) nothing.
         layer / pooling: the sentence representation the model is exported with (the manifest's
             layer, 0 = embedding output, and ``mean`` or ``cls``); the bitext task trains it.
         bitext_scale / bitext_margin: the bitext head's scale and additive margin.
+        bitext_passes: 1 embeds both sides of a bitext batch in one encoder pass (one pass over
+            2 x batch sequences), 2 in one pass per side.
     """
 
     # Heads return per-batch mean losses: transformers.Trainer scales them for gradient
@@ -64,11 +67,12 @@ class MultiTaskModel(nn.Module):
         self,
         encoder: nn.Module,
         tasks: Mapping[str, tuple[str, int]],
-        freeze_embeddings: bool = False,
+        freeze_embeddings: bool | str = False,
         layer: int | None = None,
         pooling: str = "mean",
         bitext_scale: float = BITEXT_SCALE,
         bitext_margin: float = BITEXT_MARGIN,
+        bitext_passes: int = 1,
     ):
         super().__init__()
         self.encoder = encoder
@@ -86,6 +90,7 @@ class MultiTaskModel(nn.Module):
                 field="layer",
             )
         self.pooling = pooling
+        self.bitext_passes = bitext_passes
         self.kinds = {name: kind for name, (kind, _) in tasks.items()}
         self.heads = nn.ModuleDict(
             {
@@ -93,8 +98,23 @@ class MultiTaskModel(nn.Module):
                 for name, (kind, n) in tasks.items()
             }
         )
-        if freeze_embeddings:
+        if freeze_embeddings in (True, "all"):
             self.freeze_embeddings()
+        elif freeze_embeddings == "word":
+            self.freeze_word_embeddings()
+        elif freeze_embeddings not in (False, "none"):
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"freeze_embeddings must be word, all or none, got {freeze_embeddings!r}",
+                field="freeze_embeddings",
+            )
+
+    def freeze_word_embeddings(self) -> int:
+        """Stop gradients into the word-embedding table only; returns its parameter count."""
+        weight = self.encoder.get_input_embeddings().weight
+        weight.requires_grad_(False)
+        LOG.info("froze the word-embedding table (%d parameters)", weight.numel())
+        return weight.numel()
 
     def freeze_embeddings(self) -> int:
         """Stop gradients into the embedding layer; returns the number of frozen parameters."""
@@ -140,9 +160,18 @@ class MultiTaskModel(nn.Module):
             raise KeyError(f"no head for task {task!r}; heads: {list(self.heads)}")
         head = self.heads[task]
         if self.kinds[task] == BITEXT:
-            # each side padded to its own longest sequence only
-            source = self.embed(*_trim(input_ids[:, 0], attention_mask[:, 0]))
-            target = self.embed(*_trim(input_ids[:, 1], attention_mask[:, 1]))
+            if self.bitext_passes == 1:
+                # (batch, 2, length) -> rows source 0, target 0, source 1, ...: one pass
+                b, _, n = input_ids.shape
+                both = self.embed(
+                    *_trim(input_ids.reshape(2 * b, n), attention_mask.reshape(2 * b, n))
+                )
+                both = both.view(b, 2, -1)
+                source, target = both[:, 0], both[:, 1]
+            else:
+                # each side padded to its own longest sequence only
+                source = self.embed(*_trim(input_ids[:, 0], attention_mask[:, 0]))
+                target = self.embed(*_trim(input_ids[:, 1], attention_mask[:, 1]))
             loss, logits = head(source, target)
         elif self.kinds[task] == MULTIPLE_CHOICE:
             b, c, n = input_ids.shape

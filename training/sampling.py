@@ -114,6 +114,11 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         keys: task name -> per feature, the keys of its texts (bitext: source and target); a
             batch of such a task never holds one key twice: a clashing example waits for a later
             batch.
+        lengths: task name -> per feature, its length in tokens; with ``group`` > 1, such a
+            task's examples are taken in pools of ``group`` batches, each pool sorted by length,
+            cut into batches and the batches shuffled, so a batch holds similar lengths and is
+            padded little (bucketing, as fairseq / tensor2tensor do).
+        group: batches per length pool (0 or 1: no grouping).
     """
 
     drop_last = False
@@ -126,10 +131,14 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         num_batches: int,
         seed: int = 0,
         keys: Mapping[str, Sequence[tuple[int, ...]]] | None = None,
+        lengths: Mapping[str, Sequence[int]] | None = None,
+        group: int = 0,
     ):
         if batch_size < 1:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch size must be >= 1", "batch_size")
         self.keys = {name: list(k) for name, k in (keys or {}).items()}
+        self.lengths = {n: np.asarray(v, dtype=np.int64) for n, v in (lengths or {}).items()}
+        self.group = int(group)
         self.names = list(sizes)
         self.sizes = [int(sizes[n]) for n in self.names]
         self.offsets = np.cumsum([0] + self.sizes)[:-1].tolist()
@@ -153,8 +162,19 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
 
     def _stream(self, t: int) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch, t + 1])
+        lengths = self.lengths.get(self.names[t])
+        bs = self.batch_size
         while True:
-            yield from rng.permutation(self.sizes[t]).tolist()
+            order = rng.permutation(self.sizes[t])
+            if lengths is None or self.group <= 1:
+                yield from order.tolist()
+                continue
+            pool = self.group * bs
+            for start in range(0, len(order), pool):
+                chunk = order[start : start + pool]
+                chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+                for j in rng.permutation(math.ceil(len(chunk) / bs)).tolist():
+                    yield from chunk[j * bs : (j + 1) * bs].tolist()
 
     def _distinct_batch(self, stream: Iterator[int], waiting: list[int], keys) -> list[int]:
         """``batch_size`` examples sharing no key: first those that waited, then the stream."""

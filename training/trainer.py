@@ -31,6 +31,8 @@ from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_write_text
+from stilts.training import checkpoints
+from stilts.training.cpu import AUTO, BF16_CHOICES, FREEZE_CHOICES
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ RESUME_KEYS = (
     "lora_targets",
     "bitext_scale",
     "bitext_margin",
+    "group_by_length",
 )
 
 
@@ -78,15 +81,28 @@ class TrainConfig:
         data_dir: one folder per task with the official files.
         train_files / dev_files: per-task file overrides.
         learning_rate, batch_size, max_seq_len, epochs, warmup, max_grad_norm: the recipe
-            (1e-5, 32, 256, 3, 0.1, 1.0).
+            (1e-5, 32, 256, 3, 0.1, 1.0); ``max_seq_len`` ``auto``: from the data for bitext-only
+            runs (:func:`stilts.training.cpu.auto_max_len`), else 256.
         max_steps: optimizer steps (overrides ``epochs``).
         eval_every: evaluate every N steps (0: only at the end).
         save_every: checkpoint every N steps (and at the end).
-        freeze_embeddings: keep the embedding layer fixed.
+        save_every_minutes: also checkpoint once this many minutes of wall-clock time have passed
+            since the last save (None: off). Checkpoints are complete or ignored
+            (:mod:`stilts.training.checkpoints`).
+        freeze_embeddings: ``word`` (no gradient for the word-embedding table), ``all`` (the
+            embedding layer), ``none``, or ``auto`` (``word`` on CPU, ``none`` on GPU); a bool is
+            the old flag (all / none).
         sampling: ``proportional``, ``uniform`` or ``temperature:T``.
         sampling_cap: cap on a task's size when weighting tasks (None: no cap).
         max_train_examples / max_eval_examples: read at most N examples per task and split.
-        threads: torch intra-op threads on CPU (None: torch's default, all cores).
+        threads: torch intra-op threads on CPU (None: the cores this process may use); restored
+            when :func:`train` returns.
+        bf16: ``auto`` (bf16 autocast where the device computes bf16 natively: AMX / AVX-512 BF16
+            CPUs, bf16 GPUs), ``on`` or ``off`` (a bool is the old flag).
+        group_by_length: bitext: batches drawn from pools of this many batches sorted by length
+            (less padding); 0 or 1: off.
+        bitext_passes: bitext: 1 embeds both sides of the batch in one encoder pass, 2 in one
+            pass per side.
         resume: continue from the last checkpoint in ``output`` (or this checkpoint path).
         layer: hidden layer the exported encoder pools (default: the starting model's manifest,
             else the paper's middle layer).
@@ -108,7 +124,7 @@ class TrainConfig:
     learning_rate: float = 1e-5
     batch_size: int = 32
     eval_batch_size: int | None = None
-    max_seq_len: int = 256
+    max_seq_len: int | str = "auto"
     epochs: float = 3.0
     max_steps: int | None = None
     warmup: float = 0.1
@@ -117,16 +133,17 @@ class TrainConfig:
     grad_accum: int = 1
     eval_every: int = 0
     save_every: int = 1000
+    save_every_minutes: float | None = None
     save_total_limit: int | None = 2
     log_every: int = 50
     seed: int = 42
-    freeze_embeddings: bool = False
+    freeze_embeddings: str | bool = "auto"
     sampling: str = "proportional"
     sampling_cap: int | None = None
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     doc_stride: int = 128
-    bf16: bool = False
+    bf16: str | bool = "auto"
     fp16: bool = False
     gradient_checkpointing: bool = False
     num_workers: int = 0
@@ -143,6 +160,15 @@ class TrainConfig:
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
     bitext_scale: float = 20.0
     bitext_margin: float = 0.2
+    group_by_length: int = 50
+    bitext_passes: int = 1
+
+    def __post_init__(self):
+        # the old boolean flags
+        if isinstance(self.bf16, bool):
+            self.bf16 = "on" if self.bf16 else "off"
+        if isinstance(self.freeze_embeddings, bool):
+            self.freeze_embeddings = "all" if self.freeze_embeddings else "none"
 
     def validate(self) -> None:
         """Raise INVALID_ARGUMENT naming the first bad setting."""
@@ -154,7 +180,12 @@ class TrainConfig:
                 self.eval_batch_size is None or self.eval_batch_size >= 1,
                 "must be >= 1",
             ),
-            ("max_seq_len", self.max_seq_len >= 16, "must be >= 16"),
+            (
+                "max_seq_len",
+                self.max_seq_len == AUTO
+                or (isinstance(self.max_seq_len, int) and self.max_seq_len >= 16),
+                "must be 'auto' or >= 16",
+            ),
             ("epochs", self.epochs > 0, "must be > 0"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be >= 1"),
             ("warmup", 0 <= self.warmup < 1, "must be in [0, 1)"),
@@ -163,6 +194,19 @@ class TrainConfig:
             ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("save_every", self.save_every >= 1, "must be >= 1"),
+            (
+                "save_every_minutes",
+                self.save_every_minutes is None or self.save_every_minutes > 0,
+                "must be > 0",
+            ),
+            ("group_by_length", self.group_by_length >= 0, "must be >= 0"),
+            ("bitext_passes", self.bitext_passes in (1, 2), "must be 1 or 2"),
+            ("bf16", self.bf16 in BF16_CHOICES, f"must be one of {BF16_CHOICES}"),
+            (
+                "freeze_embeddings",
+                self.freeze_embeddings in FREEZE_CHOICES,
+                f"must be one of {FREEZE_CHOICES}",
+            ),
             ("log_every", self.log_every >= 1, "must be >= 1"),
             ("sampling_cap", self.sampling_cap is None or self.sampling_cap >= 1, "must be >= 1"),
             (
@@ -177,7 +221,7 @@ class TrainConfig:
             ),
             ("doc_stride", self.doc_stride >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1"),
-            ("bf16", not (self.bf16 and self.fp16), "bf16 and fp16 exclude each other"),
+            ("bf16", not (self.bf16 == "on" and self.fp16), "bf16 and fp16 exclude each other"),
             ("adapter", self.adapter in (None, *ADAPTERS), f"must be one of {ADAPTERS}"),
             ("lora_rank", self.lora_rank >= 1, "must be >= 1"),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
@@ -226,9 +270,9 @@ def resolve_model(model: str) -> str:
 
 
 def _last_checkpoint(trainer_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    """The newest complete checkpoint (one a kill interrupted while saving is skipped)."""
+    last = checkpoints.last_complete(trainer_dir)
+    return str(last) if last is not None else None
 
 
 def _resume_point(cfg: TrainConfig) -> str | None:
@@ -249,6 +293,13 @@ def _resume_point(cfg: TrainConfig) -> str | None:
         if not (path / "trainer_state.json").is_file():
             raise StiltsError(
                 ErrorCode.NOT_FOUND, f"{path}: not a Trainer checkpoint", field="resume"
+            )
+        if not checkpoints.is_complete(path):
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{path}: incomplete checkpoint (no {checkpoints.COMPLETE} marker: the run stopped "
+                "while saving it); resume from an earlier one or with --resume alone",
+                field="resume",
             )
         return str(path)
     if last is None:
@@ -279,10 +330,13 @@ def _default_name(base: str, tasks: list[str]) -> str:
     return f"{base}-stilts-{suffix}"
 
 
-def _build_callbacks(progress: bool):
-    """Step timer, a logger for the training loss (stderr; stdout is left to the CLI's JSON),
-    and progress bars without the Trainer's printed dicts."""
+def _build_callbacks(progress: bool, tracker):
+    """Step timer, a logger for the training loss with steps/s, ETA and the last dev metric
+    (stderr; stdout is left to the CLI's JSON), and progress bars without the Trainer's printed
+    dicts that show the same in their postfix."""
     from transformers import ProgressCallback, TrainerCallback
+
+    from stilts.training.progress import describe
 
     class StepTimer(TrainerCallback):
         """Wall time of each optimizer step (data, forward, backward, optimizer)."""
@@ -301,15 +355,31 @@ def _build_callbacks(progress: bool):
                 self.cpu.append(time.process_time() - self._t0[1])
 
     class LogToLogger(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            tracker.start(state.global_step)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if (
                 state.is_world_process_zero
                 and logs
                 and not any(k.startswith("eval_") for k in logs)
             ):
-                LOG.info("step %d: %s", state.global_step, json.dumps(logs))
+                fields = tracker.fields(state.global_step, state.max_steps)
+                LOG.info(
+                    "step %d/%d: %s; %s",
+                    state.global_step,
+                    state.max_steps,
+                    describe(fields),
+                    json.dumps(logs),
+                )
 
     class Bars(ProgressCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            super().on_step_end(args, state, control, **kwargs)
+            if self.training_bar is not None:
+                fields = tracker.fields(state.global_step, state.max_steps)
+                self.training_bar.set_postfix_str(describe(fields), refresh=False)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             pass
 
@@ -321,12 +391,16 @@ def _build_trainer_class():
     from transformers import Trainer
 
     from stilts.training.evaluation import evaluate_task
+    from stilts.training.progress import headline
 
     class StiltsTrainer(Trainer):
         """``Trainer`` with the multi-task batch sampler and per-task dev evaluation."""
 
-        def __init__(self, *args, task_data, batch_sampler, pad_id, metrics_path, progress, **kw):
+        def __init__(
+            self, *args, task_data, batch_sampler, pad_id, metrics_path, progress, tracker, **kw
+        ):
             super().__init__(*args, **kw)
+            self.tracker = tracker
             self.task_data = task_data
             self.batch_sampler = batch_sampler
             self.pad_id = pad_id
@@ -363,6 +437,24 @@ def _build_trainer_class():
             )
             return self.accelerator.prepare(loader)
 
+        def _save_checkpoint(self, model, trial):
+            """The Trainer's save, then the completeness marker, then the rotation: a kill at
+            any point leaves the last complete checkpoint in place, and incomplete ones are
+            never resumed from."""
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            limit = self.args.save_total_limit
+            self.args.save_total_limit = None  # rotation waits for the marker
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            if self.args.should_save:
+                run_dir = Path(self._get_output_dir(trial=trial))
+                current = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                checkpoints.mark_complete(current)
+                checkpoints.rotate(run_dir, limit, current)
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             model = self.accelerator.unwrap_model(self.model)
             t0 = time.perf_counter()
@@ -388,6 +480,7 @@ def _build_trainer_class():
                 "tasks": results,
             }
             self.last_eval = record
+            self.tracker.dev = headline(results)
             # Every process evaluates (no collectives needed); the first one logs.
             if self.is_world_process_zero():
                 with self.metrics_path.open("a", encoding="utf-8") as f:
@@ -414,10 +507,17 @@ def _build_trainer_class():
     return StiltsTrainer
 
 
-def _check_max_len(cfg: TrainConfig, config) -> None:
-    max_pos = getattr(config, "max_position_embeddings", cfg.max_seq_len)
+def _max_positions(config, default: int) -> int:
+    max_pos = getattr(config, "max_position_embeddings", default)
     if getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
         max_pos -= config.pad_token_id + 1  # RoBERTa positions start after the padding index
+    return max_pos
+
+
+def _check_max_len(cfg: TrainConfig, config) -> None:
+    if cfg.max_seq_len == AUTO:
+        return
+    max_pos = _max_positions(config, cfg.max_seq_len)
     if cfg.max_seq_len > max_pos:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
@@ -426,7 +526,9 @@ def _check_max_len(cfg: TrainConfig, config) -> None:
         )
 
 
-def _training_arguments(cfg: TrainConfig, max_steps: int, has_dev: bool, n_tasks: int):
+def _training_arguments(
+    cfg: TrainConfig, max_steps: int, has_dev: bool, n_tasks: int, bf16: bool = False
+):
     import torch
     from transformers import TrainingArguments
 
@@ -448,7 +550,7 @@ def _training_arguments(cfg: TrainConfig, max_steps: int, has_dev: bool, n_tasks
         save_steps=cfg.save_every,
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=bf16,
         fp16=cfg.fp16,
         dataloader_num_workers=cfg.num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -499,12 +601,13 @@ def _training_record(cfg: TrainConfig, base_name: str, run: dict, trainer) -> di
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
         "world_size": trainer.args.world_size,
-        "max_seq_len": cfg.max_seq_len,
+        "max_seq_len": run["recipe"]["max_seq_len"],
         "warmup": cfg.warmup,
         "max_grad_norm": cfg.max_grad_norm,
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
-        "freeze_embeddings": cfg.freeze_embeddings,
+        "freeze_embeddings": run["recipe"]["freeze_embeddings"],
+        "recipe": run["recipe"],
         "max_train_examples": cfg.max_train_examples,
         "data_files": run["data_files"],
         "dev_metrics": trainer.last_eval["tasks"] if trainer.last_eval else None,
@@ -602,7 +705,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     """
     cfg.validate()
     from stilts.training.sampling import parse_sampling
-    from stilts.training.tasks import BITEXT, parse_tasks
+    from stilts.training.tasks import parse_tasks
 
     specs = parse_tasks(cfg.tasks)
     cfg.tasks = [s.name for s in specs]
@@ -622,22 +725,83 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         _check_resume(cfg, saved)
 
     import torch
+
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(cfg, callbacks, resume_from, saved)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _auto_len(cfg: TrainConfig, specs, config) -> int:
+    """The length features are cut to while loading: the given one, or for ``auto`` the cap of
+    the data-driven choice (bitext-only runs) or the paper's 256, within the model's positions."""
+    from stilts.training.cpu import AUTO_LEN_CAP, AUTO_LEN_DEFAULT
+    from stilts.training.tasks import BITEXT
+
+    if cfg.max_seq_len != AUTO:
+        return int(cfg.max_seq_len)
+    only_bitext = all(s.kind == BITEXT for s in specs)
+    return min(AUTO_LEN_CAP if only_bitext else AUTO_LEN_DEFAULT, _max_positions(config, 512))
+
+
+def _cut_to_data(task_data: list, cap: int) -> tuple[list, int]:
+    """``--max-seq-len auto`` on bitext-only runs: the length from the training data, every
+    feature (train and dev) cut to it."""
+    import numpy as np
+
+    from stilts.training.cpu import auto_max_len, bitext_lengths, cut_bitext
+
+    lengths = np.concatenate([bitext_lengths(td.train_features) for td in task_data])
+    max_len = auto_max_len(lengths.tolist(), cap=cap)
+    LOG.info(
+        "--max-seq-len auto: %d tokens (99th percentile of %d pairs' longer side; cap %d); "
+        "%d pairs cut",
+        max_len,
+        len(lengths),
+        cap,
+        int((lengths > max_len).sum()),
+    )
+    out = [
+        dataclasses.replace(
+            td,
+            train_features=cut_bitext(td.train_features, max_len),
+            dev_features=cut_bitext(td.dev_features, max_len),
+        )
+        for td in task_data
+    ]
+    return out, max_len
+
+
+def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[str, Any]:
+    import torch
     from transformers import PrinterCallback, ProgressCallback, set_seed
 
     from stilts.training.batches import MultiTaskCollator
+    from stilts.training.cpu import (
+        available_cores,
+        bitext_lengths,
+        resolve_bf16,
+        resolve_freeze,
+    )
     from stilts.training.data import describe_files, load_task
     from stilts.training.finalize import base_manifest
     from stilts.training.model import MultiTaskModel, load_encoder
+    from stilts.training.progress import Tracker
     from stilts.training.sampling import (
         MultiTaskBatchSampler,
         MultiTaskDataset,
         epoch_batches,
         task_probabilities,
     )
+    from stilts.training.tasks import BITEXT, parse_tasks
     from stilts.training.text import TextTokenizer, tokenizer_file
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    specs = parse_tasks(cfg.tasks)
+    threads = cfg.threads or available_cores()
+    torch.set_num_threads(threads)
+    use_bf16 = resolve_bf16(cfg.bf16, cfg.fp16)
+    freeze = resolve_freeze(cfg.freeze_embeddings)
     t_start = time.perf_counter()
     model_path = resolve_model(cfg.model)
     tok_json = tokenizer_file(model_path)
@@ -647,12 +811,14 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     if cfg.layer is not None:
         base.layer = cfg.layer
     saved_labels = saved["labels"] if saved else {}
+    _check_max_len(cfg, encoder.config)
+    load_len = _auto_len(cfg, specs, encoder.config)
     task_data = [
         load_task(
             spec,
             tok,
             cfg.data_dir,
-            cfg.max_seq_len,
+            load_len,
             cfg.train_files,
             cfg.dev_files,
             cfg.max_train_examples,
@@ -663,9 +829,20 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         )
         for spec in specs
     ]
+    max_len = load_len
+    if cfg.max_seq_len == AUTO and all(s.kind == BITEXT for s in specs):
+        task_data, max_len = _cut_to_data(task_data, load_len)
+    recipe = {
+        "threads": threads,
+        "bf16": use_bf16,
+        "freeze_embeddings": freeze,
+        "max_seq_len": max_len,
+        "group_by_length": cfg.group_by_length,
+        "bitext_passes": cfg.bitext_passes,
+    }
+    LOG.info("CPU recipe: %s", json.dumps(recipe))
 
     set_seed(cfg.seed)
-    _check_max_len(cfg, encoder.config)
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     if cfg.adapter:
@@ -673,11 +850,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     model = MultiTaskModel(
         encoder,
         {td.name: (td.spec.kind, td.num_labels) for td in task_data},
-        freeze_embeddings=cfg.freeze_embeddings,
+        freeze_embeddings=freeze,
         layer=base.layer,
         pooling=base.pooling,
         bitext_scale=cfg.bitext_scale,
         bitext_margin=cfg.bitext_margin,
+        bitext_passes=cfg.bitext_passes,
     )
 
     dataset = MultiTaskDataset({td.name: td.train_features for td in task_data})
@@ -690,7 +868,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         for td in task_data
         if td.spec.kind == BITEXT
     }
-    sampler = MultiTaskBatchSampler(sizes, cfg.batch_size, probs, per_epoch, cfg.seed, keys)
+    lengths = {
+        td.name: bitext_lengths(td.train_features) for td in task_data if td.spec.kind == BITEXT
+    }
+    sampler = MultiTaskBatchSampler(
+        sizes, cfg.batch_size, probs, per_epoch, cfg.seed, keys, lengths, cfg.group_by_length
+    )
     has_dev = any(td.dev_features for td in task_data)
     run = {
         "config": cfg.to_dict(),
@@ -700,6 +883,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "task_probabilities": probs,
         "batches_per_epoch": per_epoch,
         "max_steps": max_steps,
+        "recipe": recipe,
         "data_files": {
             td.name: {"train": describe_files(td.train_files), "dev": describe_files(td.dev_files)}
             for td in task_data
@@ -713,13 +897,17 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         per_epoch,
         {k: round(v, 4) for k, v in probs.items()},
     )
-    args = _training_arguments(cfg, max_steps, has_dev, len(task_data))
+    args = _training_arguments(cfg, max_steps, has_dev, len(task_data), use_bf16)
     if args.should_save:
         cfg.output.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_incomplete(cfg.output / TRAINER_DIR, keep=resume_from)
         _prepare_metrics_log(cfg.output / METRICS_FILE, resume_from)
-        _write_json(run_file, run)
+        _write_json(cfg.output / RUN_FILE, run)
 
-    timer, extra_callbacks = _build_callbacks(cfg.progress)
+    tracker = Tracker()
+    timer, extra_callbacks = _build_callbacks(cfg.progress, tracker)
+    if cfg.save_every_minutes:
+        extra_callbacks.append(checkpoints.save_timer_callback(cfg.save_every_minutes))
     trainer = _build_trainer_class()(
         model=model,
         args=args,
@@ -732,6 +920,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         pad_id=tok.pad_id,
         metrics_path=cfg.output / METRICS_FILE,
         progress=cfg.progress,
+        tracker=tracker,
     )
     # The summary goes to stdout as JSON: logs go to stderr, bars without printed dicts.
     trainer.remove_callback(PrinterCallback)
@@ -749,6 +938,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
         "steps_timed": len(timer.times),
         "last_eval": trainer.last_eval,
         "task_probabilities": probs,
+        "recipe": recipe,
     }
     if trainer.is_world_process_zero():
         summary.update(_finish(cfg, model, model_path, tok_json, run, trainer, base))
