@@ -401,6 +401,28 @@ WORDS = (
 ).split()
 
 
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a .deb")
+def test_data_bitext_refuses_manpages_packages(tmp_path, capsys):
+    """Translated man pages are reserved for independent evaluation: a manpages-* package is
+    refused before any input is read, and nothing is written."""
+    from stilts.cli import main
+    from stilts.training.harvest import harvest
+
+    body = 'msgid ""\nmsgstr ""\n"Language: de\\n"\n\nmsgid "Close the window"\nmsgstr "Fenster schließen"\n'
+    mo = _mo(_po(tmp_path / "src" / "de.po", body), tmp_path / "src" / "de.mo")
+    ok = _deb(tmp_path, "tinyapp", {"usr/share/locale/de/LC_MESSAGES/tinyapp.mo": mo})
+    man = _deb(tmp_path, "manpages-de", {"usr/share/locale/de/LC_MESSAGES/man.mo": mo})
+    with pytest.raises(StiltsError) as e:
+        harvest([ok, man], tmp_path / "out", progress=False)
+    assert e.value.field == "input" and "manpages-de_1.0_all.deb" in str(e.value)
+    assert "reserved" in str(e.value)
+    assert main(["data", "bitext", str(man), "--out", str(tmp_path / "out"), "--quiet"]) != 0
+    assert "manpages" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    summary = harvest([ok], tmp_path / "out", progress=False)  # the other package alone is fine
+    assert sum(summary["pairs"].values()) == 1
+
+
 def _cipher(word: str) -> str:
     """A made-up 'language': each word spelt with another alphabet order, plus a suffix."""
     table = str.maketrans("abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm")
@@ -583,6 +605,49 @@ def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
     manifest = json.loads((tmp_path / "run" / "checkpoint" / "stilts.json").read_text())
     assert manifest["training"]["tasks"] == ["mnli", "bitext"]
     assert manifest["training"]["bitext"] == {"scale": 20.0, "margin": 0.2}
+
+
+def test_bitext_max_seq_len_auto_comes_from_the_data(bitext_toy, tmp_path):
+    """--max-seq-len auto on a bitext run: the 99th percentile of the pairs' token lengths
+    (rounded up to 8), recorded in run.json and the manifest; one pass, length groups."""
+    from stilts.training.cpu import auto_max_len
+    from stilts.training.text import TextTokenizer, tokenizer_file
+    from stilts.training.trainer import TrainConfig, train
+
+    toy, data, _ = bitext_toy
+    tok = TextTokenizer(tokenizer_file(str(toy)))
+    pairs = list(read_pairs(data / "bitext" / "pairs.tsv"))
+    enc = [
+        tok.encode_texts([p.source for p in pairs], 128),
+        tok.encode_texts([p.target for p in pairs], 128),
+    ]
+    want = auto_max_len(max(len(a.ids), len(b.ids)) for a, b in zip(*enc, strict=True))
+    torch.set_num_threads(1)
+    summary = train(
+        TrainConfig(
+            tasks=["bitext"],
+            output=tmp_path / "run",
+            model=str(toy),
+            data_dir=data,
+            batch_size=8,
+            max_seq_len="auto",
+            max_steps=2,
+            eval_every=2,
+            save_every=2,
+            layer=2,
+            max_eval_examples=16,
+            progress=False,
+            export=False,
+            bf16="off",
+            threads=1,
+        )
+    )
+    assert summary["recipe"]["max_seq_len"] == want and 16 <= want < 128
+    assert summary["recipe"]["bitext_passes"] == 1 and summary["recipe"]["group_by_length"] == 50
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["recipe"]["max_seq_len"] == want and run["config"]["max_seq_len"] == "auto"
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "stilts.json").read_text())
+    assert manifest["training"]["max_seq_len"] == want
 
 
 def test_install_default_bitext_needs_an_adapter(tmp_path, monkeypatch, capsys):

@@ -110,7 +110,8 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
         "dpkg-deb -x) and wheels. Cleans accelerators, drops untranslated, identical, "
         "placeholder-only and badly length-matched strings, texts of --exclude files, duplicates, "
         "and the catalogs of Django, Sphinx, Wagtail, Weblate, django-allauth, pretix and Gramps "
-        "(reserved for independent evaluation); splits train/dev by source text and writes "
+        "(reserved for independent evaluation), and refuses manpages-* packages (translated man "
+        "pages, also reserved) before reading anything; splits train/dev by source text and writes "
         "OUT/pairs.tsv, OUT/dev.tsv (source, target, language, origin) and OUT/summary.json. "
         "Train on it with `stilts train --tasks bitext --data-dir PARENT` (OUT = PARENT/bitext).",
     )

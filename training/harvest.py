@@ -13,7 +13,8 @@ cleaned (menu accelerators such as ``_Open`` or ``(_O)`` removed, spacing collap
 - pairs with either side in an ``exclude`` set (every line and field of the given files or
   directories, compared case-, space- and punctuation-folded) are dropped, so an evaluation pack
   stays a fair test;
-- catalogs of the reserved projects (:data:`RESERVED`) are never read;
+- catalogs of the reserved projects (:data:`RESERVED`) are never read, and packages of
+  :data:`RESERVED_PACKAGES` (translated man pages) are refused before anything is read;
 - duplicates (same language, source and target after folding) are dropped.
 
 The rest is split by source text (a source is in train or in dev for all its languages) and written
@@ -55,6 +56,8 @@ LOG = logging.getLogger(__name__)
 
 # Catalogs reserved for independent evaluation: never harvested.
 RESERVED = ("django", "sphinx", "wagtail", "weblate", "allauth", "pretix", "gramps")
+# Packages reserved for independent evaluation (translated man pages): refused, never unpacked.
+RESERVED_PACKAGES = ("manpages",)
 CATALOG_SUFFIXES = PO_SUFFIXES + MO_SUFFIXES
 PAIRS_FILE = "pairs.tsv"
 DEV_FILE = "dev.tsv"
@@ -209,6 +212,24 @@ def _unpack_wheel(whl: Path, dest: Path) -> None:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"{whl}: not a wheel: {e}", "input") from e
 
 
+def check_reserved_packages(inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse inputs named after a reserved package (``manpages-de_4.18_all.deb``, a
+    ``manpages-fr/`` directory) before anything is read.
+
+    Raises:
+        StiltsError: FAILED_PRECONDITION naming the input.
+    """
+    for item in inputs:
+        name = Path(item).name.lower()
+        if any(name.startswith(r) for r in RESERVED_PACKAGES):
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{item}: the {', '.join(RESERVED_PACKAGES)}* packages are reserved for "
+                "independent evaluation and are never harvested",
+                "input",
+            )
+
+
 def iter_catalogs(inputs: Iterable[str | os.PathLike], work: Path) -> Iterator[Catalog]:
     """Every catalog of the inputs (packages are unpacked under ``work``)."""
     for i, item in enumerate(inputs):
@@ -269,6 +290,7 @@ def harvest(
             "dev_fraction",
         )
     inputs = list(inputs)
+    check_reserved_packages(inputs)
     filters = filters or Filters()
     excluded = exclusion_set(exclude)
     dropped: collections.Counter = collections.Counter()
