@@ -195,8 +195,8 @@ class Batcher:
         if call_overhead_tokens is None:
             call_overhead_tokens = getattr(encoder, "call_overhead_tokens", None)
         self.call_overhead_tokens = call_overhead_tokens or CALL_OVERHEAD_TOKENS
-        # routes that run only unpadded rows of one length per call (OpenVINO, see the Encoder)
-        self.exact_lengths = bool(getattr(encoder, "exact_lengths", False))
+        # routes that pad each row by its own length, one length bucket per call (OpenVINO)
+        self.length_bucket = int(getattr(encoder, "length_bucket", 0))
         self.observer = observer or Observer()
         self._queues: tuple[collections.deque[_Item], ...] = (
             collections.deque(),
@@ -400,7 +400,8 @@ class Batcher:
                     )
                     job.done.set()
                     continue
-                new_longest = max(longest, item.length)
+                # padded tokens: a bucketing route pads each row up to its length bucket
+                new_longest = max(longest, self.encoder.padded_length(item.length))
                 if items and (len(items) + 1) * new_longest > self.max_batch_tokens:
                     return items
                 q.popleft()
@@ -448,13 +449,14 @@ class Batcher:
         items.sort(key=lambda i: -i.length)
         padded = 0
         lengths = [i.length for i in items]
-        if self.exact_lengths:  # one unpadded call per length: nothing to plan
+        if self.length_bucket:  # one call per bucket: nothing to plan
+            lengths = [self.encoder.padded_length(n) for n in lengths]
             groups = [(s, s + lengths.count(n)) for s, n in _runs(lengths)]
         else:
             groups = plan_groups(lengths, self.call_overhead_tokens)
         for s, e in groups:
             part = items[s:e]
-            padded += len(part) * part[0].length
+            padded += len(part) * lengths[s]
             vecs = self.encoder.embed_tokenized([i.job.tokens[i.row] for i in part])
             for item, vec in zip(part, vecs, strict=True):
                 job = item.job

@@ -33,6 +33,8 @@ ROUTE_NAMES = tuple(ROUTES)
 PRECISION_CHOICES = ("auto", *ROUTE_NAMES)
 DEVICES = ("auto", "cpu", "cuda")
 WORKLOADS = ("batch", "serve")
+# OpenVINO routes pad each row to the next multiple of this many tokens (see Encoder.__init__)
+LENGTH_BUCKET = 8
 
 
 @dataclasses.dataclass
@@ -50,13 +52,14 @@ class Tokenized:
 
 
 def length_batches(
-    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None, exact: bool = False
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None, bucket: int = 0
 ) -> Iterator[np.ndarray]:
     """Group item indices into batches of similar length (longest first).
 
     Each batch holds at most ``batch_size`` items and, when ``max_tokens`` is set, at most
     ``max_tokens`` padded tokens (items x longest); a single longer item still forms its own batch.
-    ``exact``: a batch holds items of one length only (routes that run unpadded rows).
+    ``bucket`` > 0: a batch holds items of one length bucket only (lengths rounded up to a
+    multiple of ``bucket``: the routes that pad each row by its own length, see ``Encoder``).
     """
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     start = 0
@@ -66,8 +69,9 @@ def length_batches(
         size = batch_size
         if max_tokens:
             size = max(1, min(size, max_tokens // max(longest, 1)))
-        if exact:
-            same = int(np.searchsorted(-np.asarray(lengths)[order[start:]], -longest, "right"))
+        if bucket:
+            rest = -(-np.asarray(lengths)[order[start:]] // bucket)
+            same = int(np.searchsorted(-rest, -rest[0], "right"))
             size = min(size, max(same, 1))
         yield order[start : start + size]
         start += size
@@ -188,11 +192,12 @@ class Encoder:
         self.graph = path
         self.graph_bytes = path.stat().st_size
         self.provider = self.runner.provider
-        # OpenVINO's CPU kernels block the attention over the padded length: a padded row's vector
-        # moves with the padding (bf16: up to 5e-4 on dev sentences, f32: 1e-7), while rows of
-        # one length without padding are computed exactly as alone. So its graph calls group
-        # rows by exact length: never padded, batch-invariant to 0.0.
-        self.exact_lengths = route.runtime == OPENVINO
+        # OpenVINO's CPU kernels block the attention over the padded length: a row's vector moves
+        # with the padding its batch gives it (bf16: up to 5e-4 on dev sentences, f32: 1e-7),
+        # while the batch size and the other rows change nothing. So on OpenVINO each row is
+        # padded by its own length only, to the next multiple of LENGTH_BUCKET, and a graph call
+        # holds rows of one bucket: batch-invariant to 0.0.
+        self.length_bucket = LENGTH_BUCKET if route.runtime == OPENVINO else 0
 
         self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
         self.tokenizer.no_padding()
@@ -288,10 +293,17 @@ class Encoder:
         ]
         return out
 
+    def padded_length(self, n: int) -> int:
+        """The length a row of ``n`` tokens is padded to at least: ``n``, or on routes with a
+        length bucket the next multiple of it (never past ``max_len`` unless ``n`` is)."""
+        if not self.length_bucket:
+            return n
+        return max(n, min(-(-n // self.length_bucket) * self.length_bucket, self.max_len))
+
     def batch_feeds(self, items: Sequence[Tokenized]) -> dict[str, np.ndarray]:
         """The graph's inputs for one batch: ids right-padded to the longest, the attention mask
         and, for graphs that pool without their prompt, each row's prompt length."""
-        longest = max(len(t) for t in items)
+        longest = self.padded_length(max(len(t) for t in items))
         ids = np.full((len(items), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(items), longest), dtype=np.int64)
         for row, t in enumerate(items):
@@ -306,11 +318,11 @@ class Encoder:
         """Run one padded batch through the graph; rows follow ``items``."""
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        lengths = {len(t) for t in items}
-        if self.exact_lengths and len(lengths) > 1:
+        padded = [self.padded_length(len(t)) for t in items]
+        if self.length_bucket and len(set(padded)) > 1:  # one call per bucket
             out = np.empty((len(items), self.dim), dtype=np.float32)
-            for n in lengths:
-                rows = [i for i, t in enumerate(items) if len(t) == n]
+            for n in set(padded):
+                rows = [i for i, p in enumerate(padded) if p == n]
                 out[rows] = self.runner.run(self.batch_feeds([items[i] for i in rows]))
             return out
         emb = self.runner.run(self.batch_feeds(items))
@@ -356,7 +368,7 @@ class Encoder:
 
             bar = tqdm(total=len(toks), desc="encode", unit="sent")
         lengths = [len(t) for t in toks]
-        for idx in length_batches(lengths, batch_size, max_tokens, self.exact_lengths):
+        for idx in length_batches(lengths, batch_size, max_tokens, self.length_bucket):
             out[idx] = self.embed_tokenized([toks[i] for i in idx])
             if bar is not None:
                 bar.update(len(idx))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stilts import autoroute
@@ -211,3 +212,37 @@ def test_openvino_writes_nothing_under_home_and_opens_no_socket(default_model_di
     written = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     assert written == [], f"written under HOME: {written}"
     assert not (tmp_path / "stilts-home").exists()  # an explicit route measures nothing
+
+
+def test_batcher_serves_openvino_rows_exactly_as_alone(default_model_dir, dev_pack):
+    """Concurrent requests coalesced by the server's batcher on the bf16 route: each text's vector
+    is bit-for-bit the one it gets alone, and a call holds one length bucket."""
+    pytest.importorskip("openvino")
+    import threading
+
+    from stilts.encoder import Encoder
+    from stilts.sample import dev_sentences
+    from stilts.server.batcher import Batcher
+
+    enc = Encoder(default_model_dir, precision="ov-bf16")
+    assert enc.length_bucket and enc.padded_length(9) == 16 and enc.padded_length(16) == 16
+    texts = dev_sentences(dev_pack / "tatoeba", 24)
+    alone = np.concatenate([enc.encode([t], kind="query") for t in texts])
+    b = Batcher(enc, max_wait_ms=20, max_queue_texts=200).start()
+    out: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(len(texts))
+
+    def one(i):
+        barrier.wait()
+        out[i] = b.embed([texts[i]])[0][0]
+
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(texts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        b.stop()
+    assert b.batches < len(texts), "requests were not coalesced"
+    np.testing.assert_array_equal(np.stack([out[i] for i in range(len(texts))]), alone)

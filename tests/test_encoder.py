@@ -156,7 +156,7 @@ def test_cuda_request_falls_back_to_cpu_when_absent(default_model_dir, caplog):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert enc.provider == "CUDAExecutionProvider" and enc.precision == "fp32"
     else:
-        assert enc.provider == "CPUExecutionProvider"
+        assert enc.provider in ("CPUExecutionProvider", "OpenVINO-CPU-f32", "OpenVINO-CPU-bf16")
         from stilts.autoroute import recorded
 
         assert enc.precision == recorded(default_model_dir)["chosen"]["batch"]
