@@ -38,7 +38,9 @@ def env_flag(
 
 def precision_flag(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    help: str = "which ONNX graph to run (auto: the model's default, q4 on CPU for new models)",
+    help: str = "which route runs the model: q4, int8, fp32 (onnxruntime), ov-f32, ov-bf16 "
+    "(OpenVINO); auto: the fastest route passing the parity gate, measured on this CPU and "
+    "recorded in $STILTS_HOME/cpu-routes (fp32 on a GPU)",
     *,
     default: str = "auto",
     extra_choices: tuple[str, ...] = (),

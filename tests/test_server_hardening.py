@@ -173,6 +173,9 @@ def test_2_no_onnxruntime_telemetry_nothing_written_outside_data_and_cache(child
     written = [p for p in home.rglob("*")]
     assert written == [], f"written under HOME: {written}"
     assert (data / "t2").is_dir()
+    # auto chose the serving route on this CPU (OpenVINO where it won: its telemetry is stubbed)
+    # and recorded it in the cache, not under HOME
+    assert list((stilts_home / "cpu-routes").glob("*.json"))
     assert os.environ.get("ORT_DISABLE_TELEMETRY") == "1"  # importing stilts set it here too
 
 
