@@ -455,10 +455,21 @@ def test_cli_train_rejects_bad_input_naming_the_field(toy, data_dir, tmp_path, c
             "sampling",
         ),
         (["--tasks", "mnli", "--train-file", "mnli"], "TASK=PATH"),
+        (["--tasks", "mnli", "--data-dir", str(data_dir), "--max-seq-len", "8"], "max_seq_len"),
+        (["--tasks", "mnli", "--data-dir", str(data_dir), "--max-seq-len", "x"], "'auto'"),
+        (["--tasks", "mnli", "--data-dir", str(data_dir), "--bf16", "maybe"], "--bf16"),
+        (
+            ["--tasks", "mnli", "--data-dir", str(data_dir), "--save-every-minutes", "-1"],
+            "save_every_minutes",
+        ),
     ]
     for args, what in cases:
-        assert main(common + args) == 2, args
-        assert what in capsys.readouterr().err
+        try:
+            rc = main(common + args)
+        except SystemExit as e:  # argparse rejects a value before main's error handling
+            rc = e.code
+        assert rc == 2, args
+        assert what in capsys.readouterr().err, args
     assert (
         main(
             [

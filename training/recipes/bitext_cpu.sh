@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The CPU recipe of issue 17: harvest pairs, train a LoRA adapter on the `bitext` task in
+# resumable pieces, judge base vs tuned on both dev packs.
+#
+#   training/recipes/bitext_cpu.sh harvest    # apt-get download + stilts data bitext (~5 min)
+#   training/recipes/bitext_cpu.sh measure    # 20 timed steps per setting: s/step, bf16 on/off
+#   training/recipes/bitext_cpu.sh train      # one piece (< PIECE); run again until it says done
+#   training/recipes/bitext_cpu.sh status     # steps done, last checkpoint, last dev metric
+#   training/recipes/bitext_cpu.sh bench      # stilts bench accuracy, both packs, base vs tuned
+#
+# A piece is `stilts train` under `timeout PIECE` with --save-every-minutes 20: a piece cut at its
+# time limit (or killed) loses at most 20 minutes; the next `train` resumes from the last complete
+# checkpoint (weights, optimizer, schedule, sampler position, RNG) with the same settings. Start
+# pieces in the background: nohup training/recipes/bitext_cpu.sh train > piece.log 2>&1 &
+#
+# Settings (environment): STILTS (the CLI), WORK (harvest: debs/ and data/bitext/), RUN (the run
+# directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, PACKS (the two
+# dev packs), BENCH (where the bench JSON goes).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+STILTS="${STILTS:-$ROOT/.venv/bin/stilts}"
+WORK="${WORK:-/work/data/bitext-harvest}"
+RUN="${RUN:-$ROOT/runs/bitext-cpu}"
+PIECE="${PIECE:-150m}"
+MAX_STEPS="${MAX_STEPS:-6000}"
+BATCH="${BATCH:-64}"
+LR="${LR:-2e-4}"
+RANK="${RANK:-8}"
+EVAL_EVERY="${EVAL_EVERY:-250}"
+PACKS="${PACKS:-$ROOT/../shared/data/bitext-dev $ROOT/../shared/data/docs-dev}"
+BENCH="${BENCH:-$ROOT/bench}"
+
+# The recipe: everything a resumed piece must repeat unchanged (run.json checks it).
+recipe() {
+    echo --model default --tasks bitext --data-dir "$WORK/data" \
+        --adapter lora --lora-rank "$RANK" --lora-alpha "$((2 * RANK))" \
+        --batch-size "$BATCH" --lr "$LR" --warmup 0.05 --max-steps "$MAX_STEPS" \
+        --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto \
+        --eval-every "$EVAL_EVERY" --max-eval-examples 2000 \
+        --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3
+}
+
+has_checkpoint() {
+    compgen -G "$RUN/trainer/checkpoint-*/stilts-complete" > /dev/null
+}
+
+cmd_harvest() {
+    local pkgs
+    pkgs="$(grep -v '^#' "$HERE/bitext_packages.txt")"
+    if grep -q '^manpages' <<< "$pkgs"; then
+        echo "bitext_packages.txt names a manpages-* package: reserved, never harvested" >&2
+        exit 2
+    fi
+    mkdir -p "$WORK/debs"
+    # shellcheck disable=SC2086
+    (cd "$WORK/debs" && apt-get download $pkgs)
+    local excludes=()
+    for pack in $PACKS; do excludes+=(--exclude "$pack"); done
+    "$STILTS" data bitext "$WORK"/debs/*.deb "${excludes[@]}" --out "$WORK/data/bitext" --quiet
+}
+
+cmd_measure() {
+    local out
+    for bf16 in on off; do
+        out="$(mktemp -d)/run"
+        # shellcheck disable=SC2046
+        "$STILTS" train $(recipe | sed "s/--max-steps $MAX_STEPS/--max-steps 20/") \
+            --max-train-examples 20000 --eval-every 0 --max-eval-examples 16 \
+            --bf16 "$bf16" --no-export --quiet \
+            --output "$out" | tail -1 |
+            python3 -c "import json,sys; s=json.load(sys.stdin); print('bf16=$bf16', \
+'median s/step', s['seconds_per_step_median'], 'cpu s/step', s['cpu_seconds_per_step_median'], \
+'recipe', s['recipe'])"
+        rm -rf "$(dirname "$out")"
+    done
+}
+
+cmd_train() {
+    local resume=()
+    has_checkpoint && resume=(--resume)
+    set +e
+    # shellcheck disable=SC2046
+    timeout --signal=TERM --kill-after=5m "$PIECE" \
+        "$STILTS" train $(recipe) --output "$RUN" "${resume[@]}"
+    local rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        echo "done: $RUN/model (adapter in $RUN/adapter); next: $0 bench"
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "piece stopped at its $PIECE limit; run '$0 train' again to continue"
+    else
+        echo "stilts train failed (exit $rc)" >&2
+        exit "$rc"
+    fi
+}
+
+cmd_status() {
+    ls -d "$RUN"/trainer/checkpoint-* 2> /dev/null || echo "no checkpoint yet"
+    [ -f "$RUN/metrics.jsonl" ] && tail -n 1 "$RUN/metrics.jsonl"
+    return 0
+}
+
+cmd_bench() {
+    mkdir -p "$BENCH"
+    for pack in $PACKS; do
+        "$STILTS" bench accuracy --model default --model "$RUN/model" --precision auto \
+            --kind bitext --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" \
+            --output "$BENCH/issue17-$(basename "$pack").json"
+    done
+}
+
+case "${1:-}" in
+    harvest | measure | train | status | bench) "cmd_$1" ;;
+    *)
+        sed -n '2,19p' "$0"
+        exit 2
+        ;;
+esac
