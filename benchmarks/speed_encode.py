@@ -1,4 +1,4 @@
-"""Encode throughput by batch size: stilts at every precision vs sentence-transformers and USE.
+"""Encode throughput by batch size: stilts on every CPU route vs sentence-transformers and USE.
 
 The one encode benchmark: ``stilts bench speed --sections encode`` (:func:`run`, every batch size)
 and ``stilts bench encode`` (:func:`encode_report`, one batch size, sentence-transformers as the

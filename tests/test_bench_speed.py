@@ -8,7 +8,7 @@ import pytest
 
 from stilts.benchmarks import speed_search
 from stilts.cli import main
-from stilts.manifest import available_precisions
+from stilts.encoder import available_routes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
     res = json.loads(out.read_text())
     s = res["sections"]
     enc = s["encode"]["by_batch_size"]
-    stilts_systems = {f"stilts-{p}" for p in available_precisions(default_model_dir)}
+    stilts_systems = {f"stilts-{p}" for p in available_routes(default_model_dir)}
     assert set(enc) == {"1", "8"} and set(enc["8"]) == stilts_systems
     for row in enc.values():
         for r in row.values():

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stilts.manifest import available_precisions
+from stilts.encoder import available_routes
 
 
 def stilts(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,7 +48,9 @@ def test_encode_round_trip_plain_and_with_ids(tmp_path, encoder, default_model_d
         "--quiet",
     )
     summary = json.loads(res.stdout)
-    default = available_precisions(default_model_dir)[0]  # q4 in a current install
+    from stilts.autoroute import recorded
+
+    default = recorded(default_model_dir)["chosen"]["batch"]  # auto: measured on this CPU
     assert summary == {**summary, "n": 4, "dim": 384, "truncated": 0, "precision": default}
     vecs = np.load(out)
     assert vecs.shape == (4, 384)
@@ -107,7 +109,7 @@ def test_bench_encode_reports_ratios(tmp_path, dev_pack, default_model_dir):
     )
     report = json.loads(out.read_text())
     systems = report["systems"]
-    precisions = available_precisions(default_model_dir)
+    precisions = available_routes(default_model_dir)  # every route that runs here
     assert set(systems) == {f"stilts-{p}" for p in precisions} | {"sentence-transformers"}
     assert all(systems[f"stilts-{p}"]["graph_bytes"] > 0 for p in precisions)
     assert systems["sentence-transformers"]["speedup_vs_baseline"] == 1.0
