@@ -11,8 +11,9 @@ The routes that pass are timed at a small (1) and a large (32) batch, interleave
 (median), in what is left of :data:`BUDGET_SECONDS` (20 s for the whole choice: loads, parity,
 timing; at least 4 s of timing, at most 9 rounds). The ranking per workload (``serve``: small batches,
 ``batch``: large ones) is recorded in ``$STILTS_HOME/cpu-routes/<model>-<key>.json``, keyed by the
-model (name, fingerprint, files) and the CPU signature (the instruction-set flags that matter for
-inference, the number of cores, the architecture), with a SHA-256 of its content; a later load on
+model (name, fingerprint, files), the CPU signature (the instruction-set flags that matter for
+inference, the number of cores, the architecture) and the runtimes' versions, with a SHA-256 of
+its content; a later load on
 the same CPU reads it (an unreadable or altered record is measured again). A route computing in
 bf16 is chosen only on a CPU whose flags show native bf16 (AVX-512 BF16 or AMX-BF16): elsewhere
 OpenVINO would emulate or ignore the hint, and the choice must never depend on a CPU's name.
@@ -100,6 +101,20 @@ def native_bf16(flags: Sequence[str]) -> bool:
     return any(f in flags for f in NATIVE_BF16_FLAGS)
 
 
+def runtime_versions() -> dict[str, str | None]:
+    """The installed version of each runtime (None: absent): installing or upgrading one makes
+    the routes be measured again."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("onnxruntime", "openvino"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def record_path(manifest: Manifest, signature: dict | None = None) -> Path:
     """Where the choice for this model on this CPU is recorded."""
     from stilts.models import stilts_home
@@ -110,6 +125,7 @@ def record_path(manifest: Manifest, signature: dict | None = None) -> Path:
             "fingerprint": manifest.fingerprint,
             "files": manifest.files,
             "cpu": signature or cpu_signature(),
+            "runtimes": runtime_versions(),
         },
         sort_keys=True,
     )
@@ -335,6 +351,7 @@ def measure(
         "model": manifest.name,
         "fingerprint": manifest.fingerprint,
         "cpu": signature,
+        "runtimes": runtime_versions(),
         "native_bf16": native_bf16(signature["flags"]),
         "threads": threads,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
