@@ -394,7 +394,10 @@ def choose(
             budget_seconds,
         )
         record = measure(model_dir, texts, budget_seconds, threads, progress)
-        save_record(path, record)
+        try:
+            save_record(path, record)
+        except OSError as e:  # a read-only or full cache: use the choice, measure again next time
+            LOG.warning("%s: could not record the route choice (%s)", path, e)
         LOG.info(
             "%s: auto serves with %s, batch jobs with %s (recorded in %s)",
             manifest.name,
