@@ -15,6 +15,7 @@ PACKAGES = (
     "stilts",
     "numpy",
     "onnxruntime",
+    "openvino",
     "tokenizers",
     "faiss-cpu",
     "grpcio",
