@@ -31,8 +31,9 @@ CACHE_VERSION = 2  # 2: per-chunk SHA-256 in the state file
 class Cache:
     """A memory-mapped (n_unique, dim) float32 ``.npy`` plus the list of finished chunks.
 
-    Keyed by the file's hash, its layout, the model fingerprint, precision, prefix and chunk size,
-    so a cache is reused exactly when it holds the vectors this run would compute.
+    Keyed by the file's hash, its layout, the model fingerprint, the route (``precision``: q4,
+    fp32, ov-bf16, ... each computes its own vectors), prefix and chunk size, so a cache is reused
+    exactly when it holds the vectors this run would compute.
     """
 
     def __init__(

@@ -131,7 +131,8 @@ def mine_files(
         src, tgt: UTF-8 files, one sentence per line or ``id<TAB>sentence``.
         output: the TSV to write; ``OUTPUT.json`` gets the summary.
         model: a model name or directory, or an ``Encoder``.
-        precision: ``q4``, ``int8`` or ``fp32``; None: the model's default (ignored for an Encoder).
+        precision: a route (``q4``, ``int8``, ``fp32``, ``ov-f32``, ``ov-bf16``); None: ``auto``,
+            the batch-job route measured on this CPU (ignored for an Encoder).
         k, margin, retrieval, threshold, index: as :func:`stilts.index.mining.mine`
             (``threshold="auto"``: chosen from the job's scores, :mod:`stilts.index.autothreshold`).
         target_precision: with ``auto``: the lowest threshold whose estimated precision reaches
