@@ -246,3 +246,31 @@ def test_batcher_serves_openvino_rows_exactly_as_alone(default_model_dir, dev_pa
         b.stop()
     assert b.batches < len(texts), "requests were not coalesced"
     np.testing.assert_array_equal(np.stack([out[i] for i in range(len(texts))]), alone)
+
+
+@pytest.mark.slow
+def test_mining_cache_is_keyed_by_the_route(default_model_dir, dev_pack, tmp_path):
+    """A mining job on the bf16 route does not reuse (or spoil) the fp32 route's cached vectors,
+    and reuses its own."""
+    pytest.importorskip("openvino")
+    from conftest import read_tatoeba
+
+    from stilts.encoder import Encoder
+    from stilts.index.minefiles import mine_files
+
+    de, en = read_tatoeba(dev_pack, "de", 40)
+    (tmp_path / "de.txt").write_text("\n".join(de) + "\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+
+    def mine(route: str) -> dict:
+        enc = Encoder(default_model_dir, precision=route)
+        args = (tmp_path / "de.txt", tmp_path / "en.txt", tmp_path / f"{route}.tsv")
+        return mine_files(*args, model=enc, cache_dir=cache, progress=False)
+
+    fp32, bf16, again = mine("fp32"), mine("ov-bf16"), mine("ov-bf16")
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "ov-bf16"
+    assert bf16["src"]["cached_chunks_reused"] == 0  # not fp32's vectors
+    assert again["src"]["cached_chunks_reused"] >= 1
+    assert len(list(cache.glob("emb-*.npy"))) == 4  # two sides x two routes
+    assert fp32["pairs"] >= 35 and bf16["pairs"] >= 35
