@@ -39,6 +39,7 @@ def _header(results: dict) -> list[str]:
         f"- machine: {m.get('cpu', '-')}, {m.get('cpu_count', '-')} cores, "
         f"{m.get('memory_gib', '-')} GiB, load average at start {m.get('load_average', '-')}, "
         f"at end {results.get('load_average_end', '-')}",
+        f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}",
         f"- versions: {vers}",
         "- every figure is the median of repeats, systems interleaved round by round; ratios "
         "compare systems timed in the same rounds of this invocation",
