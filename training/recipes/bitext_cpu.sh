@@ -24,18 +24,22 @@ STILTS="${STILTS:-$ROOT/.venv/bin/stilts}"
 WORK="${WORK:-/work/data/bitext-harvest}"
 RUN="${RUN:-$ROOT/runs/bitext-cpu}"
 PIECE="${PIECE:-150m}"
-MAX_STEPS="${MAX_STEPS:-6000}"
+MAX_STEPS="${MAX_STEPS:-20000}"
 BATCH="${BATCH:-64}"
 LR="${LR:-2e-4}"
 RANK="${RANK:-8}"
-EVAL_EVERY="${EVAL_EVERY:-250}"
+EVAL_EVERY="${EVAL_EVERY:-1000}"
 PACKS="${PACKS:-$ROOT/../shared/data/bitext-dev $ROOT/../shared/data/docs-dev}"
 BENCH="${BENCH:-$ROOT/bench}"
 
 # The recipe: everything a resumed piece must repeat unchanged (run.json checks it).
+# Measured here on 2026-12-02 (2 cores with AMX, 20k harvested pairs, batch 64, 40 steps, mean
+# s/step): LoRA r8 0.72 with --lora-dropout 0, 1.14 with dropout 0.05, 1.42 in fp32; without
+# length groups the median step was 8.0 s instead of 0.78. At ~0.75 s/step, 20000 steps (1.28M
+# pairs, a third of an epoch) take ~4.2 h plus evaluations: two pieces of 150 min.
 recipe() {
     echo --model default --tasks bitext --data-dir "$WORK/data" \
-        --adapter lora --lora-rank "$RANK" --lora-alpha "$((2 * RANK))" \
+        --adapter lora --lora-rank "$RANK" --lora-alpha "$((2 * RANK))" --lora-dropout 0 \
         --batch-size "$BATCH" --lr "$LR" --warmup 0.05 --max-steps "$MAX_STEPS" \
         --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto \
         --eval-every "$EVAL_EVERY" --max-eval-examples 2000 \
