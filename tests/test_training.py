@@ -160,6 +160,7 @@ def run_a(toy, data_dir, tmp_path_factory):
 def test_multitask_run_logs_metrics_per_evaluation(run_a):
     out, summary = run_a
     assert summary["steps"] == 6 and summary["steps_timed"] == 6
+    assert summary["seconds_per_step_mean"] > 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [3, 6]
     run = json.loads((out / "run.json").read_text())

@@ -934,6 +934,8 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         "max_steps": max_steps,
         "train_loss": result.training_loss,
         "seconds_per_step_median": statistics.median(timer.times) if timer.times else None,
+        # with length groups, step times spread widely: the mean is what sizes a run
+        "seconds_per_step_mean": statistics.fmean(timer.times) if timer.times else None,
         "cpu_seconds_per_step_median": statistics.median(timer.cpu) if timer.cpu else None,
         "steps_timed": len(timer.times),
         "last_eval": trainer.last_eval,
