@@ -29,7 +29,10 @@ from stilts.training.tasks import (
     TAGGING,
     TaskSpec,
 )
-from stilts.training.text import TextTokenizer
+from stilts.training.text import TextTokenizer, chunks
+
+# bitext pairs tokenized at a time (bounds the memory of millions of pairs)
+BITEXT_CHUNK = 50_000
 
 MAX_QUERY_TOKENS = 64
 DOC_STRIDE = 128
@@ -139,17 +142,21 @@ def featurize_bitext(
     """Each side as its own sequence, with the manifest's bitext ``prefix`` (as exported models
     encode it); each distinct text (:func:`text_key`) gets one key shared by both sides."""
     keys: dict[str, int] = {}
-    srcs = tok.encode_texts([prefix + ex.source for ex in examples], max_len)
-    tgts = tok.encode_texts([prefix + ex.target for ex in examples], max_len)
-    return [
-        BitextFeature(
-            _ids(s),
-            _ids(t),
-            keys.setdefault(text_key(ex.source), len(keys)),
-            keys.setdefault(text_key(ex.target), len(keys)),
+    out: list[BitextFeature] = []
+    # chunk by chunk: a tokenizer Encoding weighs ~1 KB, the int32 arrays kept a few dozen bytes
+    for part in chunks(examples, BITEXT_CHUNK):
+        srcs = tok.encode_texts([prefix + ex.source for ex in part], max_len)
+        tgts = tok.encode_texts([prefix + ex.target for ex in part], max_len)
+        out.extend(
+            BitextFeature(
+                _ids(s),
+                _ids(t),
+                keys.setdefault(text_key(ex.source), len(keys)),
+                keys.setdefault(text_key(ex.target), len(keys)),
+            )
+            for ex, s, t in zip(part, srcs, tgts, strict=True)
         )
-        for ex, s, t in zip(examples, srcs, tgts, strict=True)
-    ]
+    return out
 
 
 def featurize(
