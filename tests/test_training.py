@@ -312,6 +312,26 @@ def test_resume_skips_a_checkpoint_cut_short_by_a_kill(run_a, toy, data_dir, tmp
         np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
 
 
+def test_resuming_a_finished_run_takes_no_extra_step(run_a, toy, data_dir, tmp_path):
+    """A run whose last checkpoint is its last step (its export failed or was cut) resumes into
+    the final save only: no step 7, the same weights, the last evaluation kept."""
+    from stilts.training.trainer import train
+
+    a, _ = run_a
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    shutil.rmtree(b / "checkpoint")
+    summary = train(_config(toy, data_dir, b, resume="last"))
+    assert summary["steps"] == 6 and summary["steps_timed"] == 0
+    assert sorted(p.name for p in (b / "trainer").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    assert summary["last_eval"]["step"] == 6
+    wa = _tensors(a / "checkpoint" / "model.safetensors")
+    wb = _tensors(b / "checkpoint" / "model.safetensors")
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], atol=1e-6, err_msg=k)
+    assert Manifest.load(b / "checkpoint").training["steps"] == 6
+
+
 def test_cpu_recipe_defaults_bf16_on_and_threads_restored(toy, data_dir, tmp_path):
     """--bf16 on trains under CPU autocast; threads default to the affinity mask and are put
     back after the run; the word-embedding table gets no gradient on CPU by default."""

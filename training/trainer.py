@@ -773,6 +773,29 @@ def _cut_to_data(task_data: list, cap: int) -> tuple[list, int]:
     return out, max_len
 
 
+def _finished(resume_from: str | None, max_steps: int) -> bool:
+    """Whether the checkpoint resumed from is the run's last step (its save or export was cut)."""
+    if resume_from is None:
+        return False
+    state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+    return state["global_step"] >= max_steps
+
+
+def _load_finished(trainer, checkpoint: str, metrics_path: Path) -> float | None:
+    """A finished run resumed: its weights and state, no further step (``Trainer.train`` would
+    take one more); returns the run's training loss where the state recorded it."""
+    from transformers import TrainerState
+
+    LOG.info("%s: the run's last step; saving and exporting only", checkpoint)
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    if metrics_path.is_file():
+        lines = [x for x in metrics_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        trainer.last_eval = json.loads(lines[-1]) if lines else None
+    losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
+    return losses[-1] if losses else None
+
+
 def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[str, Any]:
     import torch
     from transformers import PrinterCallback, ProgressCallback, set_seed
@@ -927,12 +950,15 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
     trainer.remove_callback(ProgressCallback)
     for cb in extra_callbacks:
         trainer.add_callback(cb)
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    if _finished(resume_from, max_steps):
+        train_loss = _load_finished(trainer, resume_from, cfg.output / METRICS_FILE)
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
     summary: dict[str, Any] = {
         "output": str(cfg.output),
         "steps": trainer.state.global_step,
         "max_steps": max_steps,
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
         "seconds_per_step_median": statistics.median(timer.times) if timer.times else None,
         # with length groups, step times spread widely: the mean is what sizes a run
         "seconds_per_step_mean": statistics.fmean(timer.times) if timer.times else None,
