@@ -660,7 +660,9 @@ def export_checkpoint(
     license: str | None = None,
     training: dict[str, Any] | None = None,
     min_int8_cosine: float = MIN_INT8_COSINE,
+    min_q4_cosine: float = MIN_Q4_COSINE,
     parity_texts: list[str] | None = None,
+    optional_quantized: bool = False,
 ) -> Manifest:
     """``stilts export``: a checkpoint directory (or hub id) into the contract.
 
@@ -668,7 +670,9 @@ def export_checkpoint(
     one (a checkpoint saved by ``stilts train`` or the default-model install); otherwise to the
     paper's choice: mean pooling of the middle layer (14 of 24, scaled). With ``adapter`` (a LoRA
     adapter directory) the adapter is merged into the loaded checkpoint in memory and its record
-    (:func:`stilts.adapters.merged_manifest`) gives those defaults.
+    (:func:`stilts.adapters.merged_manifest`) gives those defaults. ``optional_quantized``: as
+    :func:`export` (a tuned model's weights leave the base's 4-bit grid, so its q4 graph may miss
+    the gate: it is then left out and recorded, and the model serves its other routes).
     """
     model, tok_file = load_checkpoint(checkpoint)
     base: dict[str, Any] = {}
@@ -693,5 +697,7 @@ def export_checkpoint(
         license=license or base.get("license", "unknown"),
         training=training if training is not None else base.get("training"),
         min_int8_cosine=min_int8_cosine,
+        min_q4_cosine=min_q4_cosine,
         parity_texts=parity_texts,
+        optional_quantized=optional_quantized,
     )

@@ -79,5 +79,5 @@ def install(
         if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
             build_checkpoint(Path(base_checkpoint))
     models_dir().mkdir(parents=True, exist_ok=True)
-    export_checkpoint(base_checkpoint, target, adapter=adapter_dir)
+    export_checkpoint(base_checkpoint, target, adapter=adapter_dir, optional_quantized=True)
     return target

@@ -112,6 +112,20 @@ def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
 
 
+def test_a_tuned_export_leaves_out_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
+    """Training's and the adapter install's export: the graph that misses its gate is left out
+    and recorded; the model still loads and serves another graph."""
+    from stilts.export import export_checkpoint
+
+    m = export_checkpoint(
+        tiny_checkpoint, tmp_path / "m", layer=1, min_q4_cosine=1.01, optional_quantized=True
+    )
+    assert "q4" in m.parity["refused"] and "q4 vs fp32 cosine mean" in m.parity["refused"]["q4"]
+    assert not (tmp_path / "m" / "model.q4.onnx").exists()
+    assert m.cpu_precision != "q4"
+    assert Encoder(tmp_path / "m").encode(["ein Satz"], kind="bitext").shape[0] == 1
+
+
 def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
     from stilts.export import export_checkpoint
 
