@@ -23,7 +23,6 @@ import numpy as np
 
 LOG = logging.getLogger(__name__)
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 BF16_CHOICES = ("auto", "on", "off")
 FREEZE_CHOICES = ("auto", "word", "all", "none")
 AUTO = "auto"
@@ -33,22 +32,16 @@ AUTO_LEN_CAP = 128
 AUTO_LEN_DEFAULT = 256
 
 
-def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is absent)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """Whether the CPU computes bf16 natively (AMX or AVX-512 BF16)."""
-    return bool(cpu_flags(cpuinfo) & set(BF16_FLAGS))
+    """Whether the CPU computes bf16 natively (AMX or AVX-512 BF16): the flags as the serving
+    routes read them (:func:`stilts.autoroute.cpu_flags`, :func:`stilts.autoroute.native_bf16`)."""
+    from stilts.autoroute import cpu_flags, native_bf16
+
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return native_bf16(cpu_flags(text))
 
 
 def resolve_bf16(setting: str | bool, fp16: bool = False, cuda: bool | None = None) -> bool:
