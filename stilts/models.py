@@ -6,11 +6,14 @@ A model argument is either an installed name (``default``) or a path to a model 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import MANIFEST_NAME, Manifest
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 
@@ -29,6 +32,20 @@ def installed() -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.name for p in d.iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def intact(target: Path, name: str) -> bool:
+    """Whether a model is installed at ``target`` with every file matching its manifest (an
+    install skips it then; a damaged or partial one is logged and reinstalled)."""
+    if not (target / MANIFEST_NAME).is_file():
+        return False
+    try:
+        Manifest.load(target).verify_files(target)
+    except StiltsError as e:
+        LOG.warning("reinstalling %s: %s", name, e)
+        return False
+    LOG.info("%s already installed at %s", name, target)
+    return True
 
 
 def resolve(path_or_name: str | os.PathLike) -> Path:

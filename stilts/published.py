@@ -15,8 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from stilts.manifest import MANIFEST_NAME, Manifest
-from stilts.models import models_dir, stilts_home
+from stilts.models import intact, models_dir, stilts_home
 
 LOG = logging.getLogger(__name__)
 
@@ -79,17 +78,11 @@ def install(name: str, force: bool = False, parity_texts: list[str] | None = Non
     Returns:
         the model directory.
     """
-    from stilts.errors import StiltsError
     from stilts.st_import import import_directory
 
     target = models_dir() / name
-    if not force and (target / MANIFEST_NAME).is_file():
-        try:
-            Manifest.load(target).verify_files(target)
-            LOG.info("%s already installed at %s", name, target)
-            return target
-        except StiltsError as e:
-            LOG.warning("reinstalling %s: %s", name, e)
+    if not force and intact(target, name):
+        return target
     spec = PUBLISHED[name]
     models_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stilts-unpack-", dir=stilts_home()) as tmp:

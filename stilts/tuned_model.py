@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import MANIFEST_NAME, Manifest
-from stilts.models import models_dir
+from stilts.manifest import MANIFEST_NAME
+from stilts.models import intact, models_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -67,13 +67,8 @@ def install(
 
     adapter_dir = check_adapter_dir(adapter) if adapter else shipped_adapter()
     target = models_dir() / NAME
-    if not force and (target / MANIFEST_NAME).is_file():
-        try:
-            Manifest.load(target).verify_files(target)
-            LOG.info("%s already installed at %s", NAME, target)
-            return target
-        except StiltsError as e:
-            LOG.warning("reinstalling %s: %s", NAME, e)
+    if not force and intact(target, NAME):
+        return target
     if base_checkpoint is None:
         base_checkpoint = checkpoint_dir()
         if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
