@@ -193,14 +193,17 @@ def select(
         (pairs best first, the estimate; None unless the threshold was chosen here).
     """
     check(threshold, target_precision)
-    if not (is_auto(threshold) or target_precision is not None):
-        real, _ = leave_best_out(nb, k)
-        return mining.select(real, margin=margin, retrieval=retrieval, threshold=threshold), None
     real, decoy = leave_best_out(nb, k)
+    if not (is_auto(threshold) or target_precision is not None):
+        return mining.select(real, margin=margin, retrieval=retrieval, threshold=threshold), None
     pairs = mining.select(real, margin=margin, retrieval=retrieval)
-    decoys = _scores(mining.select(decoy, margin=margin, retrieval=retrieval))
-    if decoy.fwd_scores.shape[1] == 0 or decoy.bwd_scores.shape[1] == 0:
-        decoys = np.zeros(0)
+    # a side of one sentence leaves no second neighbour: no decoys (the estimate falls back)
+    has_decoys = decoy.fwd_scores.shape[1] > 0 and decoy.bwd_scores.shape[1] > 0
+    decoys = (
+        _scores(mining.select(decoy, margin=margin, retrieval=retrieval))
+        if has_decoys
+        else np.zeros(0)
+    )
     est = estimate(_scores(pairs), decoys, target_precision=target_precision, method=method)
     LOG.info("%s", est.summary())
     if est.threshold is not None:

@@ -138,6 +138,15 @@ def test_too_few_candidates_keep_every_pair_and_say_why(caplog):
     assert "no estimate" in caplog.text
 
 
+def test_a_one_sentence_side_has_no_decoys_and_keeps_its_pair():
+    """No second neighbour to leave out: no estimate (the documented fallback), no crash."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pairs, est = mining.mine_with_estimate(x, x[:1], threshold="auto")
+    assert est.method == "none" and est.threshold is None and len(pairs) == 1
+
+
 @pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), float("inf"), True, "0.9"])
 def test_target_precision_outside_0_1_is_refused(bad):
     with pytest.raises(StiltsError) as e:
