@@ -422,15 +422,19 @@ def cmd_routes(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     results = {"header": environment.header(["stilts", *sys.argv[1:]]), **results}
+    _write_json_and_report(results, args, precision_routes.markdown(results))
+    return 0
+
+
+def _write_json_and_report(results: dict, args: argparse.Namespace, text: str) -> None:
+    """``--output`` JSON, ``--report`` Markdown (``text``), and ``text`` printed unless quiet."""
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    text = precision_routes.markdown(results)
     if args.report:
         atomic_write_text(Path(args.report), text + "\n")
     if not args.quiet:
         print(text)
-    return 0
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
@@ -440,11 +444,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from stilts.encoder import Encoder
     from stilts.errors import invalid
 
-    dirs = args.bucc or [
-        str(Path(DEFAULT_DEV_PACK) / "bucc"),
-        str(Path(DEFAULT_DEV_PACK).parent / "docs-dev" / "bucc"),
-    ]
-    dirs = [d for d in dirs if Path(d).is_dir()] if not args.bucc else dirs
+    packs = (Path(DEFAULT_DEV_PACK), Path(DEFAULT_DEV_PACK).parent / "docs-dev")
+    dirs = args.bucc or [str(d / "bucc") for d in packs if (d / "bucc").is_dir()]
     if not dirs:
         raise invalid("no BUCC-layout directory: give --bucc DIR", "bucc")
     dilutions = tuple(ints(args.dilutions, "dilutions"))
@@ -462,12 +463,5 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         "precision": enc.precision,
         **results,
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    text = threshold.markdown(results)
-    if args.report:
-        atomic_write_text(Path(args.report), text + "\n")
-    if not args.quiet:
-        print(text)
+    _write_json_and_report(results, args, threshold.markdown(results))
     return 0
