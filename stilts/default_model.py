@@ -169,19 +169,23 @@ def build_checkpoint(out: Path) -> Path:
     return out
 
 
-def install(force: bool = False, parity_texts: list[str] | None = None) -> Path:
-    """Install the default model under ``$STILTS_HOME/models/default`` (idempotent).
+def install(
+    force: bool = False, parity_texts: list[str] | None = None, name: str = "default"
+) -> Path:
+    """Install the base model under ``$STILTS_HOME/models/<name>`` (idempotent).
 
     Args:
         force: rebuild even when installed.
         parity_texts: sentences for the q4 parity check (None: the export's built-in sample).
+        name: the installed name: ``default`` (while no tuned model serves as the default) or
+            ``multilingual-e5-small``.
 
     Returns:
         the model directory.
     """
     from stilts.export import export_checkpoint
 
-    target = models_dir() / "default"
+    target = models_dir() / name
     if not force and (target / MANIFEST_NAME).is_file():
         try:
             manifest = Manifest.load(target)

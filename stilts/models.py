@@ -75,6 +75,36 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
     )
 
 
+def holders(fingerprint: str) -> list[str]:
+    """Installed models whose vectors live in the space ``fingerprint`` (their manifests')."""
+    out = []
+    for name in installed():
+        try:
+            if Manifest.load(models_dir() / name).fingerprint == fingerprint:
+                out.append(name)
+        except StiltsError:
+            continue
+    return out
+
+
+def model_hint(fingerprint: str | None, model: str | None) -> str:
+    """How to get the encoder that built an index (its ``fingerprint`` and manifest name
+    ``model``): the installed model to pass as --model, or the command that installs it."""
+    found = holders(fingerprint) if fingerprint else []
+    if found:
+        return f"it is installed as {', '.join(found)}: use --model {found[0]}"
+    if model and model in installable():
+        return f"install it with `stilts models install {model}` and use --model {model}"
+    return f"install or import the model {model!r} that built it and pass it as --model"
+
+
+def installable() -> list[str]:
+    """The names ``stilts models install NAME`` builds offline."""
+    from stilts import default_model, published, tuned_model
+
+    return [DEFAULT_MODEL, default_model.NAME, tuned_model.NAME, *published.PUBLISHED]
+
+
 def info(path_or_name: str | os.PathLike) -> dict:
     """The manifest of a model plus where it lives and the sizes of its files."""
     d = resolve(path_or_name)

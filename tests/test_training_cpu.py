@@ -144,6 +144,47 @@ def test_length_groups_pad_less_and_keep_every_example_and_rule():
     assert maxima != sorted(maxima)
 
 
+def test_language_temperature_upsamples_small_languages_and_keeps_batches_distinct():
+    from stilts.training.sampling import MultiTaskBatchSampler, task_probabilities
+
+    # 1000 German pairs, 100 Icelandic, 10 Kabyle: one pass of 1110 draws
+    langs = ["de"] * 1000 + ["is"] * 100 + ["kab"] * 10
+    n, bs = len(langs), 10
+    keys = [(i, n + i) for i in range(n)]
+
+    def batches(law, epoch=0):
+        s = MultiTaskBatchSampler(
+            {"bitext": n},
+            bs,
+            {"bitext": 1.0},
+            n // bs,
+            5,
+            {"bitext": keys},
+            {"bitext": np.arange(n) % 30},
+            10,
+            {"bitext": langs},
+            law,
+        )
+        s.set_epoch(epoch)
+        return list(s)
+
+    proportional = batches("proportional")
+    assert sorted(i for b in proportional for i in b) == list(range(n))  # unchanged: a permutation
+    tempered = batches("temperature:3")
+    assert tempered == batches("temperature:3")  # a pure function of seed and epoch (--resume)
+    assert tempered != batches("temperature:3", epoch=1)
+    drawn = [langs[i] for b in tempered for i in b]
+    want = task_probabilities({"de": 1000, "is": 100, "kab": 10}, "temperature:3")
+    for lang, p in want.items():
+        assert abs(drawn.count(lang) / len(drawn) - p) < 0.02, (lang, drawn.count(lang), p)
+    assert drawn.count("kab") > 5 * 10  # every Kabyle pair seen several times in one pass
+    assert drawn.count("de") < 1000  # a random subset of German
+    for b in tempered:  # a repeated pair never meets itself in a batch
+        assert len(set(b)) == len(b)
+    uniform = [langs[i] for b in batches("uniform") for i in b]
+    assert abs(uniform.count("kab") - uniform.count("de")) < 0.05 * len(uniform)
+
+
 def test_progress_fields_rate_eta_and_headline():
     f = progress_fields(step=150, max_steps=1150, steps_done=50, seconds=100.0, dev=None)
     assert f["steps_per_second"] == 0.5 and f["eta"] == "0:33:20"

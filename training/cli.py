@@ -74,6 +74,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         bitext_scale=args.bitext_scale,
         bitext_margin=args.bitext_margin,
         group_by_length=args.group_by_length,
+        language_sampling=args.language_sampling,
         bitext_passes=args.bitext_passes,
     )
     summary = train(cfg)
@@ -224,6 +225,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sampling",
         default="proportional",
         help="multi-task sampling: proportional, uniform or temperature:T",
+    )
+    g.add_argument(
+        "--language-sampling",
+        default="proportional",
+        help="bitext: how languages share a pass over the pairs: proportional (to their pairs), "
+        "uniform, or temperature:T (p ~ pairs**(1/T); e.g. temperature:3 gives a language with "
+        "100x fewer pairs 1/21 the share instead of 1/100, by repeating its pairs)",
     )
     g.add_argument(
         "--sampling-cap",

@@ -167,9 +167,11 @@ class BitextFeature:
         source_ids / target_ids: token ids of each side.
         source_key / target_key: ids of the normalised texts, for keeping two pairs that share a
             side out of one batch.
+        lang: the target's language code ('' when unknown), for sampling languages.
     """
 
     source_ids: np.ndarray
     target_ids: np.ndarray
     source_key: int
     target_key: int
+    lang: str = ""

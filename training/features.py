@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -153,6 +154,7 @@ def featurize_bitext(
                 _ids(t),
                 keys.setdefault(text_key(ex.source), len(keys)),
                 keys.setdefault(text_key(ex.target), len(keys)),
+                sys.intern(ex.lang),
             )
             for ex, s, t in zip(part, srcs, tgts, strict=True)
         )

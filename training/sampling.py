@@ -6,6 +6,11 @@ Strategies (jiant's multi-task samplers), on task sizes capped at ``cap`` exampl
 - ``uniform``: p(task) = 1 / tasks
 - ``temperature:T``: p(task) ~ min(n, cap) ** (1 / T) (T = 1 is proportional, T -> inf uniform)
 
+Within a bitext task, languages can be drawn by the same law (``language_sampling``): one pass
+over a task of N pairs draws about ``N * p(language)`` pairs of each language, a language's pairs
+repeated when it has fewer (temperature upsampling of small languages, as XLM-R's pre-training
+and LASER do) and a random subset when it has more.
+
 One epoch is ``sum(ceil(min(n, cap) / batch_size))`` batches. The order is a pure function of
 ``(seed, epoch)``, so ``transformers.Trainer`` can skip the batches already seen when it resumes.
 """
@@ -49,7 +54,8 @@ def parse_sampling(spec: str) -> tuple[str, float]:
 def task_probabilities(
     sizes: Mapping[str, int], strategy: str = "proportional", cap: int | None = None
 ) -> dict[str, float]:
-    """Probability of drawing each task's batch (see the module docstring)."""
+    """Probability of drawing each task's batch (see the module docstring); also each language's
+    share of a bitext task (``sizes``: pairs per language)."""
     if cap is not None and cap < 1:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "sampling cap must be >= 1", "sampling_cap")
     _, temperature = parse_sampling(strategy)
@@ -67,6 +73,33 @@ def task_probabilities(
         weights = {t: n ** (1.0 / temperature) for t, n in capped.items()}
     total = sum(weights.values())
     return {t: w / total for t, w in weights.items()}
+
+
+def language_pass(
+    rng: np.random.Generator, groups: Mapping[str, np.ndarray], draws: Mapping[str, int]
+) -> np.ndarray:
+    """One pass: ``draws[lang]`` indices of each language (whole shuffled copies of its
+    ``groups[lang]``, then a random subset), in random order."""
+    parts = []
+    for lang, idx in groups.items():
+        whole, rest = divmod(draws[lang], len(idx))
+        parts.extend(rng.permutation(idx) for _ in range(whole))
+        parts.append(rng.choice(idx, size=rest, replace=False))
+    return rng.permutation(np.concatenate(parts))
+
+
+def language_draws(
+    langs: Sequence[str], strategy: str
+) -> tuple[dict[str, np.ndarray], dict[str, int]] | None:
+    """Per language, its examples' indices and how many to draw in one pass of ``len(langs)``;
+    None when ``strategy`` is proportional (a plain permutation does that)."""
+    if parse_sampling(strategy)[0] == "proportional":
+        return None
+    codes, inverse = np.unique(np.asarray(langs, dtype=object).astype(str), return_inverse=True)
+    groups = {str(c): np.flatnonzero(inverse == i) for i, c in enumerate(codes)}
+    probs = task_probabilities({c: len(i) for c, i in groups.items()}, strategy)
+    draws = {c: max(1, round(p * len(langs))) for c, p in probs.items()}
+    return groups, draws
 
 
 def epoch_batches(sizes: Mapping[str, int], batch_size: int, cap: int | None = None) -> int:
@@ -119,6 +152,10 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
             cut into batches and the batches shuffled, so a batch holds similar lengths and is
             padded little (bucketing, as fairseq / tensor2tensor do).
         group: batches per length pool (0 or 1: no grouping).
+        languages: task name -> per feature, its language; with ``language_sampling`` other
+            than proportional, each pass over such a task draws languages by that law
+            (:func:`language_pass`).
+        language_sampling: ``proportional``, ``uniform`` or ``temperature:T``.
     """
 
     drop_last = False
@@ -133,12 +170,19 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
         keys: Mapping[str, Sequence[tuple[int, ...]]] | None = None,
         lengths: Mapping[str, Sequence[int]] | None = None,
         group: int = 0,
+        languages: Mapping[str, Sequence[str]] | None = None,
+        language_sampling: str = "proportional",
     ):
         if batch_size < 1:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "batch size must be >= 1", "batch_size")
         self.keys = {name: list(k) for name, k in (keys or {}).items()}
         self.lengths = {n: np.asarray(v, dtype=np.int64) for n, v in (lengths or {}).items()}
         self.group = int(group)
+        self.language_draws = {
+            name: draws
+            for name, langs in (languages or {}).items()
+            if (draws := language_draws(langs, language_sampling)) is not None
+        }
         self.names = list(sizes)
         self.sizes = [int(sizes[n]) for n in self.names]
         self.offsets = np.cumsum([0] + self.sizes)[:-1].tolist()
@@ -163,9 +207,13 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler):
     def _stream(self, t: int) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch, t + 1])
         lengths = self.lengths.get(self.names[t])
+        by_language = self.language_draws.get(self.names[t])
         bs = self.batch_size
         while True:
-            order = rng.permutation(self.sizes[t])
+            if by_language is None:
+                order = rng.permutation(self.sizes[t])
+            else:
+                order = language_pass(rng, *by_language)
             if lengths is None or self.group <= 1:
                 yield from order.tolist()
                 continue

@@ -66,6 +66,7 @@ RESUME_KEYS = (
     "bitext_scale",
     "bitext_margin",
     "group_by_length",
+    "language_sampling",
 )
 
 
@@ -94,6 +95,8 @@ class TrainConfig:
             the old flag (all / none).
         sampling: ``proportional``, ``uniform`` or ``temperature:T``.
         sampling_cap: cap on a task's size when weighting tasks (None: no cap).
+        language_sampling: within a bitext task, languages drawn ``proportional`` to their
+            pairs, ``uniform`` or ``temperature:T`` (small languages' pairs repeated).
         max_train_examples / max_eval_examples: read at most N examples per task and split.
         threads: torch intra-op threads on CPU (None: the cores this process may use); restored
             when :func:`train` returns.
@@ -140,6 +143,7 @@ class TrainConfig:
     freeze_embeddings: str | bool = "auto"
     sampling: str = "proportional"
     sampling_cap: int | None = None
+    language_sampling: str = "proportional"
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     doc_stride: int = 128
@@ -597,6 +601,7 @@ def _training_record(cfg: TrainConfig, base_name: str, run: dict, trainer) -> di
         "task_probabilities": run["task_probabilities"],
         "sampling": cfg.sampling,
         "sampling_cap": cfg.sampling_cap,
+        "language_sampling": cfg.language_sampling,
         "learning_rate": cfg.learning_rate,
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
@@ -712,6 +717,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict[str, Any]:
     cfg.tasks = [s.name for s in specs]
     cfg.output = Path(cfg.output)
     parse_sampling(cfg.sampling)
+    parse_sampling(cfg.language_sampling)
     resume_from = _resume_point(cfg)
     run_file = cfg.output / RUN_FILE
     saved = None
@@ -895,9 +901,25 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
     lengths = {
         td.name: bitext_lengths(td.train_features) for td in task_data if td.spec.kind == BITEXT
     }
+    languages = {
+        td.name: [f.lang for f in td.train_features] for td in task_data if td.spec.kind == BITEXT
+    }
     sampler = MultiTaskBatchSampler(
-        sizes, cfg.batch_size, probs, per_epoch, cfg.seed, keys, lengths, cfg.group_by_length
+        sizes,
+        cfg.batch_size,
+        probs,
+        per_epoch,
+        cfg.seed,
+        keys,
+        lengths,
+        cfg.group_by_length,
+        languages,
+        cfg.language_sampling,
     )
+    language_shares = {
+        name: {lang: round(n / sizes[name], 6) for lang, n in sorted(d[1].items())}
+        for name, d in sampler.language_draws.items()
+    }
     has_dev = any(td.dev_features for td in task_data)
     run = {
         "config": cfg.to_dict(),
@@ -905,6 +927,7 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         "labels": {td.name: td.labels for td in task_data},
         "task_sizes": sizes,
         "task_probabilities": probs,
+        "language_shares": language_shares,
         "batches_per_epoch": per_epoch,
         "max_steps": max_steps,
         "recipe": recipe,
