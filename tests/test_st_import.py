@@ -609,7 +609,7 @@ def test_indexes_and_mining_keep_to_the_model_they_were_built_with(
     try:
         with Client(other.address, timeout=60) as c:
             assert c.describe_index("fp16-docs").model_loaded is False
-            with pytest.raises(RemoteError, match="fp16-docs.*does not serve") as e:
+            with pytest.raises(RemoteError, match="fp16-docs.*does not serve.*as --model") as e:
                 c.search("fp16-docs", SENTENCES[:1], k=1)
             assert e.value.status is grpc.StatusCode.FAILED_PRECONDITION
     finally:

@@ -681,14 +681,39 @@ def test_bitext_max_seq_len_auto_comes_from_the_data(bitext_toy, tmp_path):
             export=False,
             bf16="off",
             threads=1,
+            measure_floor=True,
         )
     )
     assert summary["recipe"]["max_seq_len"] == want and 16 <= want < 128
+    # the steps' arithmetic floor: FLOPs of the batches trained over the measured GEMM rate
+    floor = summary["step_floor"]
+    assert floor["gflops_per_step"] > 0 and floor["gemm_gflops"] > 0
+    assert floor["floor_seconds_per_step"] == pytest.approx(
+        floor["gflops_per_step"] / floor["gemm_gflops"], rel=0.05
+    )
+    assert floor["times_floor"] > 1  # a real step never beats pure GEMM arithmetic
     assert summary["recipe"]["bitext_passes"] == 1 and summary["recipe"]["group_by_length"] == 50
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["recipe"]["max_seq_len"] == want and run["config"]["max_seq_len"] == "auto"
     manifest = json.loads((tmp_path / "run" / "checkpoint" / "stilts.json").read_text())
     assert manifest["training"]["max_seq_len"] == want
+
+
+def test_step_flops_count_the_encoder_shape():
+    from types import SimpleNamespace
+
+    from stilts.training.flops import bitext_padded_blocks, flops_per_token, step_flops
+
+    e5_small = SimpleNamespace(hidden_size=384, intermediate_size=1536, num_hidden_layers=12)
+    # 21.2M matmul weights: 2 FLOPs each per token, plus attention over 32 tokens
+    assert flops_per_token(e5_small, seq_len=32) == 12 * (2 * 1_769_472 + 4 * 32 * 384)
+    blocks = bitext_padded_blocks([[0, 1], [2, 3]], [5, 9, 7, 7])
+    assert blocks == [[(4, 9)], [(4, 7)]]
+    lora = step_flops(e5_small, blocks[0])
+    assert lora == 2 * 4 * 9 * flops_per_token(e5_small, seq_len=9)
+    assert step_flops(e5_small, blocks[0], full=True) == 1.5 * lora
+    two_passes = bitext_padded_blocks([[0, 1]], [5, 9], passes=2)
+    assert step_flops(e5_small, two_passes[0]) == lora
 
 
 def test_install_default_bitext_needs_an_adapter(tmp_path, monkeypatch, capsys):

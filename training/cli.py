@@ -76,6 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         group_by_length=args.group_by_length,
         language_sampling=args.language_sampling,
         bitext_passes=args.bitext_passes,
+        measure_floor=args.measure_floor,
     )
     summary = train(cfg)
     print(json.dumps(summary, default=str))
@@ -269,6 +270,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="bitext: 1 (default) embeds both sides of a batch in one encoder pass, 2 in one "
         "pass per side",
+    )
+    g.add_argument(
+        "--measure-floor",
+        action="store_true",
+        help="bitext: after training, time torch's GEMM rate on this machine and report the "
+        "steps' arithmetic floor (FLOPs per step / GEMM rate) beside the measured s/step",
     )
     g = p.add_argument_group("adapter (train a small LoRA adapter on the frozen encoder)")
     g.add_argument(

@@ -106,6 +106,8 @@ class TrainConfig:
             (less padding); 0 or 1: off.
         bitext_passes: bitext: 1 embeds both sides of the batch in one encoder pass, 2 in one
             pass per side.
+        measure_floor: bitext: time the machine's GEMM rate after training and report the
+            steps' arithmetic floor (:mod:`stilts.training.flops`) in the summary.
         resume: continue from the last checkpoint in ``output`` (or this checkpoint path).
         layer: hidden layer the exported encoder pools (default: the starting model's manifest,
             else the paper's middle layer).
@@ -166,6 +168,7 @@ class TrainConfig:
     bitext_margin: float = 0.2
     group_by_length: int = 50
     bitext_passes: int = 1
+    measure_floor: bool = False
 
     def __post_init__(self):
         # the old boolean flags
@@ -325,6 +328,31 @@ def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
                 f"now {now.get(key)!r}",
                 field=key,
             )
+
+
+def _step_floor(cfg, model, sampler, lengths, summary, bf16: bool) -> dict[str, float]:
+    """The timed steps' arithmetic floor (the first batches of epoch 0: what a fresh run
+    trained; bitext batches only)."""
+    import itertools
+
+    from stilts.training.flops import bitext_padded_blocks, floor_report
+
+    name = next(iter(lengths))
+    start = sampler.offsets[sampler.names.index(name)]
+    batches = [
+        [i - start for i in b]
+        for b in itertools.islice(iter(sampler), summary["steps"])
+        if start <= b[0] < start + len(lengths[name])
+    ]
+    blocks = bitext_padded_blocks(batches, lengths[name], cfg.bitext_passes)
+    return floor_report(
+        model.encoder.config,
+        blocks,
+        summary["seconds_per_step_mean"],
+        bf16,
+        layers=model.layer,
+        full=not cfg.adapter,
+    )
 
 
 def _default_name(base: str, tasks: list[str]) -> str:
@@ -992,6 +1020,8 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         "task_probabilities": probs,
         "recipe": recipe,
     }
+    if cfg.measure_floor and summary["seconds_per_step_median"] and lengths:
+        summary["step_floor"] = _step_floor(cfg, model, sampler, lengths, summary, use_bf16)
     if trainer.is_world_process_zero():
         summary.update(_finish(cfg, model, model_path, tok_json, run, trainer, base))
     summary["seconds_total"] = round(time.perf_counter() - t_start, 2)

@@ -78,11 +78,11 @@ cmd_measure() {
         # shellcheck disable=SC2046
         "$STILTS" train $(recipe | sed "s/--max-steps $MAX_STEPS/--max-steps 20/") \
             --max-train-examples 20000 --eval-every 0 --max-eval-examples 16 \
-            --bf16 "$bf16" --no-export --quiet \
+            --bf16 "$bf16" --no-export --quiet --measure-floor \
             --output "$out" | tail -1 |
             python3 -c "import json,sys; s=json.load(sys.stdin); print('bf16=$bf16', \
 'median s/step', s['seconds_per_step_median'], 'cpu s/step', s['cpu_seconds_per_step_median'], \
-'recipe', s['recipe'])"
+'recipe', s['recipe'], 'floor', s['step_floor'])"
         rm -rf "$(dirname "$out")"
     done
 }
