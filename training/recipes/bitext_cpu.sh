@@ -7,6 +7,7 @@
 #   training/recipes/bitext_cpu.sh train      # one piece (< PIECE); run again until it says done
 #   training/recipes/bitext_cpu.sh status     # steps done, last checkpoint, last dev metric
 #   training/recipes/bitext_cpu.sh bench      # stilts bench accuracy, both packs, base vs tuned
+#   training/recipes/bitext_cpu.sh ship       # the goals' verdict; ship the adapter if no regression
 #
 # A piece is `stilts train` under `timeout PIECE` with --save-every-minutes 20: a piece cut at its
 # time limit (or killed) loses at most 20 minutes; the next `train` resumes from the last complete
@@ -121,10 +122,25 @@ cmd_bench() {
     done
 }
 
+cmd_ship() {
+    local py verdict="$BENCH/issue17-verdict.json"
+    py="$(dirname "$STILTS")/python"
+    "$py" -m stilts.benchmarks.goals "$BENCH/issue17-bitext-dev.json" \
+        "$BENCH/issue17-docs-dev.json" --out "$verdict" > /dev/null
+    local flags=()
+    if "$py" -c "import json,sys; sys.exit(not json.load(open('$verdict'))['serves_default'])"; then
+        flags=(--serves-default)
+    elif ! "$py" -c "import json,sys; sys.exit(not json.load(open('$verdict'))['no_regression'])"; then
+        echo "the tuned model regresses on a pack: not shipped (see $verdict)" >&2
+        exit 1
+    fi
+    "$py" -m stilts.tuned_model "$RUN/adapter" "$RUN/model" --evidence "$verdict" "${flags[@]}"
+}
+
 case "${1:-}" in
-    harvest | measure | train | status | bench) "cmd_$1" ;;
+    harvest | measure | train | status | bench | ship) "cmd_$1" ;;
     *)
-        sed -n '2,19p' "$0"
+        sed -n '2,/^set -euo/p' "$0" | sed '$d'
         exit 2
         ;;
 esac

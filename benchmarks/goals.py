@@ -1,0 +1,93 @@
+"""Issue 17's goals for a tuned encoder, checked on ``stilts bench accuracy`` results.
+
+Each pack's JSON holds the base (the run's reference, its first ``--model``) and the tuned model
+on every language of the pack. Goals, in points (accuracy or F1 x 100):
+
+- interface strings (``bitext-dev``): Tatoeba xx->en mean cosine >= +3.0 over the base, no
+  language below -1.0, BUCC-style oracle F1 mean >= +2.0;
+- documentation prose (``docs-dev``): no regression of the Tatoeba xx->en cosine mean or of the
+  BUCC-style oracle F1 mean (moonshot: Tatoeba +1.0).
+
+``serves_default`` is true when every goal holds; ``no_regression`` when no mean falls on either
+pack (what a model must meet to ship at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stilts.benchmarks import metrics
+
+INTERFACE = {"tatoeba_gain": 3.0, "worst_language": -1.0, "bucc_gain": 2.0}
+PROSE = {"tatoeba_gain": 0.0, "bucc_gain": 0.0, "moonshot_tatoeba_gain": 1.0}
+
+
+def pack_deltas(results: dict, tuned: str | None = None) -> dict:
+    """Tuned minus base on one pack: Tatoeba xx->en cosine mean, per language, and BUCC oracle
+    F1 mean (points, on the languages both cover)."""
+    models = results["models"]
+    base = results["comparison"]["reference"]
+    tuned = tuned or next(n for n in models if n != base)
+    out: dict = {"base": base, "tuned": tuned}
+    a, b = models[base]["tatoeba"]["per_language"], models[tuned]["tatoeba"]["per_language"]
+    common = sorted(set(a) & set(b))
+    per = {x: 100 * (b[x]["cosine"]["xx2en"] - a[x]["cosine"]["xx2en"]) for x in common}
+    out["tatoeba_gain"] = metrics.mean(per.values())
+    out["tatoeba_per_language"] = dict(sorted(per.items(), key=lambda kv: kv[1]))
+    out["worst_language"] = min(per.items(), key=lambda kv: kv[1]) if per else None
+    if "bucc" in models[base] and "bucc" in models[tuned]:
+        a, b = models[base]["bucc"]["per_language"], models[tuned]["bucc"]["per_language"]
+        common = sorted(set(a) & set(b))
+        bucc = {x: 100 * (b[x]["f1_oracle"] - a[x]["f1_oracle"]) for x in common}
+        out["bucc_gain"] = metrics.mean(bucc.values())
+        out["bucc_per_language"] = bucc
+    return out
+
+
+def verdict(interface: dict, prose: dict) -> dict:
+    """The goals above on the two packs' :func:`pack_deltas`."""
+    checks = {
+        "interface_tatoeba": interface["tatoeba_gain"] >= INTERFACE["tatoeba_gain"],
+        "interface_worst_language": interface["worst_language"][1] >= INTERFACE["worst_language"],
+        "interface_bucc": interface.get("bucc_gain", -1) >= INTERFACE["bucc_gain"],
+        "prose_tatoeba": prose["tatoeba_gain"] >= PROSE["tatoeba_gain"],
+        "prose_bucc": prose.get("bucc_gain", -1) >= PROSE["bucc_gain"],
+    }
+    no_regression = all(
+        d.get(k, -1) >= 0 for d in (interface, prose) for k in ("tatoeba_gain", "bucc_gain")
+    )
+    return {
+        "checks": checks,
+        "serves_default": all(checks.values()),
+        "no_regression": no_regression,
+        "moonshot_prose_tatoeba": prose["tatoeba_gain"] >= PROSE["moonshot_tatoeba_gain"],
+        "interface": interface,
+        "prose": prose,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m stilts.benchmarks.goals",
+        description="Check issue 17's goals on two `stilts bench accuracy` JSON files (base as "
+        "the first --model, the tuned model second) and print the verdict as JSON.",
+    )
+    p.add_argument("interface", help="the bench JSON of the interface-string pack (bitext-dev)")
+    p.add_argument("prose", help="the bench JSON of the documentation pack (docs-dev)")
+    p.add_argument("--tuned", default=None, help="the tuned model's name in the JSON")
+    p.add_argument("--out", default=None, help="also write the verdict here")
+    args = p.parse_args(argv)
+    packs = [json.loads(Path(f).read_text()) for f in (args.interface, args.prose)]
+    result = verdict(*(pack_deltas(r, args.tuned) for r in packs))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

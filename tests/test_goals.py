@@ -1,0 +1,54 @@
+"""Issue 17's goal check on bench-accuracy-shaped results (two models, per-language figures)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stilts.benchmarks.goals import main, pack_deltas, verdict
+
+
+def _results(base: dict[str, float], tuned: dict[str, float], f1: tuple[float, float]) -> dict:
+    def model(tatoeba, f):
+        return {
+            "tatoeba": {
+                "per_language": {
+                    x: {"cosine": {"xx2en": v, "en2xx": v}, "margin": {"xx2en": v, "en2xx": v}}
+                    for x, v in tatoeba.items()
+                }
+            },
+            "bucc": {"per_language": {"de": {"f1_oracle": f}}},
+        }
+
+    return {
+        "comparison": {"reference": "default"},
+        "models": {"default": model(base, f1[0]), "run/model": model(tuned, f1[1])},
+    }
+
+
+def test_goals_need_gains_on_interface_strings_and_no_loss_on_prose(tmp_path, capsys):
+    interface = _results({"de": 0.90, "kab": 0.40}, {"de": 0.92, "kab": 0.48}, (0.80, 0.83))
+    prose = _results({"de": 0.95, "fr": 0.94}, {"de": 0.95, "fr": 0.945}, (0.90, 0.90))
+    d = pack_deltas(interface)
+    assert d["tuned"] == "run/model" and d["tatoeba_gain"] == pytest.approx(5.0)
+    assert d["worst_language"][0] == "de" and d["bucc_gain"] == pytest.approx(3.0)
+    v = verdict(d, pack_deltas(prose))
+    assert v["serves_default"] and v["no_regression"] and not v["moonshot_prose_tatoeba"]
+
+    # one language losing 2 points fails the per-language goal, not the no-regression floor
+    interface = _results({"de": 0.90, "kab": 0.40}, {"de": 0.88, "kab": 0.52}, (0.80, 0.83))
+    v = verdict(pack_deltas(interface), pack_deltas(prose))
+    assert not v["checks"]["interface_worst_language"] and not v["serves_default"]
+    assert v["no_regression"]
+    # prose BUCC falling is a regression
+    fallen = _results({"de": 0.95}, {"de": 0.95}, (0.90, 0.89))
+    assert not verdict(pack_deltas(interface), pack_deltas(fallen))["no_regression"]
+
+    for name, r in (("a", interface), ("b", prose)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    assert (
+        main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "v")])
+        == 0
+    )
+    assert json.loads((tmp_path / "v").read_text()) == json.loads(capsys.readouterr().out)
