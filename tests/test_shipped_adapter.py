@@ -1,0 +1,80 @@
+"""The adapter shipped in the package (issue 17): its install is offline and rebuilds the model
+that was benchmarked (the fp32 vectors its record carries), and ``default`` serves it when the
+record says it won."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import _need
+
+from stilts import tuned_model
+from stilts.adapters import PEFT_WEIGHTS, read_record
+from stilts.manifest import Manifest, sha256_file
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    if not (tuned_model.SHIPPED_ADAPTER / PEFT_WEIGHTS).is_file():
+        pytest.skip("this version ships no default-bitext adapter")
+    return read_record(tuned_model.SHIPPED_ADAPTER)
+
+
+def test_shipped_record_says_what_won(shipped):
+    evidence = shipped["evidence"]
+    assert evidence["no_regression"], "a shipped adapter never regresses on either pack"
+    assert shipped["serves_default"] == evidence["serves_default"] == tuned_model.serves_default()
+    assert len(shipped["parity_vectors"]) >= 8
+
+
+@pytest.mark.slow
+def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_path):
+    """``stilts models install default-bitext`` with every network route dead (a proxy that
+    refuses, hub libraries offline, pip without an index): it builds from the base checkpoint and
+    the shipped adapter, and its fp32 vectors equal the recorded ones."""
+    from stilts.default_model import checkpoint_dir
+
+    base = _need(checkpoint_dir(), "the base checkpoint (`stilts models install default`)")
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)
+    (home / "checkpoints" / "default").symlink_to(base)
+    dead = "http://127.0.0.1:9"
+    env = {
+        **os.environ,
+        "STILTS_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PIP_NO_INDEX": "1",
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+    }
+    cmd = [sys.executable, "-m", "stilts.cli", "models", "install", "default-bitext", "--no-route"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = home / "models" / "default-bitext"
+    assert tuned_model.check_parity_vectors(model, shipped["parity_vectors"]) < 1e-4
+    m = Manifest.load(model)
+    assert m.source["adapter"]["sha256"] == sha256_file(tuned_model.SHIPPED_ADAPTER / PEFT_WEIGHTS)
+    assert m.parity["fp32_vs_torch_max_abs_diff"] < 1e-4
+
+
+def test_default_is_the_winner(shipped, default_model_dir):
+    """``make model`` installed ``default``: the tuned model when the record says it won (its
+    vectors equal the recorded ones), else the base."""
+    m = Manifest.load(default_model_dir)
+    if shipped["serves_default"]:
+        assert m.source["adapter"]["sha256"] == sha256_file(
+            tuned_model.SHIPPED_ADAPTER / PEFT_WEIGHTS
+        )
+        diff = tuned_model.check_parity_vectors(default_model_dir, shipped["parity_vectors"])
+        assert diff < 1e-4
+    else:
+        assert "adapter" not in m.source
+    vectors = np.asarray(shipped["parity_vectors"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
