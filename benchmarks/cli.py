@@ -136,6 +136,13 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-baselines", action="store_true", help="compare the --models only")
     p.add_argument(
+        "--vector-cache",
+        default=None,
+        help="directory of stilts models' vectors per (fingerprint, precision, kind): a text is "
+        "encoded once across runs (default: once per run, in memory); vectors are reused only "
+        "for the same model files and route",
+    )
+    p.add_argument(
         "--st-checkpoint",
         default=None,
         help="transformers checkpoint for the st baseline (default: the first model's source)",

@@ -148,7 +148,14 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
             ErrorCode.INVALID_ARGUMENT, f"--model given twice: {', '.join(models)}", "model"
         )
     systems = [
-        StiltsSystem(m, precision=p, kind=args.kind, batch_size=args.batch_size, name=label)
+        StiltsSystem(
+            m,
+            precision=p,
+            kind=args.kind,
+            batch_size=args.batch_size,
+            name=label,
+            vector_cache=args.vector_cache,
+        )
         for m, n in zip(models, names, strict=True)
         for p, label in precisions(m, n, args.precision)
     ]

@@ -92,8 +92,10 @@ class StiltsSystem(System):
         name: str | None = None,
         batch_size: int = 64,
         graph: str | os.PathLike | None = None,
+        vector_cache: str | os.PathLike | None = None,
     ):
         from stilts import Encoder
+        from stilts.benchmarks.vector_cache import VectorCache
 
         self.encoder = Encoder(model, precision=precision, graph=graph)
         self.model = str(model)
@@ -101,9 +103,16 @@ class StiltsSystem(System):
         self.batch_size = batch_size
         self.name = name or model_label(model)
         self.dim = self.encoder.dim
+        route = f"{self.encoder.manifest.fingerprint}-{self.encoder.precision}-{kind}"
+        # a graph other than the manifest's has its own vectors: in memory only
+        where = Path(vector_cache) / route if vector_cache and graph is None else None
+        self.cache = VectorCache(self.dim, where)
 
     def encode(self, texts: list[str], lang: str) -> np.ndarray:
-        return self.encoder.encode(texts, kind=self.kind, batch_size=self.batch_size)
+        return self.cache.encode(
+            texts,
+            lambda new: self.encoder.encode(new, kind=self.kind, batch_size=self.batch_size),
+        )
 
     def info(self) -> dict:
         m = self.encoder.manifest

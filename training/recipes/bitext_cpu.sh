@@ -6,6 +6,7 @@
 #   training/recipes/bitext_cpu.sh measure    # 20 timed steps per setting: s/step, bf16 on/off
 #   training/recipes/bitext_cpu.sh train      # one piece (< PIECE); run again until it says done
 #   training/recipes/bitext_cpu.sh status     # steps done, last checkpoint, last dev metric
+#   training/recipes/bitext_cpu.sh bench-base # the base alone, filling the vector cache (optional)
 #   training/recipes/bitext_cpu.sh bench      # stilts bench accuracy, both packs, base vs tuned
 #   training/recipes/bitext_cpu.sh ship       # the goals' verdict; ship the adapter if no regression
 #
@@ -16,7 +17,8 @@
 #
 # Settings (environment): STILTS (the CLI), WORK (harvest: debs/ and data/bitext/), RUN (the run
 # directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, LANGUAGES (how
-# languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes).
+# languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
+# (the untuned model's name).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +37,7 @@ EVAL_EVERY="${EVAL_EVERY:-1000}"
 LANGUAGES="${LANGUAGES:-temperature:2}"
 PACKS="${PACKS:-$ROOT/../shared/data/bitext-dev $ROOT/../shared/data/docs-dev}"
 BENCH="${BENCH:-$ROOT/bench}"
+BASE="${BASE:-default}"  # the untuned model as installed (multilingual-e5-small once tuned ships)
 
 # The recipe: everything a resumed piece must repeat unchanged (run.json checks it).
 # Measured here on 2026-12-02 (2 cores with AMX, 20k harvested pairs, batch 64, 40 steps, mean
@@ -113,12 +116,23 @@ cmd_status() {
     return 0
 }
 
+# The base alone (while a piece trains, say): fills the vector cache, so `bench` encodes only the
+# tuned model.
+cmd_bench_base() {
+    mkdir -p "$BENCH"
+    for pack in $PACKS; do
+        "$STILTS" bench accuracy --model "$BASE" --precision auto --kind bitext \
+            --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" --no-baselines \
+            --vector-cache "$BENCH/vectors" --output "$BENCH/base-$(basename "$pack").json"
+    done
+}
+
 cmd_bench() {
     mkdir -p "$BENCH"
     for pack in $PACKS; do
-        "$STILTS" bench accuracy --model default --model "$RUN/model" --precision auto \
-            --kind bitext --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" \
-            --output "$BENCH/issue17-$(basename "$pack").json"
+        "$STILTS" bench accuracy --model "$BASE" --model "$RUN/model" --precision auto \
+            --kind bitext --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" --no-baselines \
+            --vector-cache "$BENCH/vectors" --output "$BENCH/issue17-$(basename "$pack").json"
     done
 }
 
@@ -139,6 +153,7 @@ cmd_ship() {
 
 case "${1:-}" in
     harvest | measure | train | status | bench | ship) "cmd_$1" ;;
+    bench-base) cmd_bench_base ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d'
         exit 2
