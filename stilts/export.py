@@ -466,6 +466,7 @@ def export(
     manifest_fields: dict[str, Any] | None = None,
     check: Callable[[Path], dict[str, Any]] | None = None,
     optional_quantized: bool = False,
+    base_weights: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
@@ -481,7 +482,9 @@ def export(
     ``optional_quantized``: a q4 or int8 graph that misses its gate is left out (the manifest's
     ``parity.refused`` says why, ``cpu_precision`` is the best graph kept) instead of failing the
     export. ``check`` runs last on the finished directory (graphs, tokenizer and manifest in place); the
-    figures it returns join ``parity``, and an error it raises fails the export.
+    figures it returns join ``parity``, and an error it raises fails the export. ``base_weights``
+    (the Linear weights before a LoRA merge, :func:`stilts.quantize.linear_weights`) let the q4
+    graph keep the base on its 4-bit grid and the adapter's delta as a low-rank fp32 branch.
 
     Raises:
         StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
@@ -588,6 +591,7 @@ def export(
             model.config.num_attention_heads,
             hidden,
             keep_fp32=(HEAD_NODES,),
+            base_weights=base_weights,
         )
         q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
         gate(
@@ -624,6 +628,7 @@ def export(
                 "sample_size": len(PARITY_SAMPLE),
                 **q4,
                 "q4_weight_max_abs_error": q4_report["weight_max_abs_error"],
+                **{f"q4_{k}": v for k, v in q4_report.items() if k.startswith("low_rank")},
                 "q4_parity_sentences": len(texts),
                 **({"refused": refused} if refused else {}),
             },
@@ -676,9 +681,12 @@ def export_checkpoint(
     """
     model, tok_file = load_checkpoint(checkpoint)
     base: dict[str, Any] = {}
+    base_weights = None
     if adapter is not None:
         from stilts.adapters import merge_loaded
+        from stilts.quantize import linear_weights
 
+        base_weights = linear_weights(model)  # q4 keeps these on the grid, the delta aside
         model, merged = merge_loaded(model, checkpoint, adapter)
         base = merged.to_dict() if merged is not None else {}
     elif (Path(checkpoint) / "stilts.json").is_file():
@@ -700,4 +708,5 @@ def export_checkpoint(
         min_q4_cosine=min_q4_cosine,
         parity_texts=parity_texts,
         optional_quantized=optional_quantized,
+        base_weights=base_weights,
     )

@@ -8,6 +8,11 @@ the word-embedding table a ``GatherBlockQuantized`` node. A weight that already 
 with the fp32 graph's weights; any other weight is rounded to the nearest grid point (RTN) and the
 export's parity check decides whether the result may ship.
 
+A model tuned with LoRA has merged weights ``W = W0 + B A`` that leave its base's grid. Given the
+base's weights (``base_weights``), each such MatMul becomes ``MatMulNBits(W0)`` plus a rank-r fp32
+branch ``(x U) V`` holding ``W - W0`` (its SVD, exact at the adapter's rank): the base part is still
+exact, and the branch costs ``2 r (k + n)`` FLOPs per token against ``2 k n``.
+
 ``MatMulNBits`` with ``accuracy_level`` 4 quantises its input to int8 per block of 32 values of each
 row, so a row's result does not depend on the other rows of the batch (unlike dynamic int8, which
 scales a whole batch's activations by one number).
@@ -116,12 +121,60 @@ def _initializers(model) -> dict:
     return {t.name: t for t in model.graph.initializer}
 
 
+MAX_RESIDUAL_RANK = 64
+
+
+def scope_of(module_path: str) -> str:
+    """A torch module path as the ONNX exporter scopes its nodes: ``encoder.layer.0.output.dense``
+    -> ``encoder/layer.0/output/dense`` (a ModuleList index stays with its list's name)."""
+    parts: list[str] = []
+    for part in module_path.split("."):
+        if part.isdigit() and parts:
+            parts[-1] += f".{part}"
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def linear_weights(model) -> dict[str, np.ndarray]:
+    """Every ``nn.Linear`` weight of a torch model as the ONNX MatMul holds it (in x out), keyed
+    by :func:`scope_of` its module path (what a LoRA merge will change)."""
+    import torch
+
+    return {
+        scope_of(name): m.weight.detach().float().T.numpy().copy()
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+
+
+def _base_for(node_name: str, base_weights: dict[str, np.ndarray]) -> np.ndarray | None:
+    scope = node_name.rsplit("/MatMul", 1)[0]
+    for key, w in base_weights.items():
+        if scope.endswith("/" + key):
+            return w
+    return None
+
+
+def low_rank(delta: np.ndarray, max_rank: int = MAX_RESIDUAL_RANK):
+    """``delta`` (k x n) as ``U @ V`` (k x r, r x n) when its numerical rank is at most
+    ``max_rank`` (singular values above 1e-4 of the largest); None otherwise."""
+    u, sv, vt = np.linalg.svd(delta.astype(np.float64), full_matrices=False)
+    if sv[0] == 0:
+        return None
+    r = int((sv > sv[0] * 1e-4).sum())
+    if r > max_rank:
+        return None
+    return (u[:, :r] * sv[:r]).astype(np.float32), vt[:r].astype(np.float32)
+
+
 def to_q4(
     model,
     accuracy_level: int = 4,
     embeddings: str = "q4",
     matmuls: bool = True,
     keep_fp32: tuple[str, ...] = (),
+    base_weights: dict[str, np.ndarray] | None = None,
 ) -> tuple[object, dict]:
     """Rewrite a (fused) fp32 ModelProto to q4: MatMulNBits weights and a quantised word table.
 
@@ -131,26 +184,41 @@ def to_q4(
         embeddings: ``q4`` (GatherBlockQuantized), ``fp16`` or ``fp32`` for the word table.
         matmuls: rewrite the MatMul weights (False: only the word table changes).
         keep_fp32: node-name prefixes whose MatMuls stay fp32 (the export's head: Dense layers).
+        base_weights: the weights before a LoRA merge (:func:`linear_weights`): a MatMul whose
+            weight differs from its base by a low-rank delta keeps the base on the grid plus an
+            fp32 branch for the delta.
 
     Returns:
-        the model and a report: how many MatMuls were converted and the largest weight error.
+        the model and a report: MatMuls converted, those with a low-rank branch (and the largest
+        rank), and the largest weight error.
     """
     from onnx import helper, numpy_helper
 
     inits = _initializers(model)
     nodes = []
     drop: set[str] = set()
-    converted = 0
+    converted = residual = max_rank = 0
     max_err = 0.0
-    for node in model.graph.node:
+    for node in list(model.graph.node):
         w = inits.get(node.input[1]) if len(node.input) > 1 else None
         kept = any(node.name.startswith(p) for p in keep_fp32)
         if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2 and not kept:
             k, n = w.dims
             if k % BLOCK == 0:
-                q = quantize_q4_blocks(numpy_helper.to_array(w).T)
-                max_err = max(max_err, q.max_abs_error)
+                weight = numpy_helper.to_array(w)
                 base = node.name or node.output[0]
+                split = _split_low_rank(weight, _base_for(base, base_weights or {}))
+                out, after = list(node.output), []
+                if split is not None:
+                    weight, (u, v) = split[0], split[1]
+                    branch = _low_rank_nodes(helper, numpy_helper, node.input[0], u, v, base, out)
+                    model.graph.initializer.extend(branch[0])
+                    after = branch[1]
+                    out = [f"{base}_q4_out"]
+                    residual += 1
+                    max_rank = max(max_rank, u.shape[1])
+                q = quantize_q4_blocks(weight.T)
+                max_err = max(max_err, q.max_abs_error)
                 b = numpy_helper.from_array(
                     q.packed.reshape(n, k // BLOCK, BLOCK // 2), f"{base}_q4"
                 )
@@ -161,7 +229,7 @@ def to_q4(
                     helper.make_node(
                         "MatMulNBits",
                         [node.input[0], b.name, s.name],
-                        list(node.output),
+                        out,
                         name=f"{base}_Q4",
                         domain=MS_DOMAIN,
                         K=k,
@@ -171,6 +239,7 @@ def to_q4(
                         accuracy_level=accuracy_level,
                     )
                 )
+                nodes.extend(after)
                 converted += 1
                 continue
         if node.op_type == "Gather" and node.input[0] in inits and embeddings != "fp32":
@@ -222,7 +291,37 @@ def to_q4(
     model.graph.node.extend(nodes)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    return model, {"matmuls": converted, "weight_max_abs_error": max_err}
+    report = {"matmuls": converted, "weight_max_abs_error": max_err}
+    if residual:
+        report.update(low_rank_matmuls=residual, low_rank_max=max_rank)
+    return model, report
+
+
+def _split_low_rank(weight: np.ndarray, base: np.ndarray | None):
+    """(base weight, (U, V)) when ``weight`` is ``base`` plus a low-rank delta; else None."""
+    if base is None or base.shape != weight.shape:
+        return None
+    delta = weight - base
+    if not np.any(delta):
+        return None
+    uv = low_rank(delta)
+    return None if uv is None else (base, uv)
+
+
+def _low_rank_nodes(helper, numpy_helper, x: str, u, v, base: str, out: list[str]):
+    """Initializers and nodes of ``out = q4_out + (x @ U) @ V``."""
+    ui = numpy_helper.from_array(u, f"{base}_lora_u")
+    vi = numpy_helper.from_array(v, f"{base}_lora_v")
+    nodes = [
+        helper.make_node("MatMul", [x, ui.name], [f"{base}_lora_xu"], name=f"{base}_LoRA_U"),
+        helper.make_node(
+            "MatMul", [f"{base}_lora_xu", vi.name], [f"{base}_lora_out"], name=f"{base}_LoRA_V"
+        ),
+        helper.make_node(
+            "Add", [f"{base}_q4_out", f"{base}_lora_out"], out, name=f"{base}_LoRA_Add"
+        ),
+    ]
+    return [ui, vi], nodes
 
 
 def build_q4(
@@ -232,9 +331,11 @@ def build_q4(
     hidden: int,
     accuracy_level: int = 4,
     keep_fp32: tuple[str, ...] = (),
+    base_weights: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write the q4 graph of an exported fp32 graph: fusions, then 4-bit weights and word table
-    (MatMuls of nodes named with a ``keep_fp32`` prefix stay fp32).
+    (MatMuls of nodes named with a ``keep_fp32`` prefix stay fp32; ``base_weights``: see
+    :func:`to_q4`).
 
     Returns:
         :func:`to_q4`'s report (``weight_max_abs_error`` is 0.0 when the weights were on the grid).
@@ -242,7 +343,9 @@ def build_q4(
     import onnx
 
     model = fuse_transformer(onnx.load(str(fp32_path)), num_heads, hidden)
-    model, report = to_q4(model, accuracy_level=accuracy_level, keep_fp32=keep_fp32)
+    model, report = to_q4(
+        model, accuracy_level=accuracy_level, keep_fp32=keep_fp32, base_weights=base_weights
+    )
     save(model, q4_path)
     LOG.info(
         "q4: %d MatMuls, weight max abs error %.2e",

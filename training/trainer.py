@@ -721,7 +721,12 @@ def _finish(
     out["checkpoint"] = str(ckpt)
     if cfg.export:
         # a tuned model's q4/int8 graph that misses its gate is left out, not fatal
-        manifest = export_checkpoint(ckpt, cfg.output / MODEL_DIR, optional_quantized=True)
+        # with an adapter, from base + adapter (as `stilts models install` rebuilds it): the q4
+        # graph then keeps the base's grid and the adapter's delta aside
+        source, adapter = (model_path, cfg.output / ADAPTER_DIR) if cfg.adapter else (ckpt, None)
+        manifest = export_checkpoint(
+            source, cfg.output / MODEL_DIR, adapter=adapter, optional_quantized=True
+        )
         out.update(model=str(cfg.output / MODEL_DIR), name=manifest.name, parity=manifest.parity)
     return out
 
