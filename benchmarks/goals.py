@@ -25,13 +25,45 @@ INTERFACE = {"tatoeba_gain": 3.0, "worst_language": -1.0, "bucc_gain": 2.0}
 PROSE = {"tatoeba_gain": 0.0, "bucc_gain": 0.0, "moonshot_tatoeba_gain": 1.0}
 
 
+MEANS = (
+    ("Tatoeba xx->en, cosine", "tatoeba", ("cosine", "xx2en")),
+    ("Tatoeba en->xx, cosine", "tatoeba", ("cosine", "en2xx")),
+    ("Tatoeba xx->en, margin", "tatoeba", ("margin", "xx2en")),
+    ("Tatoeba en->xx, margin", "tatoeba", ("margin", "en2xx")),
+    ("BUCC F1, oracle threshold", "bucc", ("f1_oracle",)),
+    ("BUCC F1, calibrated threshold", "bucc", ("f1_calibrated",)),
+    ("BUCC F1, auto threshold", "bucc", ("f1_auto",)),
+)
+
+
+def _get(row: dict, path: tuple[str, ...]):
+    for key in path:
+        row = row.get(key) if isinstance(row, dict) else None
+    return row
+
+
+def pack_means(results: dict, base: str, tuned: str) -> dict:
+    """Per metric of :data:`MEANS`: base and tuned means (points) on the languages both cover."""
+    models = results["models"]
+    out = {}
+    for label, task, path in MEANS:
+        if task not in models[base] or task not in models[tuned]:
+            continue
+        a, b = models[base][task]["per_language"], models[tuned][task]["per_language"]
+        common = sorted(set(a) & set(b))
+        pair = [metrics.mean(_get(m[x], path) for x in common) for m in (a, b)]
+        if None not in pair:
+            out[label] = {"base": 100 * pair[0], "tuned": 100 * pair[1], "languages": len(common)}
+    return out
+
+
 def pack_deltas(results: dict, tuned: str | None = None) -> dict:
     """Tuned minus base on one pack: Tatoeba xx->en cosine mean, per language, and BUCC oracle
-    F1 mean (points, on the languages both cover)."""
+    F1 mean (points, on the languages both cover), with :func:`pack_means`."""
     models = results["models"]
     base = results["comparison"]["reference"]
     tuned = tuned or next(n for n in models if n != base)
-    out: dict = {"base": base, "tuned": tuned}
+    out: dict = {"base": base, "tuned": tuned, "means": pack_means(results, base, tuned)}
     a, b = models[base]["tatoeba"]["per_language"], models[tuned]["tatoeba"]["per_language"]
     common = sorted(set(a) & set(b))
     per = {x: 100 * (b[x]["cosine"]["xx2en"] - a[x]["cosine"]["xx2en"]) for x in common}
@@ -69,6 +101,34 @@ def verdict(interface: dict, prose: dict) -> dict:
     }
 
 
+def markdown(result: dict) -> str:
+    """The two-pack table (base, tuned, delta per metric) and the languages that lost."""
+    lines = [
+        "| metric | interface strings: base | tuned | delta | documentation prose: base "
+        "| tuned | delta |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    packs = (result["interface"], result["prose"])
+    for label, _, _ in MEANS:
+        cells = []
+        for pack in packs:
+            m = pack["means"].get(label)
+            cells += (
+                [f"{m['base']:.1f}", f"{m['tuned']:.1f}", f"{m['tuned'] - m['base']:+.1f}"]
+                if m
+                else ["-", "-", "-"]
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name, pack in (("interface strings", packs[0]), ("documentation prose", packs[1])):
+        lost = [f"{x} {d:+.1f}" for x, d in pack["tatoeba_per_language"].items() if d < 0]
+        lines.append("")
+        lines.append(
+            f"Tatoeba xx->en cosine, {name}: {len(lost)} of {len(pack['tatoeba_per_language'])} "
+            f"languages lost{': ' + ', '.join(lost) if lost else ''}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m stilts.benchmarks.goals",
@@ -79,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("prose", help="the bench JSON of the documentation pack (docs-dev)")
     p.add_argument("--tuned", default=None, help="the tuned model's name in the JSON")
     p.add_argument("--out", default=None, help="also write the verdict here")
+    p.add_argument(
+        "--markdown", action="store_true", help="print the two-pack table instead of the JSON"
+    )
     args = p.parse_args(argv)
     packs = [json.loads(Path(f).read_text()) for f in (args.interface, args.prose)]
     result = verdict(*(pack_deltas(r, args.tuned) for r in packs))
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    print(text)
+    print(markdown(result) if args.markdown else text)
     return 0
 
 

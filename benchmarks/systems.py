@@ -134,9 +134,12 @@ class StiltsSystem(System):
 
     @property
     def checkpoint(self) -> str | None:
-        """The transformers checkpoint the model was exported from, when the manifest says."""
+        """The transformers checkpoint the model was exported from, when the manifest says (None
+        for a model with an adapter merged in: that checkpoint holds only its base)."""
         src = self.encoder.manifest.source or {}
-        ckpt = src.get("checkpoint") if isinstance(src, dict) else None
+        if not isinstance(src, dict) or src.get("adapter"):
+            return None
+        ckpt = src.get("checkpoint")
         return ckpt if ckpt and Path(ckpt).is_dir() else None
 
 
