@@ -78,3 +78,35 @@ def test_default_is_the_winner(shipped, default_model_dir):
         assert "adapter" not in m.source
     vectors = np.asarray(shipped["parity_vectors"])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_base_installs_under_its_own_name_and_old_indices_name_it(default_model_dir):
+    """``stilts models install multilingual-e5-small`` installs the untuned base beside
+    ``default``; an index the base built refuses another encoder's vectors and names the model
+    to use (the base, now installed)."""
+    from stilts import default_model
+    from stilts.errors import ErrorCode, StiltsError
+    from stilts.index import VectorIndex
+    from stilts.models import models_dir
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stilts.cli", "models", "install", default_model.NAME, "--no-route"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    base_dir = models_dir() / default_model.NAME
+    assert done.stdout.strip() == str(base_dir)
+    base = Manifest.load(base_dir)
+    assert base.name == default_model.NAME and "adapter" not in base.source
+    index = VectorIndex.create(None, base.dim, kind="flat", manifest=base.to_dict())
+    default = Manifest.load(default_model_dir)
+    if default.fingerprint == base.fingerprint:  # this version's default is the base itself
+        index.check_manifest(default)
+        return
+    with pytest.raises(StiltsError) as e:
+        index.check_manifest(default)
+    assert e.value.code == ErrorCode.FAILED_PRECONDITION
+    assert f"use --model {default_model.NAME}" in str(e.value)
