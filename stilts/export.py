@@ -423,26 +423,46 @@ def quantize_int8(
     op_types: tuple[str, ...] = ("MatMul", "Gather"),
     reduce_range: bool = False,
     unsigned_weights: bool = False,
-) -> None:
+    base_weights: dict[str, Any] | None = None,
+) -> dict[str, int]:
     """Dynamic int8 quantisation with per-channel weights (by default MatMul and the embedding
-    Gather, signed weights: the shipped ``model.int8.onnx``)."""
+    Gather, signed weights: the shipped ``model.int8.onnx``). ``base_weights`` (a LoRA-tuned
+    model's weights before the merge): only the base weights are quantised, the adapter's delta
+    stays an fp32 low-rank branch (:func:`stilts.quantize.split_low_rank`).
+
+    Returns:
+        the low-rank branch MatMuls left in fp32 -> their rank ({} without ``base_weights``).
+    """
     load_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    source, branch = str(fp32_path), {}
+    if base_weights:
+        import onnx
+
+        from stilts.quantize import save, split_low_rank
+
+        model, branch = split_low_rank(onnx.load(source), base_weights)
+        source = str(Path(int8_path).with_suffix(".split.onnx"))
+        save(model, Path(source))
     root = logging.getLogger()  # the quantiser logs every node on the root logger
     level = root.level
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(
-            str(fp32_path),
+            source,
             str(int8_path),
             per_channel=True,
             reduce_range=reduce_range,
             weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             op_types_to_quantize=list(op_types),
+            nodes_to_exclude=list(branch),
         )
     finally:
         root.setLevel(level)
+        if source != str(fp32_path):
+            Path(source).unlink(missing_ok=True)
+    return branch
 
 
 def export(
@@ -572,7 +592,7 @@ def export(
             (work / GRAPHS[precision]).unlink()
 
         LOG.info("quantizing to int8; parity on %d sentences", len(texts))
-        quantize_int8(work / FP32_NAME, work / INT8_NAME)
+        int8_branch = quantize_int8(work / FP32_NAME, work / INT8_NAME, base_weights=base_weights)
         rows, pad = _token_ids(work / TOKENIZER_NAME, texts, max_len)
         cos = _cosines(
             _embed(_session(work / INT8_NAME), rows, pad, 32),
@@ -625,6 +645,7 @@ def export(
                 "int8_vs_fp32_cosine_mean": float(cos.mean()),
                 "int8_vs_fp32_cosine_min": float(cos.min()),
                 "int8_parity_sentences": len(texts),
+                **({"int8_low_rank_matmuls": len(int8_branch) // 2} if int8_branch else {}),
                 "sample_size": len(PARITY_SAMPLE),
                 **q4,
                 "q4_weight_max_abs_error": q4_report["weight_max_abs_error"],

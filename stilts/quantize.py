@@ -9,9 +9,10 @@ with the fp32 graph's weights; any other weight is rounded to the nearest grid p
 export's parity check decides whether the result may ship.
 
 A model tuned with LoRA has merged weights ``W = W0 + B A`` that leave its base's grid. Given the
-base's weights (``base_weights``), each such MatMul becomes ``MatMulNBits(W0)`` plus a rank-r fp32
-branch ``(x U) V`` holding ``W - W0`` (its SVD, exact at the adapter's rank): the base part is still
-exact, and the branch costs ``2 r (k + n)`` FLOPs per token against ``2 k n``.
+base's weights (``base_weights``), :func:`split_low_rank` turns each such MatMul into ``x W0`` plus
+a rank-r fp32 branch ``(x U) V`` holding ``W - W0`` (its SVD, exact at the adapter's rank), and
+only ``W0`` is quantised (q4 here, int8 in :func:`stilts.export.quantize_int8`): the base part
+stays exact on its grid, and the branch costs ``2 r (k + n)`` FLOPs per token against ``2 k n``.
 
 ``MatMulNBits`` with ``accuracy_level`` 4 quantises its input to int8 per block of 32 values of each
 row, so a row's result does not depend on the other rows of the batch (unlike dynamic int8, which
@@ -197,26 +198,20 @@ def to_q4(
     inits = _initializers(model)
     nodes = []
     drop: set[str] = set()
-    converted = residual = max_rank = 0
+    branch: dict = {}
+    if base_weights:
+        model, branch = split_low_rank(model, base_weights)
+        inits = _initializers(model)
+    converted = 0
     max_err = 0.0
-    for node in list(model.graph.node):
+    for node in model.graph.node:
         w = inits.get(node.input[1]) if len(node.input) > 1 else None
-        kept = any(node.name.startswith(p) for p in keep_fp32)
+        kept = any(node.name.startswith(p) for p in keep_fp32) or node.name in branch
         if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2 and not kept:
             k, n = w.dims
             if k % BLOCK == 0:
                 weight = numpy_helper.to_array(w)
                 base = node.name or node.output[0]
-                split = _split_low_rank(weight, _base_for(base, base_weights or {}))
-                out, after = list(node.output), []
-                if split is not None:
-                    weight, (u, v) = split[0], split[1]
-                    branch = _low_rank_nodes(helper, numpy_helper, node.input[0], u, v, base, out)
-                    model.graph.initializer.extend(branch[0])
-                    after = branch[1]
-                    out = [f"{base}_q4_out"]
-                    residual += 1
-                    max_rank = max(max_rank, u.shape[1])
                 q = quantize_q4_blocks(weight.T)
                 max_err = max(max_err, q.max_abs_error)
                 b = numpy_helper.from_array(
@@ -229,7 +224,7 @@ def to_q4(
                     helper.make_node(
                         "MatMulNBits",
                         [node.input[0], b.name, s.name],
-                        out,
+                        list(node.output),
                         name=f"{base}_Q4",
                         domain=MS_DOMAIN,
                         K=k,
@@ -239,7 +234,6 @@ def to_q4(
                         accuracy_level=accuracy_level,
                     )
                 )
-                nodes.extend(after)
                 converted += 1
                 continue
         if node.op_type == "Gather" and node.input[0] in inits and embeddings != "fp32":
@@ -292,36 +286,47 @@ def to_q4(
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     report = {"matmuls": converted, "weight_max_abs_error": max_err}
-    if residual:
-        report.update(low_rank_matmuls=residual, low_rank_max=max_rank)
+    if branch:
+        report.update(low_rank_matmuls=len(branch) // 2, low_rank_max=max(branch.values()))
     return model, report
 
 
-def _split_low_rank(weight: np.ndarray, base: np.ndarray | None):
-    """(base weight, (U, V)) when ``weight`` is ``base`` plus a low-rank delta; else None."""
-    if base is None or base.shape != weight.shape:
-        return None
-    delta = weight - base
-    if not np.any(delta):
-        return None
-    uv = low_rank(delta)
-    return None if uv is None else (base, uv)
+def split_low_rank(model, base_weights: dict[str, np.ndarray]) -> tuple[object, dict[str, int]]:
+    """Rewrite each MatMul whose constant weight is its base's (``base_weights``, keyed by
+    :func:`scope_of`) plus a low-rank delta into ``x @ W0 + (x @ U) @ V``, in place.
 
+    Returns:
+        the model and the branch MatMuls' names -> their rank (what a quantiser must leave fp32).
+    """
+    from onnx import helper, numpy_helper
 
-def _low_rank_nodes(helper, numpy_helper, x: str, u, v, base: str, out: list[str]):
-    """Initializers and nodes of ``out = q4_out + (x @ U) @ V``."""
-    ui = numpy_helper.from_array(u, f"{base}_lora_u")
-    vi = numpy_helper.from_array(v, f"{base}_lora_v")
-    nodes = [
-        helper.make_node("MatMul", [x, ui.name], [f"{base}_lora_xu"], name=f"{base}_LoRA_U"),
-        helper.make_node(
-            "MatMul", [f"{base}_lora_xu", vi.name], [f"{base}_lora_out"], name=f"{base}_LoRA_V"
-        ),
-        helper.make_node(
-            "Add", [f"{base}_q4_out", f"{base}_lora_out"], out, name=f"{base}_LoRA_Add"
-        ),
-    ]
-    return [ui, vi], nodes
+    inits = _initializers(model)
+    nodes, branch = [], {}
+    for node in model.graph.node:
+        nodes.append(node)
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        base = _base_for(node.name, base_weights) if w is not None else None
+        if base is None or tuple(w.dims) != base.shape:
+            continue
+        delta = numpy_helper.to_array(w) - base
+        uv = low_rank(delta) if np.any(delta) else None
+        if uv is None:
+            continue
+        name, out = node.name, node.output[0]
+        w.CopyFrom(numpy_helper.from_array(base.astype(np.float32), w.name))
+        u = numpy_helper.from_array(uv[0], f"{name}_lora_u")
+        v = numpy_helper.from_array(uv[1], f"{name}_lora_v")
+        model.graph.initializer.extend([u, v])
+        node.output[0] = f"{name}_base_out"
+        nodes += [
+            helper.make_node("MatMul", [node.input[0], u.name], [f"{name}_xu"], name=f"{name}_U"),
+            helper.make_node("MatMul", [f"{name}_xu", v.name], [f"{name}_xuv"], name=f"{name}_V"),
+            helper.make_node("Add", [f"{name}_base_out", f"{name}_xuv"], [out], name=f"{name}_Add"),
+        ]
+        branch[f"{name}_U"] = branch[f"{name}_V"] = uv[0].shape[1]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model, branch
 
 
 def build_q4(

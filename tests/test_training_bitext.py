@@ -545,6 +545,8 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
     # q4 keeps the base's weights (their rounding unchanged) and the adapter's delta at rank 8
     # in fp32 beside them: as close to fp32 as the base's own q4 is to its fp32
     assert m["parity"]["q4_low_rank_matmuls"] > 0 and m["parity"]["q4_low_rank_max"] <= 8
+    # int8 the same way: the q/k/v/dense deltas stay fp32 beside the int8 base
+    assert m["parity"]["int8_low_rank_matmuls"] >= m["parity"]["q4_low_rank_matmuls"]
     base_m = json.loads((base / "stilts.json").read_text())
     assert m["parity"]["q4_weight_max_abs_error"] == base_m["parity"]["q4_weight_max_abs_error"]
     assert len(m["source"]["adapter"]["sha256"]) == 64
