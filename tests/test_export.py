@@ -126,6 +126,21 @@ def test_a_tuned_export_leaves_out_a_q4_graph_that_misses_parity(tiny_checkpoint
     assert Encoder(tmp_path / "m").encode(["ein Satz"], kind="bitext").shape[0] == 1
 
 
+def test_int8_that_misses_its_gate_retries_with_the_ffn_outputs_in_fp32(tiny_checkpoint, tmp_path):
+    """An int8 graph under the gate is quantised once more with each layer's feed-forward output
+    MatMul left fp32 (recorded); a gate no graph can meet still leaves it out."""
+    from stilts.export import _ffn_outputs, export_checkpoint
+
+    m = export_checkpoint(
+        tiny_checkpoint, tmp_path / "m", layer=1, min_int8_cosine=1.01, optional_quantized=True
+    )
+    ffn = _ffn_outputs(tmp_path / "m" / "model.onnx")
+    assert m.parity["int8_fp32_matmuls"] == len(ffn) == m.layer  # the graph stops at its layer
+    assert "int8" in m.parity["refused"] and not (tmp_path / "m" / "model.int8.onnx").exists()
+    ok = export_checkpoint(tiny_checkpoint, tmp_path / "ok", layer=1)
+    assert "int8_fp32_matmuls" not in ok.parity  # passed at once: every MatMul int8
+
+
 def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
     from stilts.export import export_checkpoint
 
