@@ -27,7 +27,14 @@ def shipped() -> dict:
 def test_shipped_record_says_what_won(shipped):
     evidence = shipped["evidence"]
     assert evidence["no_regression"], "a shipped adapter never regresses on either pack"
-    assert shipped["serves_default"] == evidence["serves_default"] == tuned_model.serves_default()
+    # it serves as `default` only when the evidence says it won (it may wait, with a reason)
+    assert shipped["serves_default"] == tuned_model.serves_default()
+    assert evidence["serves_default"] or not shipped["serves_default"]
+    assert (
+        shipped["serves_default"]
+        or evidence["serves_default"] is False
+        or shipped["default_deferred"]
+    )
     assert len(shipped["parity_vectors"]) >= 8
 
 
