@@ -210,10 +210,9 @@ def to_q4(
         if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2 and not kept:
             k, n = w.dims
             if k % BLOCK == 0:
-                weight = numpy_helper.to_array(w)
-                base = node.name or node.output[0]
-                q = quantize_q4_blocks(weight.T)
+                q = quantize_q4_blocks(numpy_helper.to_array(w).T)
                 max_err = max(max_err, q.max_abs_error)
+                base = node.name or node.output[0]
                 b = numpy_helper.from_array(
                     q.packed.reshape(n, k // BLOCK, BLOCK // 2), f"{base}_q4"
                 )

@@ -174,8 +174,6 @@ def ship(
     The record gains the parity vectors of ``model_dir`` (the model built from this adapter that
     was benchmarked), ``serves_default`` and ``evidence`` (the benchmark verdict).
     """
-    import shutil
-
     from stilts.adapters import (
         PEFT_CONFIG,
         PEFT_WEIGHTS,

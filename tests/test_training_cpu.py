@@ -110,26 +110,31 @@ def test_one_pass_bitext_equals_two_passes(toy):
     np.testing.assert_allclose(one["logits"].numpy(), two["logits"].numpy(), atol=1e-5)
 
 
-def test_length_groups_pad_less_and_keep_every_example_and_rule():
+def _bitext_sampler(n, bs, seed, lengths, group, langs=None, law="proportional"):
+    """One bitext task of ``n`` pairs with distinct texts (keys i and n + i), n // bs batches."""
     from stilts.training.sampling import MultiTaskBatchSampler
 
+    return MultiTaskBatchSampler(
+        {"bitext": n},
+        bs,
+        {"bitext": 1.0},
+        n // bs,
+        seed,
+        {"bitext": [(i, n + i) for i in range(n)]},
+        {"bitext": lengths},
+        group,
+        {"bitext": langs} if langs is not None else None,
+        law,
+    )
+
+
+def test_length_groups_pad_less_and_keep_every_example_and_rule():
     rng = np.random.default_rng(3)
     n, bs = 640, 16
     lengths = rng.integers(4, 120, size=n)
-    keys = [(i, n + i) for i in range(n)]
 
     def run(group):
-        s = MultiTaskBatchSampler(
-            {"bitext": n},
-            bs,
-            {"bitext": 1.0},
-            n // bs,
-            7,
-            {"bitext": keys},
-            {"bitext": lengths},
-            group,
-        )
-        return list(s)
+        return list(_bitext_sampler(n, bs, 7, lengths, group))
 
     plain, grouped = run(0), run(20)
     assert grouped == run(20)  # the order depends only on seed and epoch (exact --resume)
@@ -145,26 +150,14 @@ def test_length_groups_pad_less_and_keep_every_example_and_rule():
 
 
 def test_language_temperature_upsamples_small_languages_and_keeps_batches_distinct():
-    from stilts.training.sampling import MultiTaskBatchSampler, task_probabilities
+    from stilts.training.sampling import task_probabilities
 
     # 1000 German pairs, 100 Icelandic, 10 Kabyle: one pass of 1110 draws
     langs = ["de"] * 1000 + ["is"] * 100 + ["kab"] * 10
     n, bs = len(langs), 10
-    keys = [(i, n + i) for i in range(n)]
 
     def batches(law, epoch=0):
-        s = MultiTaskBatchSampler(
-            {"bitext": n},
-            bs,
-            {"bitext": 1.0},
-            n // bs,
-            5,
-            {"bitext": keys},
-            {"bitext": np.arange(n) % 30},
-            10,
-            {"bitext": langs},
-            law,
-        )
+        s = _bitext_sampler(n, bs, 5, np.arange(n) % 30, 10, langs, law)
         s.set_epoch(epoch)
         return list(s)
 
