@@ -20,8 +20,8 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.manifest import MANIFEST_NAME, Q4_NAME, TOKENIZER_NAME, Manifest, sha256_file
-from stilts.models import models_dir, stilts_home
+from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
+from stilts.models import intact, keep_aside, models_dir, stilts_home
 
 LOG = logging.getLogger(__name__)
 
@@ -186,16 +186,9 @@ def install(
     from stilts.export import export_checkpoint
 
     target = models_dir() / name
-    if not force and (target / MANIFEST_NAME).is_file():
-        try:
-            manifest = Manifest.load(target)
-            manifest.verify_files(target)
-            if Q4_NAME in manifest.files:
-                LOG.info("default model already installed at %s", target)
-                return target
-            LOG.warning("reinstalling the default model: it predates the q4 graph")
-        except StiltsError as e:
-            LOG.warning("reinstalling the default model: %s", e)
+    keep_aside(target, NAME)
+    if not force and intact(target, name):
+        return target
     ckpt = checkpoint_dir()
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if force or not (ckpt / MANIFEST_NAME).is_file():

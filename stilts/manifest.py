@@ -34,6 +34,10 @@ TOKENIZER_NAME = "tokenizer.json"
 # The graph input of models that pool without their prompt (include_prompt False).
 PROMPT_LENGTH = "prompt_length"
 FORMAT_VERSION = 1
+# Raised when the export builds a model's graphs differently (2: q4 with fp32 activations when its
+# int8 ones miss the auto-route gate); ``parity["export_revision"]`` records it, and an install by
+# name rebuilds a model an older export built (its fp32 graph, so its fingerprint, is unchanged).
+EXPORT_REVISION = 2
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

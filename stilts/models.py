@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import MANIFEST_NAME, Manifest
+from stilts.manifest import EXPORT_REVISION, MANIFEST_NAME, Manifest
 
 LOG = logging.getLogger(__name__)
 
@@ -35,17 +36,58 @@ def installed() -> list[str]:
 
 
 def intact(target: Path, name: str) -> bool:
-    """Whether a model is installed at ``target`` with every file matching its manifest (an
-    install skips it then; a damaged or partial one is logged and reinstalled)."""
+    """Whether a model is installed at ``target`` with every file matching its manifest, built by
+    the current export revision (an install skips it then; a damaged, partial or older one is
+    logged and reinstalled)."""
     if not (target / MANIFEST_NAME).is_file():
         return False
     try:
-        Manifest.load(target).verify_files(target)
+        manifest = Manifest.load(target)
+        manifest.verify_files(target)
     except StiltsError as e:
         LOG.warning("reinstalling %s: %s", name, e)
         return False
+    revision = manifest.parity.get("export_revision", 1)
+    if revision < EXPORT_REVISION:
+        LOG.warning(
+            "reinstalling %s: built by export revision %d < %d", name, revision, EXPORT_REVISION
+        )
+        return False
     LOG.info("%s already installed at %s", name, target)
     return True
+
+
+def keep_aside(target: Path, wanted: str) -> None:
+    """Make room at ``target`` (``models/default``) for the model named ``wanted``.
+
+    When ``target`` holds another model (the base before the default was tuned, or the tuned
+    model after a release that serves the base), that model moves to ``models/<its name>``, so
+    indices it built still find their encoder there. When that name is already installed, the
+    copy at ``target`` is a duplicate and is removed. A damaged manifest is left for the install
+    to replace in place.
+    """
+    if not (target / MANIFEST_NAME).is_file():
+        return
+    try:
+        built = Manifest.load(target).name
+    except StiltsError:
+        return
+    if built == wanted:
+        return
+    aside = models_dir() / built
+    if (aside / MANIFEST_NAME).is_file():
+        LOG.info("%s held %s, also installed at %s: removing the duplicate", target, built, aside)
+        shutil.rmtree(target)
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+    target.rename(aside)
+    LOG.warning(
+        "%s held the model %s; it moved to %s (use --model %s for indices it built)",
+        target,
+        built,
+        aside,
+        built,
+    )
 
 
 def resolve(path_or_name: str | os.PathLike) -> Path:

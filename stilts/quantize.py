@@ -191,7 +191,7 @@ def to_q4(
 
     Returns:
         the model and a report: MatMuls converted, those with a low-rank branch (and the largest
-        rank), and the largest weight error.
+        rank), the largest weight error and the accuracy level.
     """
     from onnx import helper, numpy_helper
 
@@ -284,7 +284,11 @@ def to_q4(
     model.graph.node.extend(nodes)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    report = {"matmuls": converted, "weight_max_abs_error": max_err}
+    report = {
+        "matmuls": converted,
+        "weight_max_abs_error": max_err,
+        "accuracy_level": accuracy_level,
+    }
     if branch:
         report.update(low_rank_matmuls=len(branch) // 2, low_rank_max=max(branch.values()))
     return model, report

@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import MANIFEST_NAME, Manifest
-from stilts.models import intact, models_dir
+from stilts.manifest import MANIFEST_NAME
+from stilts.models import intact, keep_aside, models_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -89,11 +89,9 @@ def install(
         if not (Path(base_checkpoint) / MANIFEST_NAME).is_file():
             build_checkpoint(Path(base_checkpoint))
     target = models_dir() / name
-    if (target / MANIFEST_NAME).is_file():
-        built = Manifest.load(target).name
-        wanted = merged_manifest(base_checkpoint, adapter_dir)
-        if wanted is not None and built != wanted.name:
-            _keep_aside(target, built)
+    wanted = merged_manifest(base_checkpoint, adapter_dir)
+    if wanted is not None:
+        keep_aside(target, wanted.name)
     if not force and intact(target, name):
         return target
     models_dir().mkdir(parents=True, exist_ok=True)
@@ -113,24 +111,6 @@ def install(
             raise
         LOG.info("%s reproduces the shipped adapter's vectors to %.1e", name, diff)
     return target
-
-
-def _keep_aside(target: Path, built: str) -> None:
-    """Another model is installed as ``target`` (the base, before the default was tuned): move it
-    to its own name, so indices it built still find their encoder there; replace it when that
-    name is taken."""
-    aside = models_dir() / built
-    if aside.exists():
-        LOG.info("%s holds %s, also installed at %s: replacing it", target, built, aside)
-        return
-    target.rename(aside)
-    LOG.warning(
-        "%s held the model %s; it moved to %s (use --model %s for indices it built)",
-        target,
-        built,
-        aside,
-        built,
-    )
 
 
 def parity_vectors(model_dir: str | os.PathLike) -> list[list[float]]:

@@ -235,12 +235,13 @@ def test_cli_help_lists_every_flag(capsys):
 
 
 @pytest.mark.slow
-def test_cli_mines_on_a_server(small_pair, encoder, tmp_path, capsys):
-    """``--server``: the files go to a real stilts server on a loopback port; same format."""
+def test_cli_mines_on_a_server(small_pair, encoder_fp32, tmp_path, capsys):
+    """``--server``: the files go to a real stilts server on a loopback port; same format. fp32:
+    its vectors do not move with their batch, so the server and a local job see the same scores."""
     from stilts.server import start_server
 
     d, gold, _ = small_pair
-    srv = start_server(tmp_path / "data", encoders={"default": encoder})
+    srv = start_server(tmp_path / "data", encoders={"default": encoder_fp32})
     try:
         out = tmp_path / "remote.tsv"
         args = ["mine", str(d / "de.txt"), str(d / "en.txt"), "-o", str(out)]
@@ -258,10 +259,10 @@ def test_cli_mines_on_a_server(small_pair, encoder, tmp_path, capsys):
     assert est["method"] == "decoy-mixture" and summary["threshold"] == est["threshold"]
     assert min(float(r[0]) for r in rows) >= est["threshold"] - 1e-6
     local = tmp_path / "local.tsv"
-    here = mine_files(d / "de.txt", d / "en.txt", local, model=encoder, progress=False,
+    here = mine_files(d / "de.txt", d / "en.txt", local, model=encoder_fp32, progress=False,
                       threshold="auto")  # fmt: skip
-    # int8 vectors move a little with the batch (the server batches differently)
-    assert here["threshold"] == pytest.approx(est["threshold"], abs=0.005)
+    # the same vectors (the server batches differently; fp32 rows do not see their batch)
+    assert here["threshold"] == pytest.approx(est["threshold"], abs=1e-4)
     remote_pairs = {(a, b) for _, a, b in rows}
     local_pairs = {(a, b) for _, a, b in read_tsv(local) if a != "de-dup"}
-    assert len(remote_pairs & local_pairs) >= 0.85 * max(len(local_pairs), len(remote_pairs))
+    assert len(remote_pairs & local_pairs) >= 0.98 * max(len(local_pairs), len(remote_pairs))
