@@ -189,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="IVF lists visited per query with --index ivf/ivfpq (default nlist/8 within "
-        "16..256; lower is faster, recall drops); .npy inputs only",
+        "32..256; lower is faster, recall drops); .npy inputs only",
     )
     p.add_argument(
         "--engine",

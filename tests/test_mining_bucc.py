@@ -50,8 +50,11 @@ def test_ratio_margin_f1_and_beats_cosine(lang, bucc_vectors):
     cosine, _ = scored(lang, bucc_vectors, margin="absolute")
     best = best_threshold(ratio, gold)
     plain = best_threshold(cosine, gold)
-    assert best.f1 >= 0.74, best
-    assert best.f1 > plain.f1 + 0.03, (best, plain)
+    # int8, measured (ratio vs cosine oracle F1): the tuned default de .838 vs .804, fr .848 vs
+    # .837; its base de .770 vs .649, fr .799 vs .704 (in-batch-negative training leaves margin
+    # scoring less hubness to correct)
+    assert best.f1 >= 0.8, best
+    assert best.f1 > plain.f1 + 0.005, (best, plain)
     # The threshold really gives that F1 when applied by the miner itself.
     x, y, sid, tid, _ = bucc_vectors[lang]
     kept = mine(x, y, threshold=best.threshold)
