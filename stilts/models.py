@@ -62,31 +62,40 @@ def keep_aside(target: Path, wanted: str) -> None:
 
     When ``target`` holds another model (the base before the default was tuned, or the tuned
     model after a release that serves the base), that model moves to ``models/<its name>``, so
-    indices it built still find their encoder there. When that name is already installed, the
-    copy at ``target`` is a duplicate and is removed. A damaged manifest is left for the install
-    to replace in place.
+    indices it built still find their encoder there (by name, or by the fingerprint they record).
+    When that name is already installed with the same fingerprint, the copy at ``target`` is
+    removed; with another, the model moves to ``models/<its name>-<fingerprint>``. A damaged
+    manifest is left for the install to replace in place.
     """
     if not (target / MANIFEST_NAME).is_file():
         return
     try:
-        built = Manifest.load(target).name
+        built = Manifest.load(target)
     except StiltsError:
         return
-    if built == wanted:
+    if built.name == wanted:
         return
-    aside = models_dir() / built
+    aside = models_dir() / built.name
     if (aside / MANIFEST_NAME).is_file():
-        LOG.info("%s held %s, also installed at %s: removing the duplicate", target, built, aside)
-        shutil.rmtree(target)
-        return
+        try:
+            same = Manifest.load(aside).fingerprint == built.fingerprint
+        except StiltsError:
+            same = False
+        if same:
+            LOG.info(
+                "%s held %s, also installed at %s: removing the copy", target, built.name, aside
+            )
+            shutil.rmtree(target)
+            return
+        aside = models_dir() / f"{built.name}-{built.fingerprint}"
     shutil.rmtree(aside, ignore_errors=True)
     target.rename(aside)
     LOG.warning(
         "%s held the model %s; it moved to %s (use --model %s for indices it built)",
         target,
-        built,
+        built.name,
         aside,
-        built,
+        aside.name,
     )
 
 

@@ -119,12 +119,13 @@ def test_base_installs_under_its_own_name_and_old_indices_name_it(default_model_
     assert f"use --model {default_model.NAME}" in str(e.value)
 
 
-def _fake_model(path, name: str, revision: int = EXPORT_REVISION) -> None:
+def _fake_model(path, name: str, revision: int = EXPORT_REVISION, weights: str = "") -> Manifest:
     path.mkdir(parents=True)
-    (path / "weights.bin").write_bytes(name.encode())
+    (path / "model.onnx").write_bytes((weights or name).encode())
     m = Manifest(name=name, dim=4, max_len=8, parity={"export_revision": revision})
-    m.files = {"weights.bin": sha256_file(path / "weights.bin")}
+    m.files = {"model.onnx": sha256_file(path / "model.onnx")}
     m.save(path)
+    return m
 
 
 def test_an_install_moves_another_default_aside_and_rebuilds_an_older_export(tmp_path, monkeypatch):
@@ -142,7 +143,11 @@ def test_an_install_moves_another_default_aside_and_rebuilds_an_older_export(tmp
     keep_aside(default, "the-base")  # a release that serves the base again: the tuned moves aside
     assert Manifest.load(models_dir() / "the-tuned").name == "the-tuned"
     _fake_model(default, "the-tuned")
-    keep_aside(default, "the-base")  # its name is taken: the copy at default was a duplicate
+    keep_aside(default, "the-base")  # its name is taken by the same model: a copy, removed
     assert not default.exists() and intact(models_dir() / "the-tuned", "the-tuned")
+    other = _fake_model(default, "the-tuned", weights="other weights")
+    keep_aside(default, "the-base")  # the same name, another vector space: both kept
+    assert intact(models_dir() / f"the-tuned-{other.fingerprint}", "the-tuned")
+    assert intact(models_dir() / "the-tuned", "the-tuned") and not default.exists()
     _fake_model(default, "the-base", revision=EXPORT_REVISION - 1)
     assert not intact(default, "default")
