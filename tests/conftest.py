@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,15 @@ def clustered_pairs(n: int, dim: int, clusters: int = 50, seed: int = 0):
         v = base + 0.25 * rng.standard_normal((n, dim)).astype(np.float32)
         sides.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
     return sides
+
+
+def in_flight(url: str, method: str) -> float:
+    """A server's ``stilts_requests_in_flight`` gauge for ``method``, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "stilts_requests_in_flight" and s.labels["method"].endswith(method):
+                return s.value
+    return 0.0

@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+from conftest import in_flight
 
 from stilts.client import Client, Document, RemoteError
 
@@ -34,10 +35,10 @@ def data_dir(tmp_path_factory, default_model_dir):
     return tmp_path_factory.mktemp("durable") / "data"
 
 
-def start(data_dir):
+def start(data_dir, metrics_port: int = -1):
     from stilts.server import start_server
 
-    return start_server(data_dir, subprocess=True, metrics_port=-1, grace_seconds=30)
+    return start_server(data_dir, subprocess=True, metrics_port=metrics_port, grace_seconds=30)
 
 
 def test_kill_9_during_add_documents_keeps_every_acknowledged_document(data_dir):
@@ -95,31 +96,33 @@ def test_kill_9_during_add_documents_keeps_every_acknowledged_document(data_dir)
 
 
 def test_sigterm_drains_in_flight_requests_then_restart_restores_all(data_dir):
-    srv = start(data_dir)
+    srv = start(data_dir, metrics_port=0)
     result: dict = {}
     try:
         with Client(srv.address, timeout=120) as c:
             before = c.describe_index("dur").documents
-            texts = [sentence(10**6 + i) + " " + sentence(i) for i in range(200)]
-            started = threading.Event()
+            texts = [sentence(10**6 + i) + " " + sentence(i) for i in range(400)]
 
             def slow_request():
-                started.set()
                 try:
-                    result["vectors"] = c.embed(texts, batch=200)
+                    result["vectors"] = c.embed(texts, batch=400)
                 except RemoteError as e:
                     result["error"] = e
 
             t = threading.Thread(target=slow_request)
             t.start()
-            started.wait()
-            time.sleep(0.3)  # the request is being embedded now
+            # SIGTERM once the server handles the request (a request that arrives after it is
+            # refused, as it should be: on a loaded machine a fixed sleep could come first)
+            t0 = time.monotonic()
+            while (seen := in_flight(srv.metrics_url, "Embed")) < 1 and time.monotonic() - t0 < 60:
+                time.sleep(0.01)
+            assert seen >= 1, "the server never handled the request"
             t0 = time.monotonic()
             code = srv.stop(timeout=120)
             t.join(60)
             assert code == 0
-            assert "error" not in result, result.get("error")
-            assert result["vectors"].shape == (200, 384)
+            assert "error" not in result, (result.get("error"), srv.log()[-3000:])
+            assert result["vectors"].shape == (400, 384)
             assert time.monotonic() - t0 < 60
             log = srv.log()
             assert "received SIGTERM" in log and "stopped" in log

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import in_flight
 from generic_client import Generic, loopback_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -253,15 +254,6 @@ def test_5_get_documents_refuses_repeats_and_oversized_answers(g, heavy):
 
 
 # -- 6. endings are labelled as they happened ----------------------------------------------------
-
-
-def in_flight(url: str, method: str) -> float:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == "stilts_requests_in_flight" and s.labels["method"].endswith(method):
-                return s.value
-    return 0.0
 
 
 def _cancel_while_running(server, method: str, stream_call) -> None:
