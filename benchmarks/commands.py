@@ -46,8 +46,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def precisions(model: str, name: str, precision: str) -> list[tuple[str, str]]:
     """(precision, report name) pairs for ``--precision``: ``all`` is every graph the model
     directory holds, fp32 first (the reference for deltas), each named ``NAME-PRECISION``."""
+    from stilts.home import resolve
     from stilts.manifest import available_precisions
-    from stilts.models import resolve
 
     if precision != "all":
         return [(None if precision == "auto" else precision, name)]
@@ -399,7 +399,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     from stilts.benchmarks import data as bdata
     from stilts.benchmarks import environment, precision_routes
     from stilts.errors import invalid
-    from stilts.models import resolve, stilts_home
+    from stilts.home import resolve, stilts_home
 
     for flag in ("max_pairs", "bucc_max", "speed_n", "repeats"):
         if getattr(args, flag) < 1:
@@ -448,7 +448,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     import sys
 
     from stilts.benchmarks import environment, threshold
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
     from stilts.errors import invalid
 
     packs = (Path(DEFAULT_DEV_PACK), Path(DEFAULT_DEV_PACK).parent / "docs-dev")

@@ -50,7 +50,7 @@ def _cpu_model() -> str:
 
 
 def _cpu_flags() -> list[str]:
-    from stilts.autoroute import cpu_flags
+    from stilts.encoding.autoroute import cpu_flags
 
     return cpu_flags()
 

@@ -7,9 +7,9 @@ median, ratios against the shipped ``int8`` and ``fp32`` of the same rounds), an
 through :func:`stilts.benchmarks.accuracy.run`: Tatoeba top-1 per language (mean, and the worst
 language's change against fp32) and BUCC F1. The model's own graphs (``fp32``, ``int8``, ``q4``)
 are routes too, so the table says where the shipped precisions stand among the alternatives, and
-so are the runtime routes of :mod:`stilts.runtimes` (OpenVINO f32 and bf16 on the fp32 graph, where
+so are the runtime routes of :mod:`stilts.runtimes.routes` (OpenVINO f32 and bf16 on the fp32 graph, where
 OpenVINO is installed). The report names the CPU's flags and what ``--precision auto`` chose on
-this CPU (:mod:`stilts.autoroute`, when recorded).
+this CPU (:mod:`stilts.encoding.autoroute`, when recorded).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Source:
 @dataclasses.dataclass(frozen=True)
 class Route:
     """One candidate CPU graph: a graph the model ships (``graph``) or a builder, run on the
-    runtime route ``precision`` (:data:`stilts.runtimes.ROUTES`; onnxruntime fp32 by default)."""
+    runtime route ``precision`` (:data:`stilts.runtimes.routes.ROUTES`; onnxruntime fp32 by default)."""
 
     name: str
     description: str
@@ -79,21 +79,21 @@ class Route:
 def _fused(src: Source, separate_qkv: bool = False):
     import onnx
 
-    from stilts.quantize import fuse_transformer
+    from stilts.graphs.quantize import fuse_transformer
 
     heads, hidden = src.attention_shape()
     return fuse_transformer(onnx.load(str(src.fp32)), heads, hidden, separate_qkv=separate_qkv)
 
 
 def _save(model, out: Path) -> None:
-    from stilts.quantize import save
+    from stilts.graphs.quantize import save
 
     save(model, out)
 
 
 def _q4(accuracy_level: int, separate_qkv: bool = False, matmuls: bool = True):
     def build(src: Source, out: Path) -> None:
-        from stilts.quantize import to_q4
+        from stilts.graphs.quantize import to_q4
 
         model, _ = to_q4(_fused(src, separate_qkv), accuracy_level, matmuls=matmuls)
         _save(model, out)
@@ -107,7 +107,7 @@ def _fused_fp32(src: Source, out: Path) -> None:
 
 def _int8(**options):
     def build(src: Source, out: Path) -> None:
-        from stilts.export import quantize_int8
+        from stilts.graphs.export import quantize_int8
 
         quantize_int8(src.fp32, out, **options)
 
@@ -117,8 +117,8 @@ def _int8(**options):
 def _int8_fp16_table(src: Source, out: Path) -> None:
     import onnx
 
-    from stilts.export import quantize_int8
-    from stilts.quantize import to_q4
+    from stilts.graphs.export import quantize_int8
+    from stilts.graphs.quantize import to_q4
 
     tmp = out.with_suffix(".matmul.onnx")
     quantize_int8(src.fp32, tmp, op_types=("MatMul",))
@@ -129,7 +129,7 @@ def _int8_fp16_table(src: Source, out: Path) -> None:
 
 def _int8_static(src: Source, out: Path) -> None:
     """QDQ int8 with activation ranges calibrated (MinMax) on dev sentences."""
-    from stilts.ortload import load_onnxruntime
+    from stilts.runtimes.ortload import load_onnxruntime
 
     load_onnxruntime()
     from onnxruntime.quantization import (
@@ -140,7 +140,7 @@ def _int8_static(src: Source, out: Path) -> None:
         quantize_static,
     )
 
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     enc = Encoder(src.model_dir, precision="fp32", threads=1)
     toks = enc.tokenize(src.calibration, kind="bitext")
@@ -220,8 +220,8 @@ ROUTES: dict[str, Route] = {
 
 def runnable(names: list[str]) -> list[str]:
     """``names`` less the routes whose runtime is not installed here (one log line each)."""
-    from stilts.runtimes import ROUTES as RUNTIME_ROUTES
-    from stilts.runtimes import runtime_available
+    from stilts.runtimes.routes import ROUTES as RUNTIME_ROUTES
+    from stilts.runtimes.routes import runtime_available
 
     out = []
     for n in names:
@@ -259,7 +259,7 @@ def graph_path(route: Route, src: Source, work_dir: Path) -> Path:
 
 
 def _load_seconds(model_dir: Path, graph: Path, repeats: int, precision: str = "fp32") -> float:
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     return statistics.median(
         Encoder(model_dir, precision=precision, graph=graph).load_seconds for _ in range(repeats)
@@ -343,10 +343,10 @@ def run(
     progress: bool = True,
 ) -> dict:
     """Build (once) and measure every route; ``fp32`` is the reference for every delta."""
-    from stilts import autoroute
     from stilts.benchmarks import accuracy
     from stilts.benchmarks.systems import StiltsSystem
-    from stilts.models import resolve
+    from stilts.encoding import autoroute
+    from stilts.home import resolve
 
     names = runnable(check_routes(routes))
     model_dir = resolve(model)

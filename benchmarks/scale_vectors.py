@@ -50,7 +50,7 @@ def encode_pairs(
         with np.load(cache) as z:
             return z["xx"], z["en"]
     from stilts.benchmarks.data import read_tatoeba
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     sets = read_tatoeba(tatoeba_dir, max_pairs=per_language)
     xx = [s for t in sets.values() for s in t.src]

@@ -36,7 +36,7 @@ def build_systems(
     checkpoint: str | None = None,
 ) -> tuple[dict[str, Callable[[list[str], int], object]], dict]:
     """The systems to time: ``name -> fn(texts, batch_size)``, and what each one is."""
-    from stilts.encoder import encoders_by_route
+    from stilts.encoding.encoder import encoders_by_route
 
     encoders = encoders_by_route(model)
     systems: dict[str, Callable[[list[str], int], object]] = {}
@@ -59,7 +59,7 @@ def build_systems(
 
         ckpt = checkpoint or (m.source or {}).get("checkpoint")
         if ckpt is None:
-            from stilts.default_model import checkpoint_dir
+            from stilts.sources.default_model import checkpoint_dir
 
             ckpt = str(checkpoint_dir())
         st = sentence_transformers_model(ckpt, m.pooling, m.max_len)
@@ -147,7 +147,7 @@ def encode_report(
     """
     import platform
 
-    from stilts.autoroute import cpu_flags
+    from stilts.encoding.autoroute import cpu_flags
 
     baselines = ("st",) if with_baseline else ()
     res = run(sentences, [batch_size], repeats, model, "bitext", baselines, checkpoint)

@@ -283,7 +283,7 @@ def serving_figures(
     import numpy as np
 
     from stilts.client import Client
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
     from stilts.server import start_server
 
     enc = Encoder(model)

@@ -95,7 +95,7 @@ def write_pairs(pairs: Sequence[mining.MinedPair], src: Side, tgt: Side, output:
 def _encoder(model: Any, precision: str | None, threads: int | None):
     if hasattr(model, "encode") and hasattr(model, "manifest"):
         return model
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     return Encoder(model, precision=precision, threads=threads)
 

@@ -72,7 +72,7 @@ class EncoderActor:
     """A Ray Data UDF: encodes whole chunks (one row = one chunk) with the ``bitext`` prefix."""
 
     def __init__(self, model: str, precision: str, batch_size: int, threads: int, device: str):
-        from stilts.encoder import Encoder
+        from stilts.encoding.encoder import Encoder
 
         self.encoder = Encoder(model, precision=precision, threads=threads, device=device)
         self.batch_size = batch_size

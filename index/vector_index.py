@@ -27,6 +27,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from stilts.catalog import model_hint
 from stilts.errors import ErrorCode, StiltsError, invalid
 from stilts.fsutil import atomic_path, disk_full_as
 from stilts.index import factory as fx
@@ -37,7 +38,6 @@ from stilts.index.margin import ratio as margin_ratio
 from stilts.index.rebuild import Background, build_from_store
 from stilts.index.store import DB_NAME, Store
 from stilts.index.threads import SINGLE_THREAD_BELOW, RWLock, omp_threads
-from stilts.models import model_hint
 from stilts.records import SCORINGS, Document, Hit
 
 LOG = logging.getLogger(__name__)

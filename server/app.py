@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stilts.encoder import Encoder
+from stilts.encoding.encoder import Encoder
 from stilts.errors import ErrorCode, StiltsError
 from stilts.server.config import ServerConfig
 from stilts.server.indexes import IndexRegistry

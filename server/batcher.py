@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from stilts.encoder import Encoder, Tokenized
+from stilts.encoding.encoder import Encoder
+from stilts.encoding.session import Tokenized
 from stilts.errors import ErrorCode, StiltsError
 
 LOG = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from stilts.errors import ErrorCode, StiltsError
 
 def default_data_dir() -> Path:
     """``$STILTS_HOME/indexes`` (default ``~/.cache/stilts/indexes``)."""
-    from stilts.models import stilts_home
+    from stilts.home import stilts_home
 
     return stilts_home() / "indexes"
 

@@ -28,11 +28,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stilts.catalog import model_hint
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.fsutil import disk_full_as, fsync_dir
 from stilts.index import VectorIndex
 from stilts.index.factory import check_kind
-from stilts.models import model_hint
 from stilts.records import TEXT_KINDS
 from stilts.server.models import ModelRegistry, ServedModel
 

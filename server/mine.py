@@ -17,6 +17,7 @@ from stilts.errors import ErrorCode, StiltsError
 from stilts.index.textmine import MineSide, mine_sides, text_side
 from stilts.server import validate as v
 from stilts.server.batcher import BULK
+from stilts.server.deadlines import deadline_of
 from stilts.server.indexes import ServedIndex
 from stilts.server.models import ServedModel
 from stilts.v1 import retrieval_pb2
@@ -37,8 +38,6 @@ def _text_side(
     field: str,
     context: grpc.ServicerContext,
 ) -> MineSide:
-    from stilts.server.services import deadline_of
-
     c = server.config
     if not texts:
         raise v.invalid(f"{field}.texts is empty", field)

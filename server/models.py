@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from stilts.encoder import Encoder
+from stilts.encoding.encoder import Encoder
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.server.batcher import Batcher
 from stilts.server.config import ServerConfig

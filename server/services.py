@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +16,10 @@ from stilts import __version__
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.server import validate as v
 from stilts.server.batcher import BULK, INTERACTIVE, Job
+from stilts.server.deadlines import deadline_of, remaining
 from stilts.server.indexes import ServedIndex
 from stilts.server.interceptor import check, checked_stream
+from stilts.server.mine import mine_request
 from stilts.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -33,19 +34,7 @@ if TYPE_CHECKING:
     from stilts.server.app import Server
 
 
-NO_DEADLINE = 1e7  # grpc reports a huge time_remaining() when the client set no deadline
 PIPELINE_DEPTH = 4
-
-
-def remaining(context: grpc.ServicerContext) -> float | None:
-    """Seconds left before the client's deadline (None: no deadline)."""
-    left = context.time_remaining()
-    return None if left is None or left > NO_DEADLINE else left
-
-
-def deadline_of(context: grpc.ServicerContext) -> float | None:
-    left = remaining(context)
-    return None if left is None else time.monotonic() + left
 
 
 def wait(job: Job, context: grpc.ServicerContext, current: _Current | None = None) -> np.ndarray:
@@ -422,7 +411,5 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         return resp
 
     def Mine(self, request, context):
-        from stilts.server.mine import mine_request
-
         request = check(request)
         yield from mine_request(self.s, request, context)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from stilts.ortload import disable_telemetry_env
+from stilts.runtimes.ortload import disable_telemetry_env
 
-disable_telemetry_env()  # before anything imports onnxruntime (see stilts.ortload)
+disable_telemetry_env()  # before anything imports onnxruntime (see stilts.runtimes.ortload)
 
-from stilts.encoder import Encoder  # noqa: E402
+from stilts.encoding.encoder import Encoder  # noqa: E402
 from stilts.errors import ErrorCode, StiltsError  # noqa: E402
 from stilts.manifest import Manifest  # noqa: E402
 

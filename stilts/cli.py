@@ -33,7 +33,7 @@ PLUGINS = (
 def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
     from stilts.inputs import read_sentences
 
     enc = Encoder(args.model, precision=args.precision, threads=args.threads)
@@ -59,11 +59,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from stilts import models
+    from stilts import home
 
     if args.action == "list":
-        for name in models.installed():
-            m = models.info(name)
+        for name in home.installed():
+            m = home.info(name)
             print(f"{name}\t{m['name']}\tdim={m['dim']}\t{m['path']}")
         return 0
     if args.action == "info":
@@ -80,9 +80,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _info_with_route(name: str) -> dict:
     """The manifest, plus ``cpu_route``: the route ``auto`` chose on this CPU and the timings
     that chose it (None until measured here)."""
-    from stilts import autoroute, models
+    from stilts import home
+    from stilts.encoding import autoroute
 
-    out = models.info(name)
+    out = home.info(name)
     out["cpu_route"] = autoroute.recorded(name)
     return out
 
@@ -91,8 +92,8 @@ def _choose_route(args: argparse.Namespace) -> None:
     """After an install: measure the qualifying routes on this CPU and record the winner."""
     import sys
 
-    from stilts import autoroute
-    from stilts.models import installed
+    from stilts.encoding import autoroute
+    from stilts.home import installed
 
     if args.name not in installed():
         return  # the install failed: its error is what the user sees
@@ -110,45 +111,21 @@ def _choose_route(args: argparse.Namespace) -> None:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from stilts import default_model, models, published, tuned_model
+    from stilts import catalog
 
-    if args.name in published.PUBLISHED:
-        print(published.install(args.name, force=args.force, parity_texts=_parity_texts(args)))
-        return 0
-    tuned = args.name == tuned_model.NAME or (
-        args.name == models.DEFAULT_MODEL and tuned_model.serves_default()
+    print(
+        catalog.install(
+            args.name, force=args.force, adapter=args.adapter, parity_texts=_parity_texts(args)
+        )
     )
-    if tuned:
-        print(
-            tuned_model.install(
-                force=args.force,
-                adapter=args.adapter,
-                name=args.name,
-                parity_texts=_parity_texts(args),
-            )
-        )
-        return 0
-    if args.name not in (models.DEFAULT_MODEL, default_model.NAME):
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"only {', '.join(models.installable())} can be installed by name; use "
-            "`stilts models import DIR` for a sentence-transformers directory and `stilts export` "
-            "for other checkpoints",
-            "name",
-        )
-    if args.adapter:
-        raise StiltsError(
-            ErrorCode.INVALID_ARGUMENT, f"--adapter applies to {tuned_model.NAME} only", "adapter"
-        )
-    print(default_model.install(force=args.force, parity_texts=_parity_texts(args), name=args.name))
     return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stilts.models import models_dir
-    from stilts.st_import import import_directory, parse_prompt_overrides
+    from stilts.home import models_dir
+    from stilts.sources.st_import import import_directory, parse_prompt_overrides
 
     prompts = parse_prompt_overrides(args.prompt)
     name = args.model_name or Path(args.name).expanduser().resolve().name
@@ -222,7 +199,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
-    from stilts.export import export_checkpoint
+    from stilts.graphs.export import export_checkpoint
 
     m = export_checkpoint(
         args.checkpoint,

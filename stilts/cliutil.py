@@ -46,7 +46,7 @@ def precision_flag(
     extra_choices: tuple[str, ...] = (),
 ) -> argparse.Action:
     """Add the one ``--precision`` flag (``STILTS_PRECISION``) that every encoding command takes."""
-    from stilts.encoder import PRECISION_CHOICES
+    from stilts.encoding.encoder import PRECISION_CHOICES
 
     return env_flag(
         parser,

@@ -45,7 +45,7 @@ def read_tatoeba(dev_pack: Path, lang: str, n: int | None = None) -> tuple[list[
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The installed default model (``make test`` installs it first)."""
-    from stilts.models import models_dir
+    from stilts.home import models_dir
 
     return _need(
         models_dir() / "default", "the default model (run `stilts models install default`)"

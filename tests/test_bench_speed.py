@@ -8,7 +8,7 @@ import pytest
 
 from stilts.benchmarks import speed_search
 from stilts.cli import main
-from stilts.encoder import available_routes
+from stilts.encoding.encoder import available_routes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stilts.encoder import available_routes
+from stilts.encoding.encoder import available_routes
 
 
 def stilts(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,7 +48,7 @@ def test_encode_round_trip_plain_and_with_ids(tmp_path, encoder, default_model_d
         "--quiet",
     )
     summary = json.loads(res.stdout)
-    from stilts.autoroute import recorded
+    from stilts.encoding.autoroute import recorded
 
     default = recorded(default_model_dir)["chosen"]["batch"]  # auto: measured on this CPU
     assert summary == {**summary, "n": 4, "dim": 384, "truncated": 0, "precision": default}

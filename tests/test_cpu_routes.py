@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stilts import autoroute
-from stilts.runtimes import ROUTES
+from stilts.encoding import autoroute
+from stilts.runtimes.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2_FLAGS = ["avx", "avx2", "fma", "f16c"]  # the AMD EPYC the q4 default was measured on
@@ -102,7 +102,7 @@ def test_altered_record_is_measured_again(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_every_qualifying_route_passes_the_gate_on_dev_sentences(default_model_dir, dev_pack):
-    from stilts.encoder import Encoder, available_routes
+    from stilts.encoding.encoder import Encoder, available_routes
     from stilts.sample import dev_sentences
 
     texts = dev_sentences(dev_pack / "tatoeba", 48)
@@ -125,7 +125,7 @@ def test_every_qualifying_route_passes_the_gate_on_dev_sentences(default_model_d
 @pytest.mark.slow
 def test_chosen_route_is_recorded_and_reused(default_model_dir, tmp_path, monkeypatch, capsys):
     from stilts.cli import main
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     monkeypatch.setenv("STILTS_HOME", str(tmp_path))
     monkeypatch.delenv(autoroute.ENV, raising=False)
@@ -166,8 +166,8 @@ def test_missing_runtime_degrades_to_the_next_route_with_one_log_line(default_mo
         "import sys, logging\n"
         "sys.modules['openvino'] = None  # not installed, as far as imports go\n"
         "logging.basicConfig(level=logging.WARNING)\n"
-        "from stilts import autoroute\n"
-        "from stilts.encoder import Encoder\n"
+        "from stilts.encoding import autoroute\n"
+        "from stilts.encoding.encoder import Encoder\n"
         "from stilts.manifest import Manifest\n"
         f"d = {str(default_model_dir)!r}\n"
         "r = {'version': autoroute.RECORD_VERSION, 'routes': {}, 'chosen': {},\n"
@@ -220,7 +220,7 @@ def test_batcher_serves_openvino_rows_exactly_as_alone(default_model_dir, dev_pa
     pytest.importorskip("openvino")
     import threading
 
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
     from stilts.sample import dev_sentences
     from stilts.server.batcher import Batcher
 
@@ -255,7 +255,7 @@ def test_mining_cache_is_keyed_by_the_route(default_model_dir, dev_pack, tmp_pat
     pytest.importorskip("openvino")
     from conftest import read_tatoeba
 
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
     from stilts.index.minefiles import mine_files
 
     de, en = read_tatoeba(dev_pack, "de", 40)

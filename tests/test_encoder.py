@@ -158,7 +158,7 @@ def test_cuda_request_falls_back_to_cpu_when_absent(default_model_dir, caplog):
         assert enc.provider == "CUDAExecutionProvider" and enc.precision == "fp32"
     else:
         assert enc.provider in ("CPUExecutionProvider", "OpenVINO-CPU-f32", "OpenVINO-CPU-bf16")
-        from stilts.autoroute import recorded
+        from stilts.encoding.autoroute import recorded
 
         assert enc.precision == recorded(default_model_dir)["chosen"]["batch"]
         assert "using CPU" in caplog.text

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stilts import Encoder, StiltsError
-from stilts.e5bin import dequantize_q4_0
+from stilts.sources.e5bin import dequantize_q4_0
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -72,7 +72,7 @@ def torch_pooled(checkpoint, texts, layer, pooling="mean"):
 
 @pytest.mark.parametrize("layer,pooling", [(1, "mean"), (2, "cls")])
 def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
-    from stilts.export import export_checkpoint
+    from stilts.graphs.export import export_checkpoint
 
     out = tmp_path / "model"
     m = export_checkpoint(
@@ -103,7 +103,7 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
 
 
 def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
-    from stilts.export import export, load_checkpoint
+    from stilts.graphs.export import export, load_checkpoint
 
     model, tok = load_checkpoint(tiny_checkpoint)
     with pytest.raises(StiltsError, match="q4 vs fp32 cosine mean"):
@@ -115,7 +115,7 @@ def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path)
 def test_a_tuned_export_leaves_out_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
     """Training's and the adapter install's export: the graph that misses its gate is left out
     and recorded; the model still loads and serves another graph."""
-    from stilts.export import export_checkpoint
+    from stilts.graphs.export import export_checkpoint
 
     m = export_checkpoint(
         tiny_checkpoint, tmp_path / "m", layer=1, min_q4_cosine=1.01, optional_quantized=True
@@ -129,7 +129,7 @@ def test_a_tuned_export_leaves_out_a_q4_graph_that_misses_parity(tiny_checkpoint
 def test_int8_that_misses_its_gate_retries_with_the_ffn_outputs_in_fp32(tiny_checkpoint, tmp_path):
     """An int8 graph under the gate is quantised once more with each layer's feed-forward output
     MatMul left fp32 (recorded); a gate no graph can meet still leaves it out."""
-    from stilts.export import _ffn_outputs, export_checkpoint
+    from stilts.graphs.export import _ffn_outputs, export_checkpoint
 
     m = export_checkpoint(
         tiny_checkpoint, tmp_path / "m", layer=1, min_int8_cosine=1.01, optional_quantized=True
@@ -142,7 +142,7 @@ def test_int8_that_misses_its_gate_retries_with_the_ffn_outputs_in_fp32(tiny_che
 
 
 def test_export_rejects_bad_layer_and_leaves_nothing(tiny_checkpoint, tmp_path):
-    from stilts.export import export_checkpoint
+    from stilts.graphs.export import export_checkpoint
 
     with pytest.raises(StiltsError, match="layer must be in 0..2"):
         export_checkpoint(tiny_checkpoint, tmp_path / "m", layer=7)
@@ -189,7 +189,7 @@ def test_dequantize_q4_0_by_hand():
 
 
 def test_e5bin_rejects_other_files(tmp_path):
-    from stilts import e5bin
+    from stilts.sources import e5bin
 
     bad = tmp_path / "x.bin"
     bad.write_bytes(b"GGUF" + bytes(100))
@@ -198,7 +198,7 @@ def test_e5bin_rejects_other_files(tmp_path):
 
 
 def test_vocabulary_check_names_the_mismatch(tmp_path):
-    from stilts.default_model import check_vocabulary
+    from stilts.sources.default_model import check_vocabulary
 
     tok = tmp_path / "tokenizer.json"
     tok.write_text(json.dumps({"model": {"vocab": [["<s>", 0.0], ["a", -1.0], ["b", -2.0]]}}))

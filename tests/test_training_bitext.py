@@ -458,7 +458,7 @@ def bitext_toy(tmp_path_factory):
 
 
 def _retrieval(model_dir: Path, pairs) -> float:
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     enc = Encoder(model_dir, precision="fp32")
     a = enc.encode([s for s, _ in pairs], kind="bitext")
@@ -475,7 +475,7 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
     bitext_toy, tmp_path, capsys
 ):
     from stilts.cli import main
-    from stilts.export import export_checkpoint
+    from stilts.graphs.export import export_checkpoint
     from stilts.training.trainer import TrainConfig, train
 
     toy, data, dev = bitext_toy
@@ -534,7 +534,7 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
         == 0
     )
     capsys.readouterr()
-    from stilts.encoder import Encoder
+    from stilts.encoding.encoder import Encoder
 
     texts = [s for s, _ in dev[:8]]
     a = Encoder(run / "model", precision="fp32").encode(texts, kind="bitext")
@@ -552,7 +552,7 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
     assert len(m["source"]["adapter"]["sha256"]) == 64
 
     # `stilts models install default-bitext --adapter DIR` rebuilds from a base + that adapter
-    from stilts import tuned_model
+    from stilts.sources import tuned_model
 
     home = tmp_path / "home"
     old = os.environ.get("STILTS_HOME")
@@ -577,12 +577,12 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
 def _check_default_switch(home, toy, base_ckpt, adapter, tmp_path):
     """A tuned model installed as ``default`` over the base: the base moves to its own name,
     an index the base built names it, and recorded parity vectors gate the install."""
-    from stilts import tuned_model
-    from stilts.adapters import read_record, write_record
     from stilts.errors import ErrorCode, StiltsError
-    from stilts.export import export_checkpoint
+    from stilts.graphs.adapters import read_record, write_record
+    from stilts.graphs.export import export_checkpoint
     from stilts.index import VectorIndex
     from stilts.manifest import Manifest
+    from stilts.sources import tuned_model
 
     base = export_checkpoint(toy, home / "models" / "default", layer=2, name="toy-base")
     index = VectorIndex.create(None, base.dim, kind="flat", manifest=base.to_dict())
@@ -724,8 +724,8 @@ def test_step_flops_count_the_encoder_shape():
 
 
 def test_install_default_bitext_needs_an_adapter(tmp_path, monkeypatch, capsys):
-    from stilts import tuned_model
     from stilts.cli import main
+    from stilts.sources import tuned_model
 
     monkeypatch.setenv("STILTS_HOME", str(tmp_path))
     rc = main(["models", "install", "default-bitext", "--adapter", str(tmp_path / "nothing")])

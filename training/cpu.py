@@ -34,8 +34,8 @@ AUTO_LEN_DEFAULT = 256
 
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     """Whether the CPU computes bf16 natively (AMX or AVX-512 BF16): the flags as the serving
-    routes read them (:func:`stilts.autoroute.cpu_flags`, :func:`stilts.autoroute.native_bf16`)."""
-    from stilts.autoroute import cpu_flags, native_bf16
+    routes read them (:func:`stilts.encoding.autoroute.cpu_flags`, :func:`stilts.encoding.autoroute.native_bf16`)."""
+    from stilts.encoding.autoroute import cpu_flags, native_bf16
 
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")

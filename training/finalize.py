@@ -3,7 +3,7 @@
 ``OUTPUT/checkpoint`` holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and a
 ``stilts.json`` carrying the starting model's pooling, layer and prefixes (for a raw MLM checkpoint
 such as XLM-R: mean pooling of the paper's middle layer, 14 of 24 scaled), so ``stilts export
---checkpoint OUTPUT/checkpoint`` (:func:`stilts.export.export_checkpoint`, which the trainer calls)
+--checkpoint OUTPUT/checkpoint`` (:func:`stilts.graphs.export.export_checkpoint`, which the trainer calls)
 reproduces ``OUTPUT/model`` exactly.
 """
 
@@ -25,9 +25,9 @@ def base_manifest(model: str | os.PathLike, num_layers: int, hidden: int) -> Man
 
     Its own ``stilts.json`` when it has one (the default encoder: mean pooling of its last layer,
     its prefixes); otherwise the paper's choice for a raw MLM checkpoint: mean pooling of the middle
-    layer (:func:`stilts.export.default_layer`), no prefixes.
+    layer (:func:`stilts.graphs.export.default_layer`), no prefixes.
     """
-    from stilts.export import default_layer
+    from stilts.graphs.export import default_layer
 
     path = Path(model)
     if (path / MANIFEST_NAME).is_file():

@@ -138,7 +138,7 @@ class MultiTaskModel(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The exported sentence vectors: ``layer``'s hidden states, pooled, L2-normalised."""
-        from stilts.export import pool_hidden
+        from stilts.graphs.export import pool_hidden
 
         last = self.layer == self.config.num_hidden_layers
         out = self.encoder(

@@ -257,7 +257,7 @@ class TrainConfig:
 def resolve_model(model: str) -> str:
     """``default`` -> the embedded encoder's checkpoint; a directory or hub id as given."""
     if model == "default":
-        from stilts.default_model import checkpoint_dir
+        from stilts.sources.default_model import checkpoint_dir
 
         path = checkpoint_dir()
         if not (path / "config.json").is_file():
@@ -693,9 +693,9 @@ def _finish(
 ) -> dict:
     """Save the encoder (or the adapter, then the base with it merged in) with the manifest it
     will be exported with, then export it."""
-    from stilts.adapters import merge_adapter, write_record
-    from stilts.export import export_checkpoint
     from stilts.fsutil import atomic_directory
+    from stilts.graphs.adapters import merge_adapter, write_record
+    from stilts.graphs.export import export_checkpoint
     from stilts.training.finalize import save_checkpoint
 
     base_name = base.name

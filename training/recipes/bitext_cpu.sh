@@ -148,7 +148,7 @@ cmd_ship() {
         echo "the tuned model regresses on a pack: not shipped (see $verdict)" >&2
         exit 1
     fi
-    "$py" -m stilts.tuned_model "$RUN/adapter" "$RUN/model" --evidence "$verdict" "${flags[@]}"
+    "$py" -m stilts.sources.tuned_model "$RUN/adapter" "$RUN/model" --evidence "$verdict" "${flags[@]}"
 }
 
 case "${1:-}" in

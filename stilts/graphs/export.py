@@ -1,7 +1,8 @@
 """Export a transformers encoder into the stilts contract (ONNX fp32, q4, int8, tokenizer, manifest).
 
-This is the only core module that needs torch (the ``train`` extra); it is imported lazily by
-``stilts export``, ``stilts models install`` and ``stilts.training``.
+With :mod:`stilts.graphs.checkpoint` and :mod:`stilts.graphs.adapters` the part of the core that
+needs torch (the ``train`` extra), imported inside functions only; ``stilts export``, the model
+sources and ``stilts.training`` call it.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stilts.autoroute import GATE_MEAN_COSINE
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
+from stilts.graphs.adapters import merge_loaded
+from stilts.graphs.checkpoint import load_checkpoint, require_torch
+from stilts.graphs.parity import GATE_MEAN_COSINE, PARITY_SAMPLE
+from stilts.graphs.quantize import build_q4, linear_weights, save, split_low_rank
 from stilts.manifest import (
     EXPORT_REVISION,
     FP32_NAME,
@@ -31,8 +34,8 @@ from stilts.manifest import (
     TOKENIZER_NAME,
     Manifest,
 )
-from stilts.ortload import load_onnxruntime
-from stilts.quantize import build_q4
+from stilts.runtimes.batching import length_batches
+from stilts.runtimes.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
 
@@ -46,33 +49,6 @@ MIN_INT8_COSINE = 0.99
 MIN_Q4_COSINE = 0.999  # mean over the parity sentences
 MIN_Q4_COSINE_EACH = 0.99  # every sentence
 MAX_Q4_BATCH_DIFF = 1e-5
-
-# A fixed multilingual sample for the parity checks: several scripts, lengths and an empty string.
-PARITY_SAMPLE = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "Le renard brun rapide saute par-dessus le chien paresseux.",
-    "El rápido zorro marrón salta sobre el perro perezoso.",
-    "Быстрая коричневая лиса прыгает через ленивую собаку.",
-    "敏捷的棕色狐狸跳过了懒狗。",
-    "素早い茶色の狐がのろまな犬を飛び越える。",
-    "الثعلب البني السريع يقفز فوق الكلب الكسول.",
-    "Nopea ruskea kettu hyppää laiskan koiran yli.",
-    "तेज़ भूरी लोमड़ी आलसी कुत्ते के ऊपर कूदती है।",
-    "Could not open file: permission denied",
-    "",
-]
-
-
-def _require_torch():
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise StiltsError(
-            ErrorCode.FAILED_PRECONDITION,
-            "export needs the train extra: pip install 'stilts[train]' (torch, transformers, onnx)",
-        ) from e
 
 
 def default_layer(num_layers: int) -> int:
@@ -309,37 +285,6 @@ class PooledEncoder:
         return _Pooled().eval(), layer
 
 
-def load_checkpoint(checkpoint: str | os.PathLike):
-    """Load a transformers encoder (no task head) and the path of its ``tokenizer.json``.
-
-    A hub id works where a hub is reachable; on this machine only local directories do.
-    """
-    _require_torch()
-    from transformers import AutoModel, AutoTokenizer
-
-    ckpt = str(checkpoint)
-    try:
-        model = AutoModel.from_pretrained(
-            ckpt, attn_implementation="eager", add_pooling_layer=False
-        )
-    except TypeError:
-        model = AutoModel.from_pretrained(ckpt, attn_implementation="eager")
-    except OSError as e:
-        raise StiltsError(ErrorCode.NOT_FOUND, f"cannot load checkpoint {ckpt!r}: {e}") from e
-    tok_file = Path(ckpt) / TOKENIZER_NAME
-    if not tok_file.is_file():
-        tmp = Path(tempfile.mkdtemp(prefix="stilts-tok-"))
-        tok = AutoTokenizer.from_pretrained(ckpt)
-        backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
-        if backend is None:
-            raise StiltsError(
-                ErrorCode.FAILED_PRECONDITION, f"{ckpt}: needs a fast tokenizer (tokenizer.json)"
-            )
-        backend.save(str(tmp / TOKENIZER_NAME))
-        tok_file = tmp / TOKENIZER_NAME
-    return model.eval(), tok_file
-
-
 def _token_ids(tokenizer_file: Path, texts: list[str], max_len: int) -> tuple[list, int]:
     """Token ids of each text (truncated to ``max_len``) and the pad id."""
     from tokenizers import Tokenizer
@@ -389,8 +334,6 @@ def graph_feeds(session, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndar
 def _embed(session, rows: list, pad: int, batch: int) -> np.ndarray:
     """Vectors of tokenised texts run in padded batches of ``batch``, in length order like
     ``Encoder``."""
-    from stilts.encoder import length_batches
-
     out = None
     for idx in length_batches([len(r) for r in rows], batch):
         ids, mask = pad_ids([rows[i] for i in idx], pad)
@@ -431,7 +374,7 @@ def quantize_int8(
     """Dynamic int8 quantisation with per-channel weights (by default MatMul and the embedding
     Gather, signed weights: the shipped ``model.int8.onnx``). ``base_weights`` (a LoRA-tuned
     model's weights before the merge): only the base weights are quantised, the adapter's delta
-    stays an fp32 low-rank branch (:func:`stilts.quantize.split_low_rank`). ``exclude``: nodes
+    stays an fp32 low-rank branch (:func:`stilts.graphs.quantize.split_low_rank`). ``exclude``: nodes
     left fp32 (by name).
 
     Returns:
@@ -443,8 +386,6 @@ def quantize_int8(
     source, branch = str(fp32_path), {}
     if base_weights:
         import onnx
-
-        from stilts.quantize import save, split_low_rank
 
         model, branch = split_low_rank(onnx.load(source), base_weights)
         source = str(Path(int8_path).with_suffix(".split.onnx"))
@@ -519,7 +460,7 @@ def export(
     ``parity.refused`` says why, ``cpu_precision`` is the best graph kept) instead of failing the
     export. ``check`` runs last on the finished directory (graphs, tokenizer and manifest in place); the
     figures it returns join ``parity``, and an error it raises fails the export. ``base_weights``
-    (the Linear weights before a LoRA merge, :func:`stilts.quantize.linear_weights`) let the q4
+    (the Linear weights before a LoRA merge, :func:`stilts.graphs.quantize.linear_weights`) let the q4
     graph keep the base on its 4-bit grid and the adapter's delta as a low-rank fp32 branch.
 
     Raises:
@@ -529,7 +470,7 @@ def export(
             ``min_q4_cosine`` mean cosine to fp32 (or any sentence below 0.99), or q4 vectors change with the batch by
             ``MAX_Q4_BATCH_DIFF`` or more.
     """
-    _require_torch()
+    require_torch()
     import torch
 
     out_dir = Path(out_dir)
@@ -736,7 +677,7 @@ def export_checkpoint(
     one (a checkpoint saved by ``stilts train`` or the default-model install); otherwise to the
     paper's choice: mean pooling of the middle layer (14 of 24, scaled). With ``adapter`` (a LoRA
     adapter directory) the adapter is merged into the loaded checkpoint in memory and its record
-    (:func:`stilts.adapters.merged_manifest`) gives those defaults. ``optional_quantized``: as
+    (:func:`stilts.graphs.adapters.merged_manifest`) gives those defaults. ``optional_quantized``: as
     :func:`export` (a tuned model's weights leave the base's 4-bit grid, so its q4 graph may miss
     the gate: it is then left out and recorded, and the model serves its other routes).
     """
@@ -744,9 +685,6 @@ def export_checkpoint(
     base: dict[str, Any] = {}
     base_weights = None
     if adapter is not None:
-        from stilts.adapters import merge_loaded
-        from stilts.quantize import linear_weights
-
         base_weights = linear_weights(model)  # q4 keeps these on the grid, the delta aside
         model, merged = merge_loaded(model, checkpoint, adapter)
         base = merged.to_dict() if merged is not None else {}

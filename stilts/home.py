@@ -1,7 +1,9 @@
-"""Where models live and how a name becomes a model directory.
+"""The home: where models live and how a name becomes a model directory.
 
-``$STILTS_HOME`` (default ``~/.cache/stilts``) holds installed models under ``models/<name>``.
-A model argument is either an installed name (``default``) or a path to a model directory.
+``$STILTS_HOME`` (default ``~/.cache/stilts``) holds installed models under ``models/<name>``
+(and the CPU route records, :mod:`stilts.encoding.autoroute`). A model argument is either an
+installed name (``default``) or a path to a model directory. What can be installed, and by which
+source, is :mod:`stilts.catalog`'s (at the top; this module is at the bottom, beside the manifest).
 """
 
 from __future__ import annotations
@@ -136,24 +138,6 @@ def holders(fingerprint: str) -> list[str]:
         except StiltsError:
             continue
     return out
-
-
-def model_hint(fingerprint: str | None, model: str | None) -> str:
-    """How to get the encoder that built an index (its ``fingerprint`` and manifest name
-    ``model``): the installed model to pass as --model, or the command that installs it."""
-    found = holders(fingerprint) if fingerprint else []
-    if found:
-        return f"it is installed as {', '.join(found)}: use --model {found[0]}"
-    if model and model in installable():
-        return f"install it with `stilts models install {model}` and use --model {model}"
-    return f"install or import the model {model!r} that built it and pass it as --model"
-
-
-def installable() -> list[str]:
-    """The names ``stilts models install NAME`` builds offline."""
-    from stilts import default_model, published, tuned_model
-
-    return [DEFAULT_MODEL, default_model.NAME, tuned_model.NAME, *published.PUBLISHED]
 
 
 def info(path_or_name: str | os.PathLike) -> dict:
