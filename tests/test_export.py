@@ -103,7 +103,8 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
 
 
 def test_export_refuses_a_q4_graph_that_misses_parity(tiny_checkpoint, tmp_path):
-    from stilts.graphs.export import export, load_checkpoint
+    from stilts.graphs.checkpoint import load_checkpoint
+    from stilts.graphs.export import export
 
     model, tok = load_checkpoint(tiny_checkpoint)
     with pytest.raises(StiltsError, match="q4 vs fp32 cosine mean"):
