@@ -25,7 +25,7 @@ import numpy as np
 from stilts.benchmarks import data as bdata
 from stilts.benchmarks import metrics, scoring
 from stilts.benchmarks.systems import System
-from stilts.index import autothreshold
+from stilts.index import autothreshold, mining
 from stilts.records import SCORINGS
 
 LOG = logging.getLogger(__name__)
@@ -230,12 +230,13 @@ def run_bucc(
         s = sets[xx][split]
         src = clock.encode(s.src, xx)
         en = clock.encode(s.en, "en")
-        nb, decoy = scoring.neighbours_with_decoys(src, en, settings.k)
+        nb, wide = scoring.neighbours_for_auto(src, en, settings.k)
         mined = scoring.candidates(nb, settings.margin, settings.retrieval)
         evals[xx] = label(s, *mined)
         evals_cos[xx] = label(s, *scoring.candidates(nb, "absolute", settings.retrieval))
-        decoys = scoring.candidates(decoy, settings.margin, settings.retrieval)[2]
-        auto[xx] = autothreshold.estimate(mined[2], decoys)
+        auto[xx] = mining.estimate_candidates(
+            wide, k=settings.k, margin=settings.margin, retrieval=settings.retrieval
+        )[1]
         sizes[xx] = {"n_src": len(s.src), "n_en": len(s.en), "n_gold": len(s.gold)}
         LOG.info(
             "bucc %s %s-en: oracle F1 %.3f (margin), %.3f (cosine)",

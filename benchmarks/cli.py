@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_speed(bsub)
     _register_routes(bsub)
     _register_threshold(bsub)
+    _register_fillers(bsub)
 
 
 # --- accuracy ---------------------------------------------------------------------------------
@@ -355,16 +356,38 @@ def _register_routes(bsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.cmd_routes)
 
 
+def _register_fillers(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser(
+        "fillers",
+        help="monolingual sentences of translated HTML documentation, by page (pages.tsv)",
+        description="Read HTML pages laid out as .../<language>/<page>.html (directories, or "
+        ".deb packages such as gimp-help-de, unpacked with dpkg-deb -x) into pages.tsv "
+        "(language TAB page TAB sentence): the realistic pools of `stilts bench threshold "
+        "--fillers` take xx sentences from one half of the pages and English ones from the "
+        "other. Paragraphs are split into sentences; sentences that a translated page kept in "
+        "English are dropped. manpages-* packages are refused (reserved for independent "
+        "evaluation).",
+    )
+    p.add_argument("inputs", nargs="+", help="directories or .deb packages")
+    p.add_argument("--out", required=True, help="pages.tsv to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=commands.cmd_fillers)
+
+
 def _register_threshold(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser(
         "threshold",
         help="how well `stilts mine --threshold auto` chooses: regret and precision estimates",
-        description="On BUCC-layout sets with gold: every candidate mined once with its decoys, "
-        "then F1 at the threshold each auto estimator chooses (and its estimated vs true "
-        "precision), at fixed thresholds (1.04, 1.06), at calibrated ones (the oracle threshold "
-        "of the pack's other pairs, and of the other packs) and at the oracle; also with the "
-        "gold pairs cut to 1/f (--dilutions), since the share of true pairs moves the right "
-        "threshold. Writes JSON and a Markdown report.",
+        description="On BUCC-layout sets with gold, at the pack's own share of true pairs and at "
+        "the shares of real mining jobs (--shares, default 1, 2 and 5 %% of the xx sentences): "
+        "every candidate mined once, then F1 at the threshold each auto estimator chooses (and "
+        "its estimated vs true precision and number of true pairs), at fixed thresholds (1.04, "
+        "1.06), at calibrated ones (the oracle threshold of the pack's other pairs, and of the "
+        "other packs) and at the oracle, with the mining job's time and peak memory. With "
+        "--fillers a share is a realistic pool (gold pairs among up to --pool-size sentences "
+        "per side of untranslated text of the same domain; see docs/mining.md for how to build "
+        "the filler directory), else the pack's set with gold pairs cut. Writes JSON and a "
+        "Markdown report.",
     )
     p.add_argument(
         "--bucc",
@@ -377,16 +400,41 @@ def _register_threshold(bsub: argparse._SubParsersAction) -> None:
     precision_flag(p)
     p.add_argument("--k", type=int, default=4, help="neighbours for the margin")
     p.add_argument(
-        "--dilutions",
-        default="1,2,5",
-        help="factors f, comma-separated: keep 1/f of the gold pairs (both sides of the rest "
-        "removed), so the true pairs' share falls about f-fold",
+        "--shares",
+        default="0.01,0.02,0.05",
+        help="shares of xx sentences with a translation, comma-separated (the pack's own set "
+        "is always measured too)",
+    )
+    env_flag(
+        p,
+        "--fillers",
+        env="STILTS_FILLERS",
+        default=None,
+        help="filler directory: <pack>/pairs.tsv and/or <pack>/pages.tsv per pack name "
+        "(bitext-dev, docs-dev); packs without one get diluted sets",
+    )
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        default=50_000,
+        help="at most this many sentences per side of a realistic pool",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the realistic pools")
+    p.add_argument(
+        "--index",
+        default="flat",
+        help="k-NN index kind: flat (exact), auto, ivf, hnsw, ... (as `stilts mine --index`)",
     )
     p.add_argument(
         "--bucc-max",
         type=int,
         default=None,
         help="at most N xx sentences per pair, the set's shape kept (default: all)",
+    )
+    p.add_argument(
+        "--vector-cache",
+        default=None,
+        help="directory where encoded texts are kept across runs (per model route)",
     )
     p.add_argument("--output", required=True, help="results JSON to write")
     p.add_argument("--report", default=None, help="Markdown report to write (also printed)")

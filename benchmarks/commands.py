@@ -255,6 +255,18 @@ def ints(value: str, field: str) -> list[int]:
     return out
 
 
+def floats(value: str, field: str) -> list[float]:
+    from stilts.errors import invalid
+
+    try:
+        out = [float(x) for x in str(value).split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out:
+        raise invalid(f"--{field} must be numbers, comma-separated", field)
+    return out
+
+
 def choices(value: str, allowed: tuple[str, ...], field: str) -> list[str]:
     from stilts.errors import ErrorCode, StiltsError
 
@@ -444,30 +456,51 @@ def _write_json_and_report(results: dict, args: argparse.Namespace, text: str) -
         print(text)
 
 
+def cmd_fillers(args: argparse.Namespace) -> int:
+    from stilts.benchmarks import fillers
+
+    rows = fillers.read_pages(args.inputs, progress=not args.quiet)
+    fillers.write_pages(rows, args.out)
+    print(f"{len(rows)} sentences -> {args.out}")
+    return 0
+
+
 def cmd_threshold(args: argparse.Namespace) -> int:
     import sys
 
     from stilts.benchmarks import environment, threshold
-    from stilts.encoding.encoder import Encoder
+    from stilts.benchmarks.systems import StiltsSystem
     from stilts.errors import invalid
 
     packs = (Path(DEFAULT_DEV_PACK), Path(DEFAULT_DEV_PACK).parent / "docs-dev")
     dirs = args.bucc or [str(d / "bucc") for d in packs if (d / "bucc").is_dir()]
     if not dirs:
         raise invalid("no BUCC-layout directory: give --bucc DIR", "bucc")
-    dilutions = tuple(ints(args.dilutions, "dilutions"))
-    enc = Encoder(args.model, precision=None if args.precision == "auto" else args.precision)
+    shares = tuple(floats(args.shares, "shares"))
+    if any(not 0 < x <= 1 for x in shares):
+        raise invalid(f"shares must be in (0, 1], got {args.shares}", "shares")
+    if args.pool_size < 100:
+        raise invalid(f"pool size must be at least 100, got {args.pool_size}", "pool_size")
+    system = StiltsSystem(
+        args.model, precision=args.precision, kind="bitext", vector_cache=args.vector_cache
+    )
+    fillers, tatoeba = threshold.read_pool_sources(dirs, args.fillers)
     results = threshold.run(
         threshold.read_packs(dirs, args.bucc_max),
-        lambda texts, lang: enc.encode(texts, kind="bitext"),
-        dilutions=dilutions,
+        system.encode,
+        shares=shares,
+        fillers=fillers,
+        tatoeba=tatoeba,
+        pool_size=args.pool_size,
         k=args.k,
+        index=args.index,
+        seed=args.seed,
         progress=not args.quiet,
     )
     results = {
         "header": environment.header(["stilts", *sys.argv[1:]]),
-        "model": enc.manifest.name,
-        "precision": enc.precision,
+        "model": system.encoder.manifest.name,
+        "precision": system.encoder.precision,
         **results,
     }
     _write_json_and_report(results, args, threshold.markdown(results))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.index import autothreshold, mining
+from stilts.index import mining
 from stilts.records import SCORINGS
 
 
@@ -21,12 +21,13 @@ def neighbours(src: np.ndarray, tgt: np.ndarray, k: int = 4) -> mining.Neighbour
     return mining.neighbours(src, tgt, k)
 
 
-def neighbours_with_decoys(
+def neighbours_for_auto(
     src: np.ndarray, tgt: np.ndarray, k: int = 4
 ) -> tuple[mining.Neighbours, mining.Neighbours]:
-    """Exact k-NN both ways and the decoys' k-NN (every nearest neighbour left out), as
-    ``stilts mine --threshold auto`` computes them (:mod:`stilts.index.autothreshold`)."""
-    return autothreshold.leave_best_out(mining.neighbours(src, tgt, k + 1), k)
+    """(the k-NN of the margin, the wider k-NN the threshold estimators read), as ``stilts mine
+    --threshold auto`` computes them (:func:`stilts.index.mining.select_auto`)."""
+    wide = mining.neighbours(src, tgt, mining.neighbours_needed(k, "auto"))
+    return mining.columns(wide, 0, k), wide
 
 
 def candidates(

@@ -1,37 +1,49 @@
 """``stilts bench threshold``: how well ``--threshold auto`` chooses, measured on sets with gold.
 
-For every BUCC-layout pack, language pair and dilution factor f (the gold pairs cut to 1/f, both
-sides of the others removed, so the true pairs' share of the pools falls about f-fold while the
-non-parallel sentences stay): encode once, mine every candidate with its decoys
-(:func:`stilts.benchmarks.scoring.neighbours_with_decoys`), then P/R/F1 against the gold of
+For every BUCC-layout pack and language pair, at each **share** of true pairs:
 
-- each estimator of :mod:`stilts.index.autothreshold` (``METHODS``): the F1, the regret
-  (oracle F1 - F1) and the estimated vs the true precision at the chosen threshold;
+- ``pack``: the pack's set as it is (20-35 % of the xx sentences have their translation);
+- shares such as 1 %, 2 %, 5 % (real mining jobs): with a filler directory for the pack
+  (:mod:`stilts.benchmarks.pools`), a realistic pool of up to ``pool_size`` sentences per side
+  (gold pairs at that share among untranslated text of the same language and domain); without
+  one, the pack's own set with its gold pairs cut (both sides of the others removed) until the
+  share is reached (:func:`dilute`; the pools stay small).
+
+Each set is encoded once and mined once (exact k-NN, or ``index``), then P/R/F1 against the gold
+of
+
+- each estimator of :mod:`stilts.index.autothreshold` (``METHODS``): F1, regret (oracle F1 - F1),
+  the estimated vs the true precision at the chosen threshold, and the estimated vs the true
+  number of true candidates;
 - the fixed thresholds of other toolkits (LASER/stopes: 1.04, 1.06);
-- calibrated thresholds: the oracle threshold of the pack's other pairs pooled (leave-one-out, the
-  same domain) and of the other packs pooled (another domain);
-- the oracle (F1-optimal on the set itself, needs gold).
+- calibrated thresholds: the oracle threshold of the pack's other pairs pooled (leave-one-out,
+  the same domain) and of the other packs pooled (another domain), at the same share;
+- the oracle (F1-optimal on the set itself, needs gold);
 
-The result is one dict (``results.json``); :func:`markdown` renders the tables.
+and the mining job's cost at that size: the k-NN and estimate's wall time and the peak of the
+memory numpy allocated for them (tracemalloc). The result is one dict (``results.json``);
+:func:`markdown` renders the tables.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
 from stilts.benchmarks import data as bdata
-from stilts.benchmarks import metrics, scoring
+from stilts.benchmarks import metrics, pools
 from stilts.benchmarks.accuracy import Candidates, label
-from stilts.index import autothreshold
+from stilts.index import autothreshold, mining
 
 LOG = logging.getLogger(__name__)
 
 FIXED = (1.04, 1.06)
-DILUTIONS = (1, 2, 5)
+SHARES = (0.01, 0.02, 0.05)
+POOL_SIZE = 50_000
 
 
 def dilute(s: bdata.BuccSet, factor: int, seed: int = 0) -> bdata.BuccSet:
@@ -57,35 +69,74 @@ def dilute(s: bdata.BuccSet, factor: int, seed: int = 0) -> bdata.BuccSet:
     )
 
 
-class _Scored:
-    """One (diluted) set mined: labelled candidates, and the raw candidate and decoy scores."""
+class _Mined:
+    """One set mined once: labelled candidates and every estimator's choice."""
 
-    def __init__(self, s: bdata.BuccSet, src: np.ndarray, en: np.ndarray, k: int, margin: str):
-        real, decoy = scoring.neighbours_with_decoys(src, en, k)
-        rows_s, rows_t, self.scores = scoring.candidates(real, margin, "max")
-        self.labelled: Candidates = label(s, rows_s, rows_t, self.scores)
-        self.decoys = scoring.candidates(decoy, margin, "max")[2]
+    def __init__(self, s: bdata.BuccSet, src, en, k: int, margin: str, index: str):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        wide = mining.neighbours(src, en, mining.neighbours_needed(k, "auto"), index=index)
+        pairs, self.estimates = None, {}
+        for method in autothreshold.METHODS:
+            pairs, self.estimates[method] = mining.estimate_candidates(
+                wide, k=k, margin=margin, retrieval="max", method=method
+            )
+        self.seconds = time.perf_counter() - t0
+        self.peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        self.sizes = {"n_src": len(s.src), "n_en": len(s.en), "n_gold": len(s.gold)}
+        rows_s = [p.src for p in pairs]
+        rows_t = [p.tgt for p in pairs]
+        self.labelled: Candidates = label(s, rows_s, rows_t, [p.score for p in pairs])
+
+
+def share_sets(
+    s: bdata.BuccSet,
+    shares: tuple[float, ...],
+    material: pools.Material | None,
+    pool_size: int,
+) -> dict[str, bdata.BuccSet]:
+    """``{"pack": s, "0.01": ..., ...}``: the set at each share of xx sentences with a translation
+    (a realistic pool from ``material``, else ``s`` diluted)."""
+    out = {"pack": s}
+    for share in shares:
+        if material is not None:
+            out[f"{share:g}"] = pools.pool(material, share, pool_size)
+        else:
+            f = max(round(len(s.gold) / max(share * len(s.src_ids), 1e-9)), 1)
+            out[f"{share:g}"] = dilute(s, f)
+    return out
 
 
 def run(
     packs: dict[str, dict[str, bdata.BuccSet]],
     encode,
     *,
-    dilutions: tuple[int, ...] = DILUTIONS,
+    shares: tuple[float, ...] = SHARES,
+    fillers: dict[str, pools.Fillers] | None = None,
+    tatoeba: dict[str, dict[str, bdata.TatoebaSet]] | None = None,
+    pool_size: int = POOL_SIZE,
     k: int = 4,
     margin: str = "ratio",
+    index: str = "flat",
+    seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Score every method on every pack x pair x dilution.
+    """Score every method on every pack x pair x share.
 
     Args:
         packs: ``{pack name: {xx: BuccSet}}`` (one split per pair).
         encode: ``(texts, lang) -> (n, dim)`` L2-normalised vectors.
-        dilutions: factors by which the gold pairs are cut.
-        k, margin: mining settings (retrieval ``max``).
+        shares: shares of xx sentences with a translation (besides the pack's own).
+        fillers: ``{pack name: Fillers}``: realistic pools for those packs.
+        tatoeba: ``{pack name: {xx: TatoebaSet}}``: more gold pairs for the pools.
+        pool_size: at most this many sentences per side of a pool.
+        k, margin: mining settings (retrieval ``max``); index: the k-NN's index kind.
+        seed: the pools' seed.
         progress: a tqdm bar over the pairs.
     """
-    scored: dict[str, dict[str, dict[int, _Scored]]] = {}
+    fillers, tatoeba = fillers or {}, tatoeba or {}
+    mined: dict[str, dict[str, dict[str, _Mined]]] = {}
     seconds = 0.0
     items = [(p, xx) for p, sets in packs.items() for xx in sets]
     bar = items
@@ -95,56 +146,79 @@ def run(
         bar = tqdm(items, desc="bench threshold", unit="pair")
     for pack, xx in bar:
         s = packs[pack][xx]
-        t0 = time.perf_counter()
-        src_all, en_all = encode(s.src, xx), encode(s.en, "en")
-        seconds += time.perf_counter() - t0
-        src_row = {i: r for r, i in enumerate(s.src_ids)}
-        en_row = {i: r for r, i in enumerate(s.en_ids)}
-        for f in dilutions:
-            d = dilute(s, f)
-            src = src_all[[src_row[i] for i in d.src_ids]]
-            en = en_all[[en_row[i] for i in d.en_ids]]
-            scored.setdefault(pack, {}).setdefault(xx, {})[f] = _Scored(d, src, en, k, margin)
+        material = None
+        if pack in fillers:
+            t_set = tatoeba.get(pack, {}).get(xx)
+            material = pools.material(s, t_set, fillers[pack], seed=seed)
+        for share, d in share_sets(s, shares, material, pool_size).items():
+            t0 = time.perf_counter()
+            src, en = encode(d.src, xx), encode(d.en, "en")
+            seconds += time.perf_counter() - t0
+            m = _Mined(d, src, en, k, margin, index)
+            mined.setdefault(pack, {}).setdefault(xx, {})[share] = m
+            LOG.info(
+                "%s %s-en share %s: %d x %d, oracle F1 %.3f, auto F1 %.3f",
+                pack, xx, share, len(d.src), len(d.en), m.labelled.oracle().f1,
+                m.labelled.at(_threshold(m.estimates[autothreshold.DEFAULT_METHOD])).f1,
+            )  # fmt: skip
+    share_keys = ["pack", *(f"{x:g}" for x in shares)]
     results: dict = {
-        "settings": {"k": k, "margin": margin, "retrieval": "max", "dilutions": list(dilutions)},
+        "settings": {
+            "k": k,
+            "margin": margin,
+            "retrieval": "max",
+            "index": index,
+            "shares": share_keys,
+            "pool_size": pool_size,
+            "seed": seed,
+            "pools": {p: ("realistic" if p in fillers else "diluted") for p in packs},
+        },
         "encode_seconds": round(seconds, 1),
         "packs": {},
     }
-    for pack, pairs in scored.items():
+    for pack, pairs in mined.items():
         per: dict = {}
-        for xx, by_f in pairs.items():
-            for f, sc in by_f.items():
-                others = [p[f].labelled for x, p in pairs.items() if x != xx]
+        for xx, by_share in pairs.items():
+            for share, m in by_share.items():
+                others = [p[share].labelled for x, p in pairs.items() if x != xx]
                 cross = [
-                    p[f].labelled
-                    for name, other in scored.items()
+                    p[share].labelled
+                    for name, other in mined.items()
                     if name != pack
                     for p in other.values()
                 ]
-                per.setdefault(xx, {})[str(f)] = _evaluate(sc, others, cross)
-        results["packs"][pack] = {"pairs": per, "summary": _summarise(per, dilutions)}
+                per.setdefault(xx, {})[share] = _evaluate(m, others, cross)
+        results["packs"][pack] = {"pairs": per, "summary": _summarise(per, share_keys)}
     return results
 
 
-def _evaluate(sc: _Scored, others: list[Candidates], cross: list[Candidates]) -> dict:
-    c = sc.labelled
+def _threshold(est: autothreshold.ThresholdEstimate) -> float:
+    return est.threshold if est.threshold is not None else -np.inf
+
+
+def _evaluate(m: _Mined, others: list[Candidates], cross: list[Candidates]) -> dict:
+    c = m.labelled
     oracle = c.oracle()
     row: dict = {
-        "n_gold": c.n_gold,
-        "n_candidates": len(sc.scores),
-        "true_share": round(c.n_gold / max(len(sc.scores), 1), 4),
+        **m.sizes,
+        "share": round(m.sizes["n_gold"] / max(m.sizes["n_src"], 1), 4),
+        "n_candidates": len(c.scores),
+        "true_candidates": int(c.correct.sum()),
+        "seconds": round(m.seconds, 2),
+        "peak_mb": round(m.peak_mb, 1),
         "oracle": _score(oracle, oracle.f1),
     }
-    for method in autothreshold.METHODS:
-        est = autothreshold.estimate(sc.scores, sc.decoys, method=method)
-        got = c.at(est.threshold if est.threshold is not None else -np.inf)
+    for method, est in m.estimates.items():
+        got = c.at(_threshold(est))
         row[method] = {
             **_score(got, oracle.f1),
             "estimated_precision": est.precision,
-            "precision_error": None
-            if est.precision is None
-            else abs(est.precision - got.precision),
+            "precision_interval": est.precision_interval,
+            # signed: > 0 when the estimate promised more than it delivered
+            "precision_error": None if est.precision is None else est.precision - got.precision,
             "estimated_true_pairs": est.true_pairs,
+            "regime": est.regime,
+            "weak": est.weak,
         }
     for t in FIXED:
         row[f"fixed {t}"] = _score(c.at(t), oracle.f1)
@@ -164,80 +238,101 @@ def _score(s: metrics.ThresholdScore, oracle_f1: float) -> dict:
     }
 
 
-def _summarise(per: dict, dilutions: tuple[int, ...]) -> dict:
+def _summarise(per: dict, shares: list[str]) -> dict:
     out: dict = {}
-    for f in dilutions:
-        rows = [v[str(f)] for v in per.values()]
-        methods = [m for m in rows[0] if isinstance(rows[0][m], dict) and "regret" in rows[0][m]]
+    for share in shares:
+        rows = {xx: v[share] for xx, v in per.items() if share in v}
+        if not rows:
+            continue
+        first = next(iter(rows.values()))
+        methods = [m for m, v in first.items() if isinstance(v, dict) and "regret" in v]
         table = {}
-        for m in methods:
-            have = [r[m] for r in rows if m in r]
-            reg = [r["regret"] for r in have]
-            err = [r["precision_error"] for r in have if r.get("precision_error") is not None]
-            table[m] = {
-                "mean_f1": float(np.mean([r["f1"] for r in have])),
-                "mean_regret": float(np.mean(reg)),
-                "max_regret": float(np.max(reg)),
-                "worst_pair": list(per)[int(np.argmax(reg))]
-                if len(have) == len(per) and max(reg) > 0
-                else None,
-                "mean_precision_error": float(np.mean(err)) if err else None,
-                "max_precision_error": float(np.max(err)) if err else None,
+        for method in methods:
+            have = {xx: r[method] for xx, r in rows.items() if method in r}
+            reg = np.array([v["regret"] for v in have.values()])
+            err = [
+                v["precision_error"] for v in have.values() if v.get("precision_error") is not None
+            ]
+            table[method] = {
+                "mean_f1": float(np.mean([v["f1"] for v in have.values()])),
+                "mean_regret": float(reg.mean()),
+                "max_regret": float(reg.max()),
+                "worst_pair": list(have)[int(np.argmax(reg))] if reg.max() > 0 else None,
+                "mean_precision_error": float(np.mean(np.abs(err))) if err else None,
+                "max_overestimate": float(np.max(err)) if err else None,
             }
-        out[str(f)] = table
+        table["sizes"] = {
+            "mean_share": float(np.mean([r["share"] for r in rows.values()])),
+            "mean_n_src": float(np.mean([r["n_src"] for r in rows.values()])),
+            "mean_n_en": float(np.mean([r["n_en"] for r in rows.values()])),
+            "mean_seconds": float(np.mean([r["seconds"] for r in rows.values()])),
+            "max_peak_mb": float(np.max([r["peak_mb"] for r in rows.values()])),
+        }
+        out[share] = table
     return out
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+def _pct(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
 
 def markdown(results: dict) -> str:
-    """Summary per pack and dilution (F1 points), then every pair undiluted."""
-    s = results["settings"]
+    """Summary per pack and share (F1 points), then every pair at every share."""
+    st = results["settings"]
+    default = autothreshold.DEFAULT_METHOD
     lines = [
         "# stilts bench threshold",
         "",
-        f"Ratio margin, k={s['k']}, retrieval max; dilution f: 1/f of the gold pairs kept (both "
-        "sides of the others removed). Regret = oracle F1 - F1; precision error = |estimated - "
-        "true precision| at the chosen threshold (F1 and precision in points).",
+        f"Ratio margin, k={st['k']}, retrieval max, k-NN {st['index']}; pools: "
+        + ", ".join(f"{p} {kind}" for p, kind in st["pools"].items())
+        + f" (at most {st['pool_size']} sentences per side, seed {st['seed']}). Share: xx "
+        "sentences with a translation. Regret = oracle F1 - F1; precision error = estimated - "
+        "true precision at the chosen threshold (> 0: over-estimated); F1 and precision in points.",
         "",
     ]
     for pack, r in results["packs"].items():
         lines += [f"## {pack}", ""]
         lines += [
-            "| dilution | method | mean F1 | mean regret | max regret (pair) | mean precision "
-            "error | max precision error |",
-            "|---:|---|---:|---:|---:|---:|---:|",
+            "| share | xx x en sentences | method | mean F1 | mean regret | max regret (pair) | "
+            "mean abs. precision error | max over-estimate |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
         ]
-        for f, table in r["summary"].items():
-            for m, v in table.items():
+        for share, table in r["summary"].items():
+            sz = table["sizes"]
+            for method, v in table.items():
+                if method == "sizes":
+                    continue
                 worst = f" ({v['worst_pair']})" if v["worst_pair"] else ""
                 lines.append(
-                    f"| {f}x | {m} | {_pct(v['mean_f1'])} | {_pct(v['mean_regret'])} | "
-                    f"{_pct(v['max_regret'])}{worst} | {_pct(v['mean_precision_error'])} | "
-                    f"{_pct(v['max_precision_error'])} |"
+                    f"| {share} ({_pct(sz['mean_share'])} %) | {sz['mean_n_src']:.0f} x "
+                    f"{sz['mean_n_en']:.0f} | {method} | {_pct(v['mean_f1'])} | "
+                    f"{_pct(v['mean_regret'])} | {_pct(v['max_regret'])}{worst} | "
+                    f"{_pct(v['mean_precision_error'])} | {_pct(v['max_overestimate'], True)} |"
                 )
-        lines += ["", "Per pair, undiluted (F1; auto: estimated / true precision):", ""]
+        lines += ["", f"Per pair ({default}; true pairs = gold pairs among the candidates):", ""]
         lines += [
-            "| pair | gold | oracle F1 (t) | auto F1 (t) | auto est. / true P | calibrated same "
-            "domain | calibrated other domain | fixed 1.04 | fixed 1.06 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| pair | share | xx x en | oracle F1 | auto F1 | regret | est. / true P (interval) "
+            "| est. / true pairs | regime | calibrated same / other domain | fixed 1.06 | "
+            "k-NN + estimate s | peak MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
-        for xx, by_f in r["pairs"].items():
-            v = by_f.get("1")
-            if v is None:
-                continue
-            auto = v[autothreshold.DEFAULT_METHOD]
-            cal = v.get("calibrated (same domain)", {})
-            cross = v.get("calibrated (other domain)", {})
-            lines.append(
-                f"| {xx} | {v['n_gold']} | {_pct(v['oracle']['f1'])} "
-                f"({v['oracle']['threshold']:.4f}) | {_pct(auto['f1'])} "
-                f"({auto['threshold']:.4f}) | {_pct(auto['estimated_precision'])} / "
-                f"{_pct(auto['precision'])} | {_pct(cal.get('f1'))} | {_pct(cross.get('f1'))} | "
-                f"{_pct(v['fixed 1.04']['f1'])} | {_pct(v['fixed 1.06']['f1'])} |"
-            )
+        for xx, by_share in r["pairs"].items():
+            for share, v in by_share.items():
+                a = v[default]
+                cal = v.get("calibrated (same domain)", {})
+                cross = v.get("calibrated (other domain)", {})
+                lo, hi = a["precision_interval"] or (None, None)
+                weak = " weak" if a["weak"] else ""
+                lines.append(
+                    f"| {xx} | {share} | {v['n_src']} x {v['n_en']} | {_pct(v['oracle']['f1'])} | "
+                    f"{_pct(a['f1'])} | {_pct(a['regret'])} | {_pct(a['estimated_precision'])} / "
+                    f"{_pct(a['precision'])} ({_pct(lo)}-{_pct(hi)}) | "
+                    f"{a['estimated_true_pairs'] or 0:.0f} / {v['true_candidates']} | "
+                    f"{a['regime'] or '-'}{weak} | {_pct(cal.get('f1'))} / {_pct(cross.get('f1'))} "
+                    f"| {_pct(v['fixed 1.06']['f1'])} | {v['seconds']:.1f} | {v['peak_mb']:.0f} |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -248,9 +343,33 @@ def read_packs(dirs: list[str | Path], max_src: int | None = None) -> dict:
     packs = {}
     for d in dirs:
         p = Path(d)
-        name = p.parent.name if p.name == "bucc" else p.name
+        name = pack_name(p)
         sets = bdata.read_bucc(p)
         packs[name] = {
             xx: splits[bdata.eval_split(splits)].subsample(max_src) for xx, splits in sets.items()
         }
     return packs
+
+
+def pack_name(bucc_dir: str | Path) -> str:
+    p = Path(bucc_dir)
+    return p.parent.name if p.name == "bucc" else p.name
+
+
+def read_pool_sources(dirs: list[str | Path], fillers_dir: str | Path | None):
+    """(``{pack: Fillers}``, ``{pack: {xx: TatoebaSet}}``) for the packs whose filler directory
+    ``fillers_dir/<pack>`` exists; a pack's Tatoeba-style files (``<pack>/tatoeba``) add gold."""
+    fillers, tatoeba = {}, {}
+    if fillers_dir is None:
+        return fillers, tatoeba
+    for d in dirs:
+        name = pack_name(d)
+        where = Path(fillers_dir) / name
+        if not where.is_dir():
+            LOG.warning("no filler directory %s: %s's shares are diluted sets", where, name)
+            continue
+        fillers[name] = pools.read_fillers(where)
+        tdir = Path(d).parent / "tatoeba" if Path(d).name == "bucc" else None
+        if tdir is not None and tdir.is_dir():
+            tatoeba[name] = bdata.read_tatoeba(tdir)
+    return fillers, tatoeba

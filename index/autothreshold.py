@@ -1,33 +1,48 @@
 """The mining threshold chosen from the job's own scores (``stilts mine --threshold auto``).
 
 The miner's candidates (:func:`stilts.index.mining.select`) mix true pairs with false ones: the
-best match of a sentence whose translation is not in the other pool. Nothing labels them, but the
-job can make its own **decoys**: the same selection once more with every sentence's nearest
-neighbour left out (k-NN columns 2..k+1 instead of 1..k, both directions), so that a sentence
-whose translation was its nearest neighbour is now scored against sentences that are not its
-translation. The decoy scores follow the law of false candidates closely in shape, though not in
-place (they mix first-best scores of translated sentences with second-best scores of the others).
+best match of a sentence whose translation is not in the other pool. Nothing labels them, so the
+estimate needs a model of how high a false pair scores: a **null**. Four estimators share this
+module; the first is the default:
 
-``decoy-mixture`` (the default) fits the candidate scores as a two-component mixture by EM: false
-pairs follow the decoy distribution shifted by a fitted offset (a kernel density of the decoys),
-true pairs a normal distribution. From the fit, for every threshold t:
+- ``order-stats`` (default): every candidate's own null from the order statistics of its k-NN
+  rows (:mod:`stilts.index.ordernull`: above a row's best other cosine, a false best match has an
+  exponential tail whose scale the row's lower spacings give). Summed over candidates it gives
+  the expected false pairs F(t) at or above every threshold t. Two regimes:
 
-- expected false pairs at or above t: F(t) = (1 - w) * N * P(decoy + offset >= t);
-- expected true pairs: T(t) = R(t) - F(t), with R(t) the candidates at or above t;
-- precision T/R, recall T / (w * N), expected F1 = 2T / (R + w * N).
+  - *common* (true pairs a sizeable share, as in the dev packs' BUCC sets): each candidate's null
+    is weighted by its chance of being false, fitted by EM on score bins (a mixture whose weight
+    is the share of true pairs), so true pairs' own nulls are not counted as false ones;
+  - *rare* (true pairs a few percent, as in real mining jobs): the EM has no true component to
+    lean on and runs away (its count of true pairs comes out more than :data:`RUNAWAY` times
+    the unweighted one); every null then counts, and the number of true pairs is the largest
+    excess of candidates over nulls, max_t (R(t) - F(t)).
 
-The threshold is the best expected F1, or with ``target_precision`` the lowest threshold whose
-estimated precision reaches it (among thresholds keeping at least :data:`MIN_KEPT` pairs). Two simpler estimators are kept for comparison (``stilts bench
-threshold``): ``decoy-fdr`` (false pairs = decoy counts scaled by the share of decoys below the
-decoy median, as in target-decoy FDR) and ``mixture`` (two normal components, no decoys).
+  Precision at t uses the tail form of the null (a pair that is the best of both its rows takes
+  the smaller of its two nulls); the number of true pairs the bulk form (their mean).
+- ``decoy-mixture``: decoys (the same selection with every sentence's nearest neighbour left
+  out), their density shifted by a fitted offset as the false component and a normal true
+  component, by EM. Accurate when true pairs are 20 % or more of the candidates; when they are
+  rare its decoys (second-best scores) are lighter-tailed than the false pairs and it
+  overestimates precision.
+- ``decoy-fdr``: decoy counts scaled by the candidates/decoys ratio below the decoy median.
+- ``mixture``: two normal components on the candidate scores alone.
 
-The estimate is only as good as its two assumptions: enough true pairs to form a component (a few
-percent of the candidates), and decoys shaped like the false pairs; see the README.
+From F(t) and the candidates R(t) at or above t: T(t) = R(t) - F(t) true pairs, precision T/R,
+recall T / n_true, expected F1 2T / (R + n_true). The threshold is the best expected F1, or with
+``target_precision`` the lowest threshold whose estimated precision reaches it (among thresholds
+keeping at least :data:`MIN_KEPT` pairs).
+
+**Uncertainty.** The false pairs kept are a sum of independent chances with mean F, so their
+spread is at most sqrt(F): ``precision_interval`` is T/R with F +- 1.96 sqrt(F). The estimate is
+**weak** when fewer than :data:`MIN_TRUE` true pairs are estimated or the interval is wider than
+:data:`MAX_INTERVAL`; then the threshold is chosen on the pessimistic count (F + 1.96 sqrt(F)),
+the reported precision is the interval's lower end, and ``reason`` says why.
 
 Example:
-    >>> nb = mining.neighbours(src, tgt, k + 1)
-    >>> pairs, est = select(nb, k=4, threshold="auto")
-    >>> est.threshold, est.precision
+    >>> nb = mining.neighbours(src, tgt, mining.neighbours_needed(k, "auto"))
+    >>> pairs, est = mining.select_auto(nb, k=4, threshold="auto")
+    >>> est.threshold, est.precision, est.precision_interval
 """
 
 from __future__ import annotations
@@ -39,14 +54,13 @@ import math
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.index import mining
-from stilts.records import MinedPair
+from stilts.index.ordernull import CandidateNulls
 
 LOG = logging.getLogger(__name__)
 
 AUTO = "auto"
-METHODS = ("decoy-mixture", "decoy-fdr", "mixture")
-DEFAULT_METHOD = "decoy-mixture"
+METHODS = ("order-stats", "decoy-mixture", "decoy-fdr", "mixture")
+DEFAULT_METHOD = "order-stats"
 # fewer candidates (or decoys) than this: no estimate, every candidate is kept (documented)
 MIN_CANDIDATES = 100
 # a threshold must keep at least this many candidates (a precision of 1 pair is noise)
@@ -54,6 +68,15 @@ MIN_KEPT = 10
 # the EM fits on at most this many scores (a seeded sample); counts always use every score
 FIT_SAMPLE = 50_000
 HISTOGRAM_BINS = 40
+# thresholds tried: every distinct score up to this many, else the top ones and quantiles
+MAX_GRID = 2048
+# order-stats: EM weights whose true count exceeds the unweighted one this many times ran away
+RUNAWAY = 4.0
+_WEIGHT_BINS, _WEIGHT_ROUNDS = 40, 5
+# below this many estimated true pairs, or with a wider precision interval, the estimate is weak
+MIN_TRUE = 30
+MAX_INTERVAL = 0.2
+_Z = 1.96
 _EM_ROUNDS = 40
 _OFFSETS = np.linspace(-1.0, 1.0, 81)  # in units of the decoys' standard deviation
 
@@ -73,8 +96,15 @@ class ThresholdEstimate:
         kept: candidates at or above the threshold.
         target_precision: the precision asked for, if any.
         target_met: whether the estimate reaches ``target_precision`` (None without one).
-        reason: why no estimate was made (``method == "none"``).
-        histogram: ``edges`` and per-bin counts of the ``candidates`` and the ``decoys``.
+        reason: why no estimate was made (``method == "none"``), or why it is weak.
+        histogram: ``edges`` and per-bin counts of the ``candidates`` and the ``decoys`` (for
+            ``order-stats``: ``null``, the expected false pairs per bin).
+        true_share: estimated true pairs / candidates.
+        precision_interval: [low, high] of the precision at the threshold (95 %, from the spread
+            of the false count).
+        regime: ``order-stats`` only: ``common`` or ``rare`` (see the module docstring).
+        weak: the estimate is weak; the threshold was chosen on the pessimistic count and
+            ``precision`` is the interval's lower end.
     """
 
     method: str
@@ -89,12 +119,18 @@ class ThresholdEstimate:
     target_met: bool | None = None
     reason: str | None = None
     histogram: dict | None = None
+    true_share: float | None = None
+    precision_interval: list[float] | None = None
+    regime: str | None = None
+    weak: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key in ("threshold", "precision", "recall", "f1", "true_pairs"):
+        for key in ("threshold", "precision", "recall", "f1", "true_pairs", "true_share"):
             if d[key] is not None:
                 d[key] = round(float(d[key]), 6)
+        if d["precision_interval"] is not None:
+            d["precision_interval"] = [round(float(v), 6) for v in d["precision_interval"]]
         return d
 
     def summary(self) -> str:
@@ -107,10 +143,13 @@ class ThresholdEstimate:
             if self.target_precision is not None
             else ""
         )
+        lo, hi = self.precision_interval or (self.precision, self.precision)
+        weak = f"; WEAK: {self.reason}" if self.weak else ""
         return (
             f"threshold auto ({self.method}): {self.threshold:.4f}, estimated precision "
-            f"{self.precision:.3f}, recall {self.recall:.3f} ({self.kept} of {self.candidates} "
-            f"candidates kept, ~{self.true_pairs:.0f} true){target}"
+            f"{self.precision:.3f} [{lo:.3f}, {hi:.3f}], recall {self.recall:.3f} ({self.kept} "
+            f"of {self.candidates} candidates kept, ~{self.true_pairs:.0f} true, "
+            f"{100 * (self.true_share or 0):.1f} %){target}{weak}"
         )
 
 
@@ -151,97 +190,57 @@ def check(threshold: object, target_precision: float | None) -> None:
         )
 
 
-def neighbours_needed(k: int, threshold: object, target_precision: float | None = None) -> int:
-    """k-NN columns a job needs: one more than ``k`` for the decoys of ``auto``."""
-    return k + 1 if is_auto(threshold) or target_precision is not None else k
-
-
-def leave_best_out(nb: mining.Neighbours, k: int) -> tuple[mining.Neighbours, mining.Neighbours]:
-    """Split k-NN with up to ``k + 1`` columns into the job's (columns 1..k) and the decoys'
-    (columns 2..k+1: every sentence's nearest neighbour left out)."""
-
-    def cols(a: int, b: int) -> mining.Neighbours:
-        return mining.Neighbours(
-            nb.fwd_scores[:, a:b], nb.fwd_ids[:, a:b], nb.bwd_scores[:, a:b], nb.bwd_ids[:, a:b]
-        )
-
-    return cols(0, k), cols(1, k + 1)
-
-
-def select(
-    nb: mining.Neighbours,
-    *,
-    k: int,
-    margin: str = "ratio",
-    retrieval: str = "max",
-    threshold: float | str | None = None,
-    target_precision: float | None = None,
-    method: str = DEFAULT_METHOD,
-) -> tuple[list[MinedPair], ThresholdEstimate | None]:
-    """:func:`stilts.index.mining.select` with ``threshold="auto"`` (or ``target_precision``).
-
-    Args:
-        nb: k-NN of both directions with :func:`neighbours_needed` columns.
-        k: neighbours for the margin.
-        margin, retrieval: as :func:`stilts.index.mining.select`.
-        threshold: a number, None (every candidate) or ``"auto"``.
-        target_precision: with ``auto``: the lowest threshold whose estimated precision is at
-            least this, instead of the best expected F1.
-        method: the estimator (:data:`METHODS`).
-
-    Returns:
-        (pairs best first, the estimate; None unless the threshold was chosen here).
-    """
-    check(threshold, target_precision)
-    real, decoy = leave_best_out(nb, k)
-    if not (is_auto(threshold) or target_precision is not None):
-        return mining.select(real, margin=margin, retrieval=retrieval, threshold=threshold), None
-    pairs = mining.select(real, margin=margin, retrieval=retrieval)
-    # a side of one sentence leaves no second neighbour: no decoys (the estimate falls back)
-    has_decoys = decoy.fwd_scores.shape[1] > 0 and decoy.bwd_scores.shape[1] > 0
-    decoys = (
-        _scores(mining.select(decoy, margin=margin, retrieval=retrieval))
-        if has_decoys
-        else np.zeros(0)
-    )
-    est = estimate(_scores(pairs), decoys, target_precision=target_precision, method=method)
-    LOG.info("%s", est.summary())
-    if est.threshold is not None:
-        pairs = [p for p in pairs if p.score >= est.threshold]
-    return pairs, est
-
-
-def _scores(pairs: list[MinedPair]) -> np.ndarray:
-    return np.fromiter((p.score for p in pairs), dtype=np.float64, count=len(pairs))
-
-
 def estimate(
     scores: np.ndarray,
-    decoys: np.ndarray,
+    null: np.ndarray | CandidateNulls,
     *,
     target_precision: float | None = None,
     method: str = DEFAULT_METHOD,
     seed: int = 0,
 ) -> ThresholdEstimate:
-    """Choose a threshold for candidate ``scores`` with the help of ``decoys``' scores.
+    """Choose a threshold for candidate ``scores``.
+
+    Args:
+        scores: the candidates' margin scores.
+        null: ``order-stats``: the candidates' nulls (:func:`stilts.index.ordernull.candidate_nulls`,
+            row i for ``scores[i]``); the other methods: the decoys' scores.
+        target_precision: the lowest threshold whose estimated precision reaches this, instead
+            of the best expected F1.
+        method: the estimator (:data:`METHODS`).
+        seed: the EM's sample (decoy methods).
 
     Returns:
         The estimate; ``method="none"`` with every candidate kept when there are fewer than
         :data:`MIN_CANDIDATES` candidates or decoys to fit.
 
     Raises:
-        StiltsError: INVALID_ARGUMENT for an unknown method or target precision.
+        StiltsError: INVALID_ARGUMENT for an unknown method or target precision, or a null that
+            does not fit the method.
     """
     if method not in METHODS:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT, f"method must be one of {METHODS}, got {method!r}", "method"
         )
     check(AUTO, target_precision)
+    if (method == "order-stats") != isinstance(null, CandidateNulls):
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT,
+            "order-stats takes the candidates' nulls, the decoy methods decoy scores",
+            "method",
+        )
     s = np.asarray(scores, dtype=np.float64)
-    d = np.asarray(decoys, dtype=np.float64)
-    s, d = s[np.isfinite(s)], d[np.isfinite(d)]
+    if method == "order-stats":
+        if len(null) != len(s) or not np.isfinite(s).all():
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "one finite score per candidate null", "scores"
+            )
+        d, n_null = np.zeros(0), len(s)
+    else:
+        d = np.asarray(null, dtype=np.float64)
+        s, d = s[np.isfinite(s)], d[np.isfinite(d)]
+        n_null = len(d) if method != "mixture" else len(s)
     hist = _histogram(s, d)
-    if len(s) < MIN_CANDIDATES or (method != "mixture" and len(d) < MIN_CANDIDATES):
+    if len(s) < MIN_CANDIDATES or n_null < MIN_CANDIDATES:
         return ThresholdEstimate(
             "none",
             None,
@@ -253,47 +252,144 @@ def estimate(
             len(s),
             target_precision,
             None,
-            f"{len(s)} candidates and {len(d)} decoys; at least {MIN_CANDIDATES} of each are "
+            f"{len(s)} candidates and {n_null} decoys; at least {MIN_CANDIDATES} of each are "
             "needed to estimate",
             hist,
         )
-    grid = np.unique(s)  # candidate thresholds, ascending
+    grid = _grid(s)  # candidate thresholds, ascending
     kept = _count_at_or_above(s, grid)
-    false, n_true = _FITS[method](s, d, grid, np.random.default_rng(seed))
-    true = np.maximum(kept - false, 0.0)
-    precision = np.where(kept > 0, true / np.maximum(kept, 1), 1.0)
-    recall = true / max(n_true, 1e-9)
-    f1 = 2 * true / np.maximum(kept + n_true, 1e-9)
-    met = None
-    usable = kept >= min(MIN_KEPT, len(s))
-    if target_precision is None:
-        i = int(np.argmax(np.where(usable, f1, -1.0)))
+    regime = None
+    if method == "order-stats":
+        false, n_true, regime = _fit_order_stats(s, null, grid)
+        edges = np.asarray(hist["edges"], dtype=np.float64)
+        if len(edges):
+            f_edges = _fit_order_stats(s, null, edges)[0]
+            hist = {"edges": hist["edges"], "candidates": hist["candidates"]}
+            hist["null"] = [round(float(v), 2) for v in f_edges[:-1] - f_edges[1:]]
     else:
-        ok = np.flatnonzero(usable & (precision >= target_precision - 1e-12))
-        met = bool(len(ok))
-        i = int(ok[0]) if met else int(np.argmax(np.where(usable, precision, -1.0)))
-        if not met:
-            LOG.warning(
-                "no threshold reaches the estimated precision %.3f; using the most precise one "
-                "(%.3f at %.4f)",
-                target_precision,
-                precision[i],
-                grid[i],
-            )
+        false, n_true = _FITS[method](s, d, grid, np.random.default_rng(seed))
+    false = np.clip(false, 0.0, kept)
+    spread = _Z * np.sqrt(false)
+    reasons = []
+    if n_true < MIN_TRUE:
+        reasons.append(f"about {n_true:.0f} true pairs estimated (fewer than {MIN_TRUE})")
+
+    def curves(f):
+        true = np.maximum(kept - f, 0.0)
+        precision = np.where(kept > 0, true / np.maximum(kept, 1), 1.0)
+        return true, precision, 2 * true / np.maximum(kept + n_true, 1e-9)
+
+    true, precision, f1 = curves(false)
+    i, met = _choose(grid, kept, precision, f1, target_precision, len(s))
+    low = precision[i] - spread[i] / max(kept[i], 1)
+    high = precision[i] + spread[i] / max(kept[i], 1)
+    if high - low > MAX_INTERVAL:
+        reasons.append(f"the precision interval is {high - low:.2f} wide")
+    weak = bool(reasons)
+    if weak:  # the conservative side: choose and report on the pessimistic false count
+        true, precision, f1 = curves(np.minimum(false + spread, kept))
+        i, met = _choose(grid, kept, precision, f1, target_precision, len(s))
+        low = precision[i]
+        high = min(precision[i] + 2 * spread[i] / max(kept[i], 1), 1.0)
     return ThresholdEstimate(
         method,
         float(grid[i]),
         float(precision[i]),
-        float(min(recall[i], 1.0)),
+        float(min(true[i] / max(n_true, 1e-9), 1.0)),
         float(f1[i]),
         float(n_true),
         len(s),
         int(kept[i]),
         target_precision,
         met,
-        None,
+        "; ".join(reasons) or None,
         hist,
+        float(n_true / len(s)),
+        [float(max(low, 0.0)), float(min(high, 1.0))],
+        regime,
+        weak,
     )
+
+
+def _choose(grid, kept, precision, f1, target_precision, n) -> tuple[int, bool | None]:
+    """The best expected F1, or the lowest threshold reaching ``target_precision``."""
+    usable = kept >= min(MIN_KEPT, n)
+    if target_precision is None:
+        return int(np.argmax(np.where(usable, f1, -1.0))), None
+    ok = np.flatnonzero(usable & (precision >= target_precision - 1e-12))
+    if len(ok):
+        return int(ok[0]), True
+    i = int(np.argmax(np.where(usable, precision, -1.0)))
+    LOG.warning(
+        "no threshold reaches the estimated precision %.3f; using the most precise one "
+        "(%.3f at %.4f)",
+        target_precision,
+        precision[i],
+        grid[i],
+    )
+    return i, False
+
+
+def _grid(s: np.ndarray) -> np.ndarray:
+    """Thresholds to try: every distinct score, or (past :data:`MAX_GRID`) the top half of the
+    budget of distinct scores and quantiles for the rest."""
+    u = np.unique(s)
+    if len(u) <= MAX_GRID:
+        return u
+    half = MAX_GRID // 2
+    rest = np.quantile(u[:-half], np.linspace(0, 1, half))
+    return np.unique(np.concatenate([rest, u[-half:]]))
+
+
+def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray):
+    """(expected false pairs at or above each threshold, true pairs, regime)."""
+    kept = _count_at_or_above(s, grid)
+    n_plain = float(np.max(kept - nulls.false_counts(grid, mutual="mean"), initial=0.0))
+    weights = _false_weights(s, nulls)
+    n_em = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
+    if n_em <= RUNAWAY * max(n_plain, 1.0) and len(nulls.decoys) >= MIN_CANDIDATES:
+        # common: true pairs form a component of their own, which the decoy mixture fits best
+        false, n_true = _fit_decoy_mixture(s, nulls.decoys, grid, np.random.default_rng(0))
+        return false, n_true, "common"
+    # rare: true pairs are found above t0, where candidates most exceed their nulls; there each
+    # candidate's null counts by its chance of being false, below t0 fully (no EM runaway)
+    weights = _tail_weights(s, nulls)
+    n_true = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
+    false = np.maximum(nulls.false_counts(grid, weights, "min"), kept - n_true)
+    return false, max(n_true, 0.0), "rare"
+
+
+def _tail_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
+    """Chances of being false, from the top score down: in bins of equal count, expected nulls
+    / candidates (unweighted), until the first bin that is mostly false (>= 90 %); below it 1.
+    True pairs sit at the top, so their own nulls stop counting as false pairs there, while the
+    bulk, where the null's shape is least exact, is left alone."""
+    order = np.argsort(-s, kind="stable")
+    size = max(25, len(s) // 400)
+    w = np.ones(len(s))
+    for a in range(0, len(s), size):
+        rows = order[a : a + size]
+        hi = np.nextafter(s[rows[0]], np.inf)
+        f = nulls.false_counts(np.array([s[rows[-1]], hi]), None, "mean")
+        p_false = float(np.clip((f[0] - f[1]) / len(rows), 0.0, 1.0))
+        if p_false >= 0.9:
+            break
+        w[rows] = p_false
+    return w
+
+
+def _false_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
+    """Each candidate's chance of being false: EM over score bins (expected nulls / candidates
+    per bin, the nulls weighted by the previous round's chances)."""
+    edges = np.quantile(s, np.linspace(0, 1, _WEIGHT_BINS + 1))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    bins = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, _WEIGHT_BINS - 1)
+    per_bin = np.bincount(bins, minlength=_WEIGHT_BINS).astype(np.float64)
+    w = np.ones(len(s))
+    for _ in range(_WEIGHT_ROUNDS):
+        f = nulls.false_counts(edges, w, "mean")
+        w = np.clip((f[:-1] - f[1:]) / np.maximum(per_bin, 1.0), 0.0, 1.0)[bins]
+    return w
 
 
 def _count_at_or_above(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -393,7 +489,7 @@ def _fit_mixture(s, d, grid, rng):
     return (1 - w) * len(s) * _normal_sf(grid, mu0, sd0), w * len(s)
 
 
-_FITS = {
+_FITS = {  # the decoy methods; order-stats is _fit_order_stats
     "decoy-mixture": _fit_decoy_mixture,
     "decoy-fdr": _fit_decoy_fdr,
     "mixture": _fit_mixture,

@@ -153,7 +153,7 @@ def mine_files(
     """
     t0 = time.perf_counter()
     mining.check_options(k, margin, retrieval, threshold, target_precision)
-    n_knn = autothreshold.neighbours_needed(k, threshold, target_precision)
+    n_knn = mining.neighbours_needed(k, threshold, target_precision)
     if engine not in ENGINES:
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"engine must be one of {ENGINES}", "engine")
     if chunk_size < 1 or batch_size < 1:
@@ -203,7 +203,7 @@ def mine_files(
     )
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    pairs, estimate = autothreshold.select(
+    pairs, estimate = mining.select_auto(
         nb,
         k=k,
         margin=margin,

@@ -131,7 +131,7 @@ def mine_vector_files(
     """
     t0 = time.perf_counter()
     mining.check_options(k, margin, retrieval, threshold, target_precision)
-    n_knn = autothreshold.neighbours_needed(k, threshold, target_precision)
+    n_knn = mining.neighbours_needed(k, threshold, target_precision)
     if engine not in ("local", "ray"):
         raise StiltsError(ErrorCode.INVALID_ARGUMENT, "engine must be local or ray", "engine")
     if nprobe is not None and (
@@ -165,7 +165,7 @@ def mine_vector_files(
         nb = mining.neighbours(x, y, n_knn, **knn_opts)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    pairs, estimate = autothreshold.select(
+    pairs, estimate = mining.select_auto(
         nb,
         k=k,
         margin=margin,

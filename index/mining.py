@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError, shorten
+from stilts.index import autothreshold, ordernull
 from stilts.index import factory as fx
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
 from stilts.index.listscan import search_by_list
@@ -95,8 +96,6 @@ def check_options(
             f"retrieval must be one of {RETRIEVALS}, got {shorten(retrieval)}",
             "retrieval",
         )
-    from stilts.index import autothreshold
-
     autothreshold.check(threshold, target_precision)
     if isinstance(threshold, bool) or (
         threshold is not None and not autothreshold.is_auto(threshold)
@@ -237,6 +236,23 @@ def neighbours(
     return Neighbours(fd, fi, bd, bi)
 
 
+def margins(nb: Neighbours, margin: str = "ratio") -> tuple[np.ndarray, np.ndarray]:
+    """The margin of every k-NN entry, both directions (-inf where a row has no entry)."""
+    fn = margin_fn(margin)
+    fwd_mean, bwd_mean = nb.fwd_mean, nb.bwd_mean
+
+    def scores(cos: np.ndarray, ids: np.ndarray, own: np.ndarray, other: np.ndarray):
+        valid = ids >= 0
+        denom = (own[:, None] + other[np.clip(ids, 0, None)]) / 2
+        s = fn(cos.astype(np.float32), denom.astype(np.float32))
+        return np.where(valid, s, -np.inf)
+
+    return (
+        scores(nb.fwd_scores, nb.fwd_ids, fwd_mean, bwd_mean),
+        scores(nb.bwd_scores, nb.bwd_ids, bwd_mean, fwd_mean),
+    )
+
+
 def select(
     nb: Neighbours,
     *,
@@ -254,21 +270,11 @@ def select(
     if isinstance(threshold, str):
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
-            "select takes a number; choose 'auto' with stilts.index.autothreshold.select",
+            "select takes a number; choose 'auto' with stilts.index.mining.select_auto",
             "threshold",
         )
-    fn = margin_fn(margin)
-    fwd_mean, bwd_mean = nb.fwd_mean, nb.bwd_mean
     n, m = len(nb.fwd_ids), len(nb.bwd_ids)
-
-    def scores(cos: np.ndarray, ids: np.ndarray, own: np.ndarray, other: np.ndarray):
-        valid = ids >= 0
-        denom = (own[:, None] + other[np.clip(ids, 0, None)]) / 2
-        s = fn(cos.astype(np.float32), denom.astype(np.float32))
-        return np.where(valid, s, -np.inf)
-
-    fwd = scores(nb.fwd_scores, nb.fwd_ids, fwd_mean, bwd_mean)
-    bwd = scores(nb.bwd_scores, nb.bwd_ids, bwd_mean, fwd_mean)
+    fwd, bwd = margins(nb, margin)
     fwd_arg = fwd.argmax(axis=1)
     bwd_arg = bwd.argmax(axis=1)
     fwd_best = nb.fwd_ids[np.arange(n), fwd_arg]
@@ -376,11 +382,9 @@ def mine_with_estimate(
     Returns:
         (pairs best first, :class:`stilts.index.autothreshold.ThresholdEstimate` or None).
     """
-    from stilts.index import autothreshold
-
     check_options(k, margin, retrieval, threshold, target_precision)
-    needed = autothreshold.neighbours_needed(k, threshold, target_precision)
-    return autothreshold.select(
+    needed = neighbours_needed(k, threshold, target_precision)
+    return select_auto(
         neighbours(src, tgt, needed, **knn_options),
         k=k,
         margin=margin,
@@ -388,3 +392,120 @@ def mine_with_estimate(
         threshold=threshold,
         target_precision=target_precision,
     )
+
+
+# --- the threshold chosen from the job's own scores (stilts.index.autothreshold) ---------------
+
+
+def neighbours_needed(k: int, threshold: object, target_precision: float | None = None) -> int:
+    """k-NN columns a job needs: ``k``, or for ``auto`` also the decoys' column and the
+    order-statistics null's (:data:`stilts.index.ordernull.NULL_COLUMNS`)."""
+    if autothreshold.is_auto(threshold) or target_precision is not None:
+        return max(k + 1, ordernull.NULL_COLUMNS)
+    return k
+
+
+def columns(nb: Neighbours, a: int, b: int) -> Neighbours:
+    """Columns ``a..b-1`` of both directions."""
+    return Neighbours(
+        nb.fwd_scores[:, a:b], nb.fwd_ids[:, a:b], nb.bwd_scores[:, a:b], nb.bwd_ids[:, a:b]
+    )
+
+
+def estimate_candidates(
+    nb: Neighbours,
+    *,
+    k: int,
+    margin: str = "ratio",
+    retrieval: str = "max",
+    target_precision: float | None = None,
+    method: str = autothreshold.DEFAULT_METHOD,
+) -> tuple[list[MinedPair], autothreshold.ThresholdEstimate]:
+    """Every candidate (no threshold) and the threshold estimate of ``method``.
+
+    Args:
+        nb: k-NN of both directions with :func:`neighbours_needed` columns (the margin uses the
+            first ``k``; ``order-stats`` reads up to :data:`~stilts.index.ordernull.NULL_COLUMNS`,
+            the decoy methods columns 2..k+1).
+    """
+    pairs = select(columns(nb, 0, k), margin=margin, retrieval=retrieval)
+    scores = np.fromiter((p.score for p in pairs), dtype=np.float64, count=len(pairs))
+    decoys = np.zeros(0)
+    if nb.fwd_scores.shape[1] > 1 and nb.bwd_scores.shape[1] > 1:  # else no second neighbour
+        picked = select(columns(nb, 1, k + 1), margin=margin, retrieval=retrieval)
+        decoys = np.fromiter((p.score for p in picked), dtype=np.float64, count=len(picked))
+    null = decoys
+    if method == "order-stats":
+        rows_s = np.fromiter((p.src for p in pairs), dtype=np.int64, count=len(pairs))
+        rows_t = np.fromiter((p.tgt for p in pairs), dtype=np.int64, count=len(pairs))
+        null = _nulls(nb, rows_s, rows_t, k, margin, retrieval)
+        null.decoys = decoys
+    est = autothreshold.estimate(scores, null, target_precision=target_precision, method=method)
+    return pairs, est
+
+
+def select_auto(
+    nb: Neighbours,
+    *,
+    k: int,
+    margin: str = "ratio",
+    retrieval: str = "max",
+    threshold: float | str | None = None,
+    target_precision: float | None = None,
+    method: str = autothreshold.DEFAULT_METHOD,
+) -> tuple[list[MinedPair], autothreshold.ThresholdEstimate | None]:
+    """:func:`select` that also takes ``threshold="auto"`` (or ``target_precision``).
+
+    Args:
+        nb: k-NN of both directions with :func:`neighbours_needed` columns.
+        k: neighbours for the margin.
+        margin, retrieval: as :func:`select`.
+        threshold: a number, None (every candidate) or ``"auto"``.
+        target_precision: with ``auto``: the lowest threshold whose estimated precision is at
+            least this, instead of the best expected F1.
+        method: the estimator (:data:`stilts.index.autothreshold.METHODS`).
+
+    Returns:
+        (pairs best first, the estimate; None unless the threshold was chosen here).
+    """
+    autothreshold.check(threshold, target_precision)
+    if not (autothreshold.is_auto(threshold) or target_precision is not None):
+        return select(
+            columns(nb, 0, k), margin=margin, retrieval=retrieval, threshold=threshold
+        ), None
+    pairs, est = estimate_candidates(
+        nb,
+        k=k,
+        margin=margin,
+        retrieval=retrieval,
+        target_precision=target_precision,
+        method=method,
+    )
+    autothreshold.LOG.info("%s", est.summary())
+    if est.threshold is not None:
+        pairs = [p for p in pairs if p.score >= est.threshold]
+    return pairs, est
+
+
+def _nulls(nb, rows_s, rows_t, k, margin, retrieval) -> ordernull.CandidateNulls:
+    """The order-statistics nulls of candidates ``(rows_s[i], rows_t[i])``: the margin's
+    denominators and which rows each candidate is the best of come from the first ``k`` columns
+    (as the miner scored them), the nulls from all columns."""
+    head = columns(nb, 0, k)
+    fwd, bwd = margins(head, margin)
+    fwd_best = head.fwd_ids[np.arange(len(fwd)), fwd.argmax(axis=1)]
+    bwd_best = head.bwd_ids[np.arange(len(bwd)), bwd.argmax(axis=1)]
+    from_src, from_tgt = fwd_best[rows_s] == rows_t, bwd_best[rows_t] == rows_s
+    if retrieval == "forward":
+        from_src, from_tgt = np.ones_like(from_src), np.zeros_like(from_tgt)
+    elif retrieval == "backward":
+        from_src, from_tgt = np.zeros_like(from_src), np.ones_like(from_tgt)
+    elif retrieval == "intersect":
+        from_src = from_tgt = np.ones_like(from_src)
+    else:  # a greedy pick is the best of at least one of its rows
+        from_src = from_src | ~from_tgt
+    den = (head.fwd_mean.astype(np.float64)[rows_s] + head.bwd_mean.astype(np.float64)[rows_t]) / 2
+    return ordernull.candidate_nulls(
+        nb.fwd_scores, nb.fwd_ids, nb.bwd_scores, nb.bwd_ids, rows_s, rows_t,
+        den=den, from_src=from_src, from_tgt=from_tgt, margin=margin,
+    )  # fmt: skip

@@ -256,7 +256,7 @@ def test_cli_mines_on_a_server(small_pair, encoder_fp32, tmp_path, capsys):
     assert sum(p in gold for p in top) >= 50, "ids, not sentences, and mostly gold pairs"
     # the default threshold is auto, chosen on the server: its estimate comes back
     est = summary["threshold_auto"]
-    assert est["method"] == "decoy-mixture" and summary["threshold"] == est["threshold"]
+    assert est["method"] == "order-stats" and summary["threshold"] == est["threshold"]
     assert min(float(r[0]) for r in rows) >= est["threshold"] - 1e-6
     local = tmp_path / "local.tsv"
     here = mine_files(d / "de.txt", d / "en.txt", local, model=encoder_fp32, progress=False,

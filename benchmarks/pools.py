@@ -1,0 +1,253 @@
+"""Realistic mining pools: a pack's gold pairs at a chosen share of large pools.
+
+In real mining jobs (BUCC 2017/2018, web crawls) 1-3 % of the sentences have their translation on
+the other side. A pool here is a BUCC set built that way from
+
+- **gold**: the pack's BUCC gold pairs and its Tatoeba-style pairs of the same language (human
+  translations of the same domain; the pack keeps the two apart);
+- **fillers**: untranslated text of the same language and domain from a filler directory
+  (:func:`read_fillers`), never the gold's other side:
+
+  - ``<pack>/pairs.tsv`` (``stilts data bitext`` output: English, translation, language, origin):
+    the English strings are split into two halves; the translations of one half fill the xx side,
+    the other half fills the English side (strings with no translation into xx go there first);
+  - ``<pack>/pages.tsv`` (``language TAB page TAB sentence``, from ``stilts bench fillers``):
+    documents translated page by page, xx sentences of one half of the pages and English
+    sentences of the other half (minus those close to an English sentence of the first half:
+    manuals repeat paragraphs across pages);
+  - the pack's own English sentences that have no partner in its BUCC files.
+
+  The pack's xx sentences without a partner are not used: their English is unknown, so nothing
+  could show that a filler is not their translation.
+
+Every English filler whose words are close to the English of anything on the xx side (word-set
+Jaccard >= 0.5 without stop words, or equal when folded) is dropped, and so is every xx filler
+whose known English is close to a gold English sentence: the only translations in a pool are its
+gold pairs. Everything is deterministic from ``seed``, and the shares of one pair are nested (the
+fillers and gold pairs of a smaller pool are a prefix of a larger one's).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import math
+import re
+from pathlib import Path
+
+from stilts.benchmarks import data as bdata
+from stilts.errors import ErrorCode, StiltsError
+
+LOG = logging.getLogger(__name__)
+
+PAIRS_FILE = "pairs.tsv"
+PAGES_FILE = "pages.tsv"
+NEAR_JACCARD = 0.5
+_WORD = re.compile(r"\w+")
+_STOP = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the this to was were "
+    "will with you your not no can".split()
+)
+
+
+@dataclasses.dataclass
+class Fillers:
+    """Untranslated text of one pack's domain.
+
+    Attributes:
+        pairs: ``{xx: [(English, translation), ...]}`` of catalogs that are not sources of the
+            pack (English known, so a filler is checked against the other side).
+        english: every English string of ``pairs`` (one entry each).
+        pages: ``{language: {page: [sentence, ...]}}`` of monolingual documents.
+    """
+
+    pairs: dict[str, list[tuple[str, str]]]
+    english: list[str]
+    pages: dict[str, dict[str, list[str]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs or self.pages)
+
+
+def read_fillers(directory: str | Path) -> Fillers:
+    """Read ``pairs.tsv`` and ``pages.tsv`` of one pack's filler directory (either may be absent).
+
+    Raises:
+        StiltsError: INVALID_ARGUMENT for a missing directory or a malformed line (file:line).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise StiltsError(ErrorCode.INVALID_ARGUMENT, f"no filler directory {d}", "fillers")
+    pairs: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
+    english: dict[str, None] = {}
+    pages: dict[str, dict[str, list[str]]] = collections.defaultdict(dict)
+    for en, xx, lang, _ in _rows(d / PAIRS_FILE, 4):
+        pairs[lang].append((en, xx))
+        english[en] = None
+    for lang, page, sentence in _rows(d / PAGES_FILE, 3):
+        pages[lang].setdefault(page, []).append(sentence)
+    return Fillers(dict(pairs), list(english), dict(pages))
+
+
+def _rows(path: Path, n: int):
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        for no, line in enumerate(f, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != n or not all(fields[:n]):
+                raise StiltsError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"{path}:{no}: expected {n} non-empty tab-separated fields",
+                    "fillers",
+                )
+            yield fields
+
+
+def words(text: str) -> frozenset[str]:
+    """The word set two English strings are compared by (case-folded, stop words removed)."""
+    return frozenset(w for w in _WORD.findall(text.casefold()) if w not in _STOP)
+
+
+class NearIndex:
+    """English strings, asked whether a query is close to any of them: the same word set, or a
+    word-set Jaccard of at least :data:`NEAR_JACCARD` (prefix filtering on rare words, so a
+    query looks at few candidates)."""
+
+    def __init__(self, texts: list[str]):
+        self.sets = [words(t) for t in texts]
+        freq = collections.Counter(w for s in self.sets for w in s)
+        self.rank = {w: (c, w) for w, c in freq.items()}
+        self.postings: dict[str, list[int]] = collections.defaultdict(list)
+        self.exact = {s for s in self.sets}
+        for i, s in enumerate(self.sets):
+            for w in self._prefix(s):
+                self.postings[w].append(i)
+
+    def _prefix(self, s: frozenset[str]) -> list[str]:
+        ordered = sorted(s, key=lambda w: self.rank.get(w, (0, w)))
+        return ordered[: len(ordered) - math.ceil(NEAR_JACCARD * len(ordered)) + 1]
+
+    def near(self, text: str) -> bool:
+        q = words(text)
+        if q in self.exact:
+            return True
+        for w in self._prefix(q):
+            for i in self.postings.get(w, ()):
+                s = self.sets[i]
+                if len(q & s) >= NEAR_JACCARD * len(q | s):
+                    return True
+        return False
+
+
+def _hash(text: str, seed: int) -> float:
+    h = hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def _shuffled(items: list, seed: int, salt: str) -> list:
+    return sorted(items, key=lambda x: _hash(f"{salt}\0{x}", seed))
+
+
+@dataclasses.dataclass
+class Material:
+    """What one language pair's pools are drawn from, in the seeded order they are taken."""
+
+    lang: str
+    gold: list[tuple[str, str]]  # (xx, en)
+    xx: list[str]
+    en: list[str]
+
+
+def material(
+    s: bdata.BuccSet,
+    tatoeba: bdata.TatoebaSet | None,
+    fillers: Fillers,
+    seed: int = 0,
+) -> Material:
+    """Gold pairs and checked fillers for one pair (see the module docstring)."""
+    xx = s.lang
+    by_id_src = dict(zip(s.src_ids, s.src, strict=True))
+    by_id_en = dict(zip(s.en_ids, s.en, strict=True))
+    gold = [(by_id_src[a], by_id_en[b]) for a, b in sorted(s.gold)]
+    if tatoeba is not None:
+        gold += list(zip(tatoeba.src, tatoeba.en, strict=True))
+    gold = list({(a.casefold(), b.casefold()): (a, b) for a, b in gold}.values())
+    gold_xx = {a.casefold() for a, _ in gold}
+    partners = {b for _, b in s.gold}
+    gold_en_index = NearIndex([b for _, b in gold])
+
+    # English strings: translated into xx or not; the xx side takes translations of one half
+    translated: dict[str, str] = {}
+    for en, tr in fillers.pairs.get(xx, []):
+        translated.setdefault(en, tr)
+    free = [e for e in fillers.english if e not in translated]
+    cut = min(len(fillers.english) / 2, len(translated)) / max(len(translated), 1)
+    xx_side = [(e, t) for e, t in translated.items() if _hash(e, seed) < cut]
+    en_side = free + [e for e in translated if _hash(e, seed) >= cut]
+
+    page_xx, page_en, page_xx_english = _page_halves(fillers.pages, xx, seed)
+    xx_fill = [t for e, t in xx_side if not gold_en_index.near(e)] + page_xx
+    xx_fill = [t for t in dict.fromkeys(xx_fill) if t.casefold() not in gold_xx]
+    # English fillers: far from the English of everything on the xx side
+    # (a page's English original stands for its xx sentences: documentation repeats paragraphs
+    # across pages, so an English filler of another page may translate one of them)
+    xx_english = NearIndex([b for _, b in gold] + [e for e, _ in xx_side] + page_xx_english)
+    loners = [t for i, t in zip(s.en_ids, s.en, strict=True) if i not in partners]
+    en_fill = [t for t in dict.fromkeys(en_side + page_en + loners) if not xx_english.near(t)]
+    LOG.info(
+        "%s: %d gold pairs, %d xx fillers, %d English fillers",
+        xx,
+        len(gold),
+        len(xx_fill),
+        len(en_fill),
+    )
+    return Material(
+        xx,
+        _shuffled(gold, seed, "gold"),
+        _shuffled(xx_fill, seed, "xx"),
+        _shuffled(en_fill, seed, "en"),
+    )
+
+
+def _page_halves(pages: dict, xx: str, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """(xx sentences of one half of the pages, English ones of the other half, the English
+    sentences of the first half), halves by page name."""
+    side_xx = [t for p, ss in pages.get(xx, {}).items() if _hash(p, seed) < 0.5 for t in ss]
+    english = pages.get("en", {})
+    side_en = [t for p, ss in english.items() if _hash(p, seed) >= 0.5 for t in ss]
+    originals = [t for p, ss in english.items() if _hash(p, seed) < 0.5 for t in ss]
+    return side_xx, side_en, originals
+
+
+def pool(m: Material, share: float, size: int) -> bdata.BuccSet:
+    """A BUCC set of at most ``size`` sentences per side in which ``share`` of the xx sentences
+    have their translation on the other side. The smaller of the gold pairs and the fillers
+    bounds it: ``n_gold = round(share * n_xx)``."""
+    if not 0 < share <= 1:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT, f"share must be in (0, 1], got {share}", "shares"
+        )
+    n_xx = min(size, len(m.xx) + len(m.gold), math.floor(len(m.gold) / share))
+    n_gold = max(round(share * n_xx), 1)
+    n_en = min(size, len(m.en) + n_gold)
+    gold = m.gold[:n_gold]
+    src = [a for a, _ in gold] + m.xx[: n_xx - n_gold]
+    en = [b for _, b in gold] + m.en[: n_en - n_gold]
+    src_ids = [f"{m.lang}-{i:09d}" for i in range(len(src))]
+    en_ids = [f"en-{i:09d}" for i in range(len(en))]
+    # the set's own order is seeded too (a k-NN tie must not favour the gold rows)
+    src_order = _shuffled(list(range(len(src))), 0, "src")
+    en_order = _shuffled(list(range(len(en))), 0, "en")
+    return bdata.BuccSet(
+        m.lang,
+        f"pool{share:g}",
+        [src_ids[i] for i in src_order],
+        [src[i] for i in src_order],
+        [en_ids[i] for i in en_order],
+        [en[i] for i in en_order],
+        {(src_ids[i], en_ids[i]) for i in range(n_gold)},
+        [],
+    )
