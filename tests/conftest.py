@@ -1,8 +1,20 @@
-"""Shared fixtures: the dev pack beside the project, the installed default model."""
+"""Shared fixtures: the dev pack beside the project, the installed default model.
+
+The suite runs in a home of its own: ``$STILTS_HOME`` points at a temporary directory for the
+whole session (this process and every child it starts), so route records, indexes, installs and
+downloads of the tests land there. The one thing shared with the user's own home is the installed
+default model: ``models/default`` links to it (and the temporary home starts with copies of its
+route records, links to its base checkpoint and to the downloaded wheels, which the tests only
+read). At the end of the session the user's home must be as it was, but for ``models/default``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -11,6 +23,110 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEV_PACK = Path(os.environ.get("STILTS_DEV_PACK", ROOT.parent / "shared" / "data" / "bitext-dev"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The user's own $STILTS_HOME while the session runs in a temporary one (set by pytest_configure;
+# a child pytest process, e.g. an xdist worker, inherits both and keeps them).
+USER_HOME_ENV = "STILTS_TEST_USER_HOME"
+# What the suite may write in the user's home: the one shared default model.
+SHARED = (Path("models") / "default",)
+
+
+def snapshot(home: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``home`` (links not followed) with its mtime and size, but for
+    :data:`SHARED`'s subtrees: what the suite must leave as it found it."""
+    if not home.is_dir():
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for top, dirs, files in os.walk(home):
+        rel_top = Path(top).relative_to(home)
+        dirs[:] = [d for d in dirs if rel_top / d not in SHARED]
+        for name in [".", *dirs, *files]:
+            path = Path(top) / name
+            st = path.lstat()
+            out[str(rel_top / name)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """The paths created, removed or modified between two :func:`snapshot` s."""
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _test_home(user: Path) -> Path:
+    """A temporary ``$STILTS_HOME`` that shares the user's default model (and what it is built
+    from), with copies of the default model's route records."""
+    home = Path(tempfile.mkdtemp(prefix="stilts-test-home-"))
+    default = user / "models" / "default"
+    if default.is_dir():
+        (home / "models").mkdir()
+        (home / "models" / "default").symlink_to(default, target_is_directory=True)
+        try:  # its route records, named after the model (stilts.encoding.autoroute.record_path)
+            name = json.loads((default / "stilts.json").read_text())["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            name = None
+        if name and (user / "cpu-routes").is_dir():
+            (home / "cpu-routes").mkdir()
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
+            for record in (user / "cpu-routes").glob(f"{safe}-*.json"):
+                shutil.copy2(record, home / "cpu-routes" / record.name)
+    checkpoint = user / "checkpoints" / "default"  # the base checkpoint `make model` built
+    if checkpoint.is_dir():
+        (home / "checkpoints").mkdir()
+        (home / "checkpoints" / "default").symlink_to(checkpoint, target_is_directory=True)
+    if (user / "downloads").is_dir():  # the pinned wheels, one link each: new ones land here
+        (home / "downloads").mkdir()
+        for wheel in (user / "downloads").iterdir():
+            if wheel.is_file():
+                (home / "downloads" / wheel.name).symlink_to(wheel)
+    return home
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get(USER_HOME_ENV):
+        return  # a child session: the parent's temporary home is already set
+    from stilts.home import stilts_home
+
+    user = stilts_home()
+    home = _test_home(user)
+    config.stash[_SESSION_HOME] = (user, home, snapshot(user))
+    config.stash[_USER_ENV] = os.environ.get("STILTS_HOME")
+    os.environ[USER_HOME_ENV] = str(user)
+    os.environ["STILTS_HOME"] = str(home)
+
+
+def pytest_unconfigure(config) -> None:
+    session = config.stash.get(_SESSION_HOME, None)
+    if session is None:
+        return
+    _, home, _ = session
+    original = config.stash.get(_USER_ENV, None)
+    if original is None:
+        os.environ.pop("STILTS_HOME", None)
+    else:
+        os.environ["STILTS_HOME"] = original
+    os.environ.pop(USER_HOME_ENV, None)
+    shutil.rmtree(home, ignore_errors=True)  # removes the links, never what they point to
+
+
+_SESSION_HOME = pytest.StashKey[tuple]()
+_USER_ENV = pytest.StashKey["str | None"]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_home_untouched(request):
+    """Fails the session (an error at the last test's teardown) when the suite wrote under the
+    user's own $STILTS_HOME anywhere but the shared default model."""
+    session = request.config.stash.get(_SESSION_HOME, None)
+    yield
+    if session is None:
+        return
+    user, _, before = session
+    diff = changed(before, snapshot(user))
+    if diff:
+        pytest.fail(
+            f"the suite wrote under the user's {user} outside models/default (or another "
+            "process did while it ran): " + ", ".join(diff[:20]),
+            pytrace=False,
+        )
 
 
 def _need(path: Path, what: str) -> Path:
