@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -263,68 +264,129 @@ def test_mine_rpc_auto_threshold_returns_its_estimate(dev_pack, encoder, tmp_pat
         srv.stop(5)
 
 
-def _planted_job(vectors: np.ndarray, n_true: int, noise: float, seed: int = 0):
-    """A mining job with a known truth on real sentence vectors: two disjoint halves of
-    ``vectors`` (different sentences, so no translations between them) with ``n_true`` planted
-    pairs (row i of the second half replaced by a noisy copy of row i of the first)."""
+def _synthetic_nulls(n: int, n_true: int, seed: int = 0):
+    """Candidates whose truth is known, drawn as the order-statistics null says: each row's best
+    other cosine ``anchor`` and tail scale ``beta``; a false candidate scores ``anchor + beta *
+    Exp(1)``, a true one ``anchor + 0.12 + N(0, 0.025)`` (plain cosine margin)."""
+    from stilts.index.ordernull import CandidateNulls
+
     rng = np.random.default_rng(seed)
-    v = vectors[rng.permutation(len(vectors))]
-    half = len(v) // 2
-    x, y = v[:half].copy(), v[half : 2 * half].copy()
-    y[:n_true] = x[:n_true] + noise * rng.normal(size=(n_true, x.shape[1])).astype(np.float32)
-    y[:n_true] /= np.linalg.norm(y[:n_true], axis=1, keepdims=True)
-    return x, y
+    anchor = rng.normal(0.80, 0.03, n)
+    beta = rng.uniform(0.008, 0.016, n)
+    is_true = np.zeros(n, dtype=bool)
+    is_true[rng.choice(n, n_true, replace=False)] = True
+    scores = np.where(
+        is_true, anchor + 0.12 + rng.normal(0, 0.025, n), anchor + beta * rng.exponential(1, n)
+    )
+    mutual = rng.random(n) < 0.8
+    # both rows of a pair carry the same null here (the law the scores were drawn from)
+    nulls = CandidateNulls(
+        anchor, beta, anchor, beta, np.ones(n), np.ones(n, bool), mutual, "absolute",
+        rng.normal(0.78, 0.03, n),
+    )  # fmt: skip
+    return scores, is_true, nulls
 
 
-def _truth(pairs, n_true: int, threshold: float | None = None):
-    """(precision, F1) of the pairs at or above ``threshold`` against the known truth."""
-    kept = [p for p in pairs if threshold is None or p.score >= threshold]
-    ok = sum(p.src == p.tgt < n_true for p in kept)
-    precision = ok / max(len(kept), 1)
-    return precision, 2 * ok / (len(kept) + n_true)
+def _truth_at(scores, is_true, t):
+    kept = scores >= t
+    ok = int((kept & is_true).sum())
+    return ok / max(int(kept.sum()), 1), 2 * ok / (int(kept.sum()) + int(is_true.sum()))
+
+
+def test_rare_true_pairs_a_synthetic_mixture_at_1_percent_with_known_truth():
+    """1 % of 20,000 candidates true, drawn from the null's own law: the default sees the rare
+    regime, counts the true pairs within half, keeps the regret under 4 F1 points (the goal's
+    worst pair) and over-estimates the precision by at most 8 points."""
+    scores, is_true, nulls = _synthetic_nulls(20_000, 200)
+    est = autothreshold.estimate(scores, nulls)
+    assert est.method == "order-stats" and est.regime == "rare" and not est.weak, est
+    assert est.true_pairs == pytest.approx(200, rel=0.5)
+    precision, f1 = _truth_at(scores, is_true, est.threshold)
+    best = max(_truth_at(scores, is_true, t)[1] for t in np.sort(scores)[-600:])
+    assert best - f1 <= 0.04, (best, f1)
+    assert est.precision - precision <= 0.08, (est.precision, precision)
+    lo, hi = est.precision_interval
+    assert lo <= est.precision <= hi and hi - lo < 0.2
+    assert 0.005 <= est.true_share <= 0.015
+    hist = est.to_dict()["histogram"]
+    assert len(hist["null"]) == len(hist["candidates"]) == len(hist["edges"]) - 1
+    assert sum(hist["null"]) == pytest.approx(len(scores) - est.true_pairs, rel=0.05)
+
+
+def test_a_weak_estimate_says_so_and_errs_on_the_safe_side(caplog):
+    """Fifteen true pairs among 5,000 candidates: too few for a sure estimate. The reason says
+    so (also in the log line), the threshold is chosen on the pessimistic count, and the
+    reported precision, the interval's lower end, is not above the precision delivered."""
+    scores, is_true, nulls = _synthetic_nulls(5000, 15, seed=1)
+    with caplog.at_level(logging.INFO, logger="stilts.index.autothreshold"):
+        est = autothreshold.estimate(scores, nulls)
+        autothreshold.LOG.info("%s", est.summary())
+    assert est.weak and "true pairs estimated" in est.reason and "WEAK" in caplog.text
+    assert est.precision == pytest.approx(est.precision_interval[0])
+    assert est.precision <= _truth_at(scores, is_true, est.threshold)[0] + 1e-9
+    d = est.to_dict()
+    assert d["weak"] is True and d["regime"] == "rare" and d["true_share"] < 0.01
+
+
+FILLERS = Path(__file__).parent / "data" / "fillers"
 
 
 @pytest.fixture(scope="module")
-def english_vectors(mined_sets):
-    """Every English sentence of the four sets, encoded once (distinct texts)."""
-    rows = {}
-    for s, vectors, *_ in mined_sets.values():
-        rows.update({t: vectors[i] for i, t in zip(s.en_ids, s.en, strict=True)})
-    return np.stack(list(rows.values()))
+def auto_route(default_model_dir):
+    """The default model on its default route (``auto``): what `stilts mine` runs."""
+    from stilts import Encoder
+
+    return Encoder(default_model_dir)
 
 
 @pytest.mark.slow
-def test_rare_true_pairs_a_planted_job_at_1_percent_with_known_truth(english_vectors):
-    """1 % of the sentences translated, the rest real untranslated text: the default estimator
-    sees the rare regime, keeps the regret under 4 F1 points and does not promise more than 8
-    points of precision it does not deliver; the old decoy mixture did."""
-    x, y = _planted_job(english_vectors, len(english_vectors) // 200, noise=0.045)
-    n_true = len(x) // 100
-    wide = mining.neighbours(x, y, mining.neighbours_needed(4, "auto"))
-    pairs, est = mining.estimate_candidates(wide, k=4)
+@pytest.mark.parametrize(("pack", "xx"), [("bitext-dev", "de"), ("docs-dev", "fr")])
+def test_auto_holds_on_a_realistic_pool_at_2_percent(auto_route, dev_pack, pack, xx):
+    """A realistic pool (:mod:`stilts.benchmarks.pools`) cut small for CI: 3,000 sentences a
+    side, 2 % of them translated, the rest untranslated text of the same domain (a sample of the
+    bench's fillers in tests/data/fillers). The goals for one pair: regret <= 4 F1 points and
+    the precision not over-estimated by more than 8 points."""
+    from stilts.benchmarks import pools
+
+    root = dev_pack.parent / pack
+    s = _set(root, xx)
+    tatoeba = bdata.read_tatoeba(root / "tatoeba", [xx])[xx]
+    material = pools.material(s, tatoeba, pools.read_fillers(FILLERS / pack))
+    p = pools.pool(material, 0.02, 3000)
+    assert len(p.src) == 3000 and len(p.gold) == 60
+    src = auto_route.encode(p.src, kind="bitext")
+    en = auto_route.encode(p.en, kind="bitext")
+    real, wide = scoring.neighbours_for_auto(src, en, 4)
+    cands = label(p, *scoring.candidates(real, "ratio", "max"))
+    est = mining.estimate_candidates(wide, k=4)[1]
+    got = cands.at(est.threshold)
     assert est.method == "order-stats" and est.regime == "rare", est
-    best = max(_truth(pairs, n_true, p.score)[1] for p in pairs[: 4 * n_true])
-    precision, f1 = _truth(pairs, n_true, est.threshold)
-    assert best - f1 <= 0.04, (best, f1, est)
-    assert est.precision - precision <= 0.08, (est.precision, precision)
-    lo, hi = est.precision_interval
-    assert lo <= est.precision <= hi
-    old = mining.estimate_candidates(wide, k=4, method="decoy-mixture")[1]
-    assert old.precision - _truth(pairs, n_true, old.threshold)[0] > 0.08, "the defect fixed"
+    assert cands.oracle().f1 - got.f1 <= 0.04, (cands.oracle(), got, est)
+    assert est.precision - got.precision <= 0.08, (est.precision, got.precision)
 
 
 @pytest.mark.slow
-def test_a_weak_estimate_says_so_and_errs_on_the_safe_side(english_vectors, caplog):
-    """Twenty true pairs among thousands of sentences: too few for a sure estimate. The reason
-    says so, the threshold is chosen on the pessimistic count, and the reported precision (the
-    interval's lower end) is not above the precision delivered."""
-    n_true = 20
-    x, y = _planted_job(english_vectors, n_true, noise=0.04, seed=1)
-    wide = mining.neighbours(x, y, mining.neighbours_needed(4, "auto"))
-    with caplog.at_level(logging.INFO, logger="stilts.index.autothreshold"):
-        pairs, est = mining.select_auto(wide, k=4, threshold="auto")
-    assert est.weak and "true pairs estimated" in est.reason and "WEAK" in caplog.text
-    assert est.precision == pytest.approx(est.precision_interval[0])
-    assert est.precision <= _truth(pairs, n_true)[0] + 1e-9
-    d = est.to_dict()
-    assert d["weak"] is True and d["regime"] == "rare" and 0 < d["true_share"] < 0.05
+def test_bench_threshold_measures_realistic_pools_from_the_cli(dev_pack, tmp_path, capsys):
+    """`stilts bench threshold --fillers`: the pack's own set and a realistic pool per pair,
+    every estimator scored against the gold, the job's time and memory, a Markdown table."""
+    from stilts.cli import main
+
+    out = tmp_path / "t.json"
+    args = ["bench", "threshold", "--bucc", str(dev_pack / "bucc"), "--bucc-max", "300"]
+    args += ["--fillers", str(FILLERS), "--shares", "0.05", "--pool-size", "600"]
+    assert main([*args, "--output", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert r["settings"]["pools"] == {"bitext-dev": "realistic"}
+    assert r["settings"]["shares"] == ["pack", "0.05"]
+    de = r["packs"]["bitext-dev"]["pairs"]["de"]
+    pool = de["0.05"]
+    assert pool["n_src"] == 600 and pool["n_gold"] == 30 and pool["share"] == 0.05
+    assert pool["seconds"] > 0 and pool["peak_mb"] > 0
+    for method in autothreshold.METHODS:
+        v = pool[method]
+        assert 0 <= v["f1"] <= pool["oracle"]["f1"] + 1e-9 and v["regret"] >= -1e-9
+    assert pool["order-stats"]["regime"] in ("rare", "common")
+    summary = r["packs"]["bitext-dev"]["summary"]["0.05"]
+    assert summary["sizes"]["mean_n_src"] == 600
+    assert main([*args, "--output", str(tmp_path / "bad.json"), "--shares", "0"]) == 2
+    assert "shares" in capsys.readouterr().err
