@@ -354,34 +354,28 @@ def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray):
     # rare: true pairs are found above t0, where candidates most exceed their nulls; there each
     # candidate's null counts by its chance of being false, below t0 fully (no EM runaway)
     weights = _tail_weights(s, nulls)
-    f = nulls.false_counts(grid, weights, "mean")
-    # the largest excess, each excess less its own noise (the max of a noisy curve runs high)
-    i = int(np.argmax(kept - f - np.sqrt(f)))
-    n_true = float(max(kept[i] - f[i], 0.0))
+    n_true = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
     false = np.maximum(nulls.false_counts(grid, weights, "min"), kept - n_true)
     return false, max(n_true, 0.0), "rare"
 
 
-def _tail_weights(s: np.ndarray, nulls: CandidateNulls, bins: int = 40) -> np.ndarray:
-    """Each candidate's chance of being false, from its own null: (1 - pi) * its null density
-    at its score against pi * the density of true scores there (the binned excess of candidates
-    over their nulls, at the top of the range where candidates exceed them). Below the top, 1.
-    A candidate whose rows put false pairs near its score stays false; one far above its rows'
-    nulls is true, so its null stops counting as a false pair."""
-    edges = np.quantile(s, np.linspace(0, 1, bins + 1))
-    edges[-1] = np.nextafter(edges[-1], np.inf)
-    f = nulls.false_counts(edges, None, "mean")
-    counts = np.histogram(s, edges)[0].astype(np.float64)
-    expected = f[:-1] - f[1:]
-    # a bin's excess counts when it stands out of the false count's noise (else noise adds up)
-    excess = np.where(counts - expected > 2 * np.sqrt(expected), counts - expected, 0.0)
-    true_density = excess / np.maximum(np.diff(edges), 1e-12)  # true pairs per unit score
-    b = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, bins - 1)
-    false_density = nulls.own_density(s)  # per candidate: that candidate's null density
-    n_true = excess.sum()
-    p_false = (1 - n_true / len(s)) * false_density
-    p_true = true_density[b] / len(s)
-    return np.where(p_false + p_true > 0, p_false / np.maximum(p_false + p_true, 1e-300), 1.0)
+def _tail_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
+    """Chances of being false, from the top score down: in bins of equal count, expected nulls
+    / candidates (unweighted), until the first bin that is mostly false (>= 90 %); below it 1.
+    True pairs sit at the top, so their own nulls stop counting as false pairs there, while the
+    bulk, where the null's shape is least exact, is left alone."""
+    order = np.argsort(-s, kind="stable")
+    size = max(25, len(s) // 400)
+    w = np.ones(len(s))
+    for a in range(0, len(s), size):
+        rows = order[a : a + size]
+        hi = np.nextafter(s[rows[0]], np.inf)
+        f = nulls.false_counts(np.array([s[rows[-1]], hi]), None, "mean")
+        p_false = float(np.clip((f[0] - f[1]) / len(rows), 0.0, 1.0))
+        if p_false >= 0.9:
+            break
+        w[rows] = p_false
+    return w
 
 
 def _false_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:

@@ -98,25 +98,6 @@ class CandidateNulls:
             out += (w * s).sum(axis=0)
         return out
 
-    def own_density(self, scores: np.ndarray) -> np.ndarray:
-        """Each candidate's null density at its own score (per unit of the margin): how likely
-        a false pair of its rows lands exactly there (a mutual pair: the mean of its rows')."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if self.margin == "ratio":
-            need, scale = scores * self.den, self.den
-        elif self.margin == "distance":
-            need, scale = scores + self.den, 1.0
-        else:
-            need, scale = scores, 1.0
-
-        def density(anchor, beta):
-            return np.where(need >= anchor, np.exp(-(need - anchor) / beta) / beta, 0.0) * scale
-
-        d_src = density(self.anchor_src, self.beta_src)
-        d_tgt = density(self.anchor_tgt, self.beta_tgt)
-        both = (d_src + d_tgt) / 2
-        return np.where(self.from_src & self.from_tgt, both, np.where(self.from_src, d_src, d_tgt))
-
 
 def _survival(need: np.ndarray, anchor: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return np.exp(-np.maximum(need - anchor[:, None], 0.0) / beta[:, None])
