@@ -222,15 +222,26 @@ def _page_halves(pages: dict, xx: str, seed: int) -> tuple[list[str], list[str],
     return side_xx, side_en, originals
 
 
+MIN_GOLD = 20  # fewer gold pairs than this at a share: the pair's fillers are too few for a pool
+
+
+def pool_size_at(m: Material, share: float, size: int) -> int:
+    """The xx sentences of :func:`pool` at ``share`` (0 when ``share`` is not in (0, 1])."""
+    if not 0 < share <= 1:
+        return 0
+    fill = math.floor(len(m.xx) / (1 - share)) if share < 1 else size
+    return min(size, fill, math.floor(len(m.gold) / share))
+
+
 def pool(m: Material, share: float, size: int) -> bdata.BuccSet:
     """A BUCC set of at most ``size`` sentences per side in which ``share`` of the xx sentences
-    have their translation on the other side. The smaller of the gold pairs and the fillers
-    bounds it: ``n_gold = round(share * n_xx)``."""
+    have their translation on the other side (``n_gold = round(share * n_xx)``); the gold pairs
+    and the xx fillers bound it."""
     if not 0 < share <= 1:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT, f"share must be in (0, 1], got {share}", "shares"
         )
-    n_xx = min(size, len(m.xx) + len(m.gold), math.floor(len(m.gold) / share))
+    n_xx = pool_size_at(m, share, size)
     n_gold = max(round(share * n_xx), 1)
     n_en = min(size, len(m.en) + n_gold)
     gold = m.gold[:n_gold]

@@ -59,7 +59,7 @@ def dilute(s: bdata.BuccSet, factor: int, seed: int = 0) -> bdata.BuccSet:
     en = [(i, t) for i, t in zip(s.en_ids, s.en, strict=True) if i not in drop_en]
     return bdata.BuccSet(
         s.lang,
-        s.split,
+        f"{s.split}-diluted{factor}",
         [i for i, _ in src],
         [t for _, t in src],
         [i for i, _ in en],
@@ -85,6 +85,7 @@ class _Mined:
         self.peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         self.sizes = {"n_src": len(s.src), "n_en": len(s.en), "n_gold": len(s.gold)}
+        self.split = s.split
         rows_s = [p.src for p in pairs]
         rows_t = [p.tgt for p in pairs]
         self.labelled: Candidates = label(s, rows_s, rows_t, [p.score for p in pairs])
@@ -96,11 +97,14 @@ def share_sets(
     material: pools.Material | None,
     pool_size: int,
 ) -> dict[str, bdata.BuccSet]:
-    """``{"pack": s, "0.01": ..., ...}``: the set at each share of xx sentences with a translation
-    (a realistic pool from ``material``, else ``s`` diluted)."""
+    """``{"pack": s, "0.01": ..., ...}``: the set at each share of xx sentences with a translation:
+    a realistic pool from ``material`` where its fillers give one with at least
+    :data:`~stilts.benchmarks.pools.MIN_GOLD` gold pairs, else ``s`` diluted (its split says
+    which: ``pool...`` or the pack's)."""
     out = {"pack": s}
     for share in shares:
-        if material is not None:
+        n = pools.pool_size_at(material, share, pool_size) if material is not None else 0
+        if share * n >= pools.MIN_GOLD:
             out[f"{share:g}"] = pools.pool(material, share, pool_size)
         else:
             f = max(round(len(s.gold) / max(share * len(s.src_ids), 1e-9)), 1)
@@ -201,6 +205,9 @@ def _evaluate(m: _Mined, others: list[Candidates], cross: list[Candidates]) -> d
     oracle = c.oracle()
     row: dict = {
         **m.sizes,
+        "pool": "realistic"
+        if m.split.startswith("pool")
+        else ("diluted" if "diluted" in m.split else "pack"),
         "share": round(m.sizes["n_gold"] / max(m.sizes["n_src"], 1), 4),
         "n_candidates": len(c.scores),
         "true_candidates": int(c.correct.sum()),
@@ -326,7 +333,8 @@ def markdown(results: dict) -> str:
                 lo, hi = a["precision_interval"] or (None, None)
                 weak = " weak" if a["weak"] else ""
                 lines.append(
-                    f"| {xx} | {share} | {v['n_src']} x {v['n_en']} | {_pct(v['oracle']['f1'])} | "
+                    f"| {xx} | {share}{' (diluted)' if v['pool'] == 'diluted' else ''} | "
+                    f"{v['n_src']} x {v['n_en']} | {_pct(v['oracle']['f1'])} | "
                     f"{_pct(a['f1'])} | {_pct(a['regret'])} | {_pct(a['estimated_precision'])} / "
                     f"{_pct(a['precision'])} ({_pct(lo)}-{_pct(hi)}) | "
                     f"{a['estimated_true_pairs'] or 0:.0f} / {v['true_candidates']} | "
