@@ -377,7 +377,7 @@ def test_bench_threshold_measures_realistic_pools_from_the_cli(dev_pack, tmp_pat
     out = tmp_path / "t.json"
     args = ["bench", "threshold", "--bucc", str(dev_pack / "bucc"), "--bucc-max", "300"]
     args += ["--fillers", str(FILLERS), "--shares", "0.05", "--pool-size", "600"]
-    assert main([*args, "--output", str(out), "--quiet"]) == 0
+    assert main([*args, "--output", str(out), "--report", str(tmp_path / "t.md"), "--quiet"]) == 0
     r = json.loads(out.read_text())
     assert r["settings"]["pools"] == {"bitext-dev": "realistic"}
     assert r["settings"]["shares"] == ["pack", "0.05"]
@@ -388,8 +388,15 @@ def test_bench_threshold_measures_realistic_pools_from_the_cli(dev_pack, tmp_pat
     for method in autothreshold.METHODS:
         v = pool[method]
         assert 0 <= v["f1"] <= pool["oracle"]["f1"] + 1e-9 and v["regret"] >= -1e-9
-    assert pool["order-stats"]["regime"] in ("rare", "common")
-    summary = r["packs"]["bitext-dev"]["summary"]["0.05"]
-    assert summary["sizes"]["mean_n_src"] == 600
+    assert pool["order-stats"]["regime"] in ("rare", "common") and pool["pool"] == "realistic"
+    # the sample fillers hold few sentences of the other languages: their pools are smaller,
+    # or (under 20 gold pairs) their diluted sets, and each row says which
+    pairs = r["packs"]["bitext-dev"]["pairs"]
+    assert {v["pack"]["pool"] for v in pairs.values()} == {"pack"}
+    for v in pairs.values():
+        kind = v["0.05"]["pool"]
+        assert kind in ("realistic", "diluted")
+        assert kind == "diluted" or 20 <= v["0.05"]["n_gold"] <= 30
+    assert "| de | 0.05 | 600 x" in (tmp_path / "t.md").read_text()
     assert main([*args, "--output", str(tmp_path / "bad.json"), "--shares", "0"]) == 2
     assert "shares" in capsys.readouterr().err
