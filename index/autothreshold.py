@@ -351,8 +351,8 @@ def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray):
         # common: true pairs form a component of their own, which the decoy mixture fits best
         false, n_true = _fit_decoy_mixture(s, nulls.decoys, grid, np.random.default_rng(0))
         return false, n_true, "common"
-    # rare: true pairs are found above t0, where candidates most exceed their nulls; there each
-    # candidate's null counts by its chance of being false, below t0 fully (no EM runaway)
+    # rare: at the top, where candidates are mostly true, a candidate's null counts by its bin's
+    # chance of being false; below, fully (no EM to run away)
     weights = _tail_weights(s, nulls)
     n_true = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
     false = np.maximum(nulls.false_counts(grid, weights, "min"), kept - n_true)
