@@ -1,7 +1,7 @@
 """Mining sentence lists in memory (the server's Mine RPC): the steps of ``stilts mine`` on lists.
 
 dedupe (:func:`stilts.index.scan.dedupe`, as the file scan does) -> embed the unique sentences ->
-k-NN both ways -> margin and selection (:func:`stilts.index.autothreshold.select`: a fixed or an
+k-NN both ways -> margin and selection (:func:`stilts.index.mining.select_auto`: a fixed or an
 auto threshold) -> text-level
 :class:`~stilts.records.MinedPair` s, best first, that point back into the inputs.
 """
