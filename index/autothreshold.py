@@ -260,10 +260,10 @@ def estimate(
     kept = _count_at_or_above(s, grid)
     regime = None
     if method == "order-stats":
-        false, n_true, regime = _fit_order_stats(s, null, grid)
+        # one fit, read at the thresholds and at the histogram's edges
         edges = np.asarray(hist["edges"], dtype=np.float64)
+        false, f_edges, n_true, regime = _fit_order_stats(s, null, grid, edges)
         if len(edges):
-            f_edges = _fit_order_stats(s, null, edges)[0]
             hist = {"edges": hist["edges"], "candidates": hist["candidates"]}
             hist["null"] = [round(float(v), 2) for v in f_edges[:-1] - f_edges[1:]]
     else:
@@ -341,22 +341,26 @@ def _grid(s: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate([rest, u[-half:]]))
 
 
-def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray):
-    """(expected false pairs at or above each threshold, true pairs, regime)."""
+def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray, extra: np.ndarray):
+    """(expected false pairs at or above each threshold of ``grid``, the same at ``extra`` (read
+    off the same fit), true pairs, regime); the true pairs are the largest excess over ``grid``."""
     kept = _count_at_or_above(s, grid)
     n_plain = float(np.max(kept - nulls.false_counts(grid, mutual="mean"), initial=0.0))
     weights = _false_weights(s, nulls)
     n_em = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
+    both = np.concatenate([grid, extra])
     if n_em <= RUNAWAY * max(n_plain, 1.0) and len(nulls.decoys) >= MIN_CANDIDATES:
         # common: true pairs form a component of their own, which the decoy mixture fits best
-        false, n_true = _fit_decoy_mixture(s, nulls.decoys, grid, np.random.default_rng(0))
-        return false, n_true, "common"
+        false, n_true = _fit_decoy_mixture(s, nulls.decoys, both, np.random.default_rng(0))
+        return false[: len(grid)], false[len(grid) :], n_true, "common"
     # rare: at the top, where candidates are mostly true, a candidate's null counts by its bin's
     # chance of being false; below, fully (no EM to run away)
     weights = _tail_weights(s, nulls)
     n_true = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
-    false = np.maximum(nulls.false_counts(grid, weights, "min"), kept - n_true)
-    return false, max(n_true, 0.0), "rare"
+    false = np.maximum(
+        nulls.false_counts(both, weights, "min"), _count_at_or_above(s, both) - n_true
+    )
+    return false[: len(grid)], false[len(grid) :], max(n_true, 0.0), "rare"
 
 
 def _tail_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
