@@ -1,8 +1,9 @@
-"""stilts.server: the gRPC service (API in ``proto/stilts/v1``).
+"""stilts.server: the gRPC service (API in ``proto/stilts/v1``) and its HTTP/JSON front door.
 
 - :class:`Server` (``app``): embedding with dynamic batching (``batcher``), durable indices under a
   data directory (``indexes``), search and mining (``services``, ``mine``), health, reflection,
-  Prometheus metrics (``metrics``), auth / limits / error mapping (``interceptor``, ``validate``).
+  Prometheus metrics (``metrics``), auth / limits / error mapping (``interceptor``, ``validate``);
+  with ``--http-port`` the OpenAI / TEI / JSON routes (``http``, ``openapi``) on the same services.
 - :func:`start_server`: a server in this process or in a subprocess on a free loopback port, for
   tests, benchmarks and demos; both return a handle with ``.address``, ``.metrics_url``, ``.stop()``.
 - ``stilts serve | search | index ... | health`` (``cli``); the load generator and the serving
@@ -46,7 +47,7 @@ def start_server(
 
     Returns:
         A :class:`~stilts.server.app.Server` or a :class:`ServerProcess`; both have
-        ``.address``, ``.metrics_url`` and ``.stop()``.
+        ``.address``, ``.metrics_url``, ``.http_url`` (with ``http_port=0``) and ``.stop()``.
     """
     config.setdefault("host", "127.0.0.1")
     config.setdefault("port", 0)
@@ -71,6 +72,7 @@ class ServerProcess:
     Attributes:
         address: ``host:port`` of the gRPC server.
         metrics_url: its /metrics URL (None when disabled).
+        http_url: ``http://host:port`` of its HTTP front door (None when off).
         proc: the :class:`subprocess.Popen`.
     """
 
@@ -108,6 +110,7 @@ class ServerProcess:
         )
         self.address: str | None = None
         self.metrics_url: str | None = None
+        self.http_url: str | None = None
         ready = self._wait_ready(timeout)
         if not ready:
             self.kill()
@@ -139,6 +142,7 @@ class ServerProcess:
             return False
         self.address = result["address"]
         self.metrics_url = result.get("metrics_url")
+        self.http_url = result.get("http_url")
         return True
 
     def _drain(self) -> None:

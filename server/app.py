@@ -1,10 +1,10 @@
 """The server: wires models, indices, services, health, reflection, metrics; start and stop.
 
-Start-up order: the gRPC port is bound and health answers NOT_SERVING at once; models and indices
-load on a background thread; then health turns SERVING (overall and per service) and stilts RPCs
-are accepted (before that they get UNAVAILABLE). Stop (SIGTERM): health turns NOT_SERVING, new
-RPCs are refused, in-flight ones drain for ``grace_seconds``, FAISS snapshots are written, indices
-closed.
+Start-up order: the gRPC port (and the HTTP port, with ``--http-port``) is bound and health
+answers NOT_SERVING at once; models and indices load on a background thread; then health turns
+SERVING (overall and per service) and stilts RPCs are accepted (before that they get UNAVAILABLE,
+HTTP 503). Stop (SIGTERM): health turns NOT_SERVING, new RPCs and HTTP requests are refused,
+in-flight ones drain for ``grace_seconds``, FAISS snapshots are written, indices closed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from stilts.encoding.encoder import Encoder
 from stilts.errors import ErrorCode, StiltsError
 from stilts.server.config import ServerConfig
+from stilts.server.http import HttpFront
 from stilts.server.indexes import IndexRegistry
 from stilts.server.interceptor import ServingInterceptor
 from stilts.server.metrics import Metrics
@@ -74,8 +75,11 @@ class Server:
         self._stopped = threading.Event()
         self._grpc: grpc.Server | None = None
         self._saver: threading.Thread | None = None
+        self._http: HttpFront | None = None
+        self.started_at = time.time()
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
 
     # -- properties ------------------------------------------------------------------------
 
@@ -95,6 +99,18 @@ class Server:
         if host in ("0.0.0.0", "::", "[::]", ""):
             host = "127.0.0.1"
         return f"http://{host}:{self.metrics_port}/metrics"
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of the HTTP front door (None when off)."""
+        if self.http_port is None:
+            return None
+        host = self.config.host
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
 
     @property
     def ready(self) -> bool:
@@ -173,13 +189,27 @@ class Server:
                     "(--metrics-host/--metrics-port)",
                     "metrics_port",
                 ) from None
+        if c.http_port >= 0:
+            http = HttpFront(self)
+            try:
+                self.http_port = http.start(c.host, c.http_port)
+            except OSError as e:
+                server.stop(None)
+                self.metrics.close()
+                raise StiltsError(
+                    ErrorCode.UNAVAILABLE,
+                    f"cannot serve HTTP on {c.host}:{c.http_port}: {e} (--host/--http-port)",
+                    "http_port",
+                ) from None
+            self._http = http
         self.metrics.watch_indexes(self.indexes.sizes)
         server.start()
         self._grpc = server
         LOG.info(
-            "listening on %s (%s)%s; loading models and indices",
+            "listening on %s (%s)%s%s; loading models and indices",
             self.address,
             "TLS" if c.tls else "plaintext",
+            f", HTTP on {self.http_url}" if self._http else "",
             ", auth on" if c.auth_token else "",
         )
         threading.Thread(target=self._load, name="stilts-loader", daemon=True).start()
@@ -248,6 +278,9 @@ class Server:
         LOG.info("stopping: draining in-flight requests (up to %.0fs)", grace)
         try:
             self.health.enter_graceful_shutdown()
+            t0 = time.monotonic()
+            if self._http is not None:
+                self._http.drain()
             if self._grpc is not None:
                 drained = self._grpc.stop(grace)
                 # Shortly before grpc cancels what is left ("Cancelling all calls"), end the calls
@@ -263,6 +296,8 @@ class Server:
                     )
                     LOG.warning("grace period over: ending %d queued encoder job(s)", n)
                 drained.wait()
+            if self._http is not None and not self._http.close(grace - (time.monotonic() - t0)):
+                LOG.warning("grace period over: closing HTTP connections with requests in flight")
             self._loaded.wait(grace)
             self.models.stop()
             self.indexes.close()

@@ -28,6 +28,8 @@ def config_from_args(args: argparse.Namespace):
     return ServerConfig(
         host=args.host,
         port=args.port,
+        http_port=args.http_port,
+        http_timeout=args.http_timeout,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         max_response_bytes=args.max_response_bytes,
@@ -93,6 +95,7 @@ def serve(config, encoders=None, on_ready=None) -> int:
                     "event": "ready",
                     "address": srv.address,
                     "metrics_url": srv.metrics_url,
+                    "http_url": srv.http_url,
                     "tls": config.tls,
                     "models": list(srv.models.models),
                     "indexes": srv.indexes.names(),
@@ -129,6 +132,25 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("network")
     env_flag(g, "--host", env="STILTS_HOST", default="127.0.0.1", help="interface to listen on")
     env_flag(g, "--port", env="STILTS_PORT", default=50051, type=int, help="gRPC port (0: any)")
+    env_flag(
+        g,
+        "--http-port",
+        env="STILTS_HTTP_PORT",
+        default=d["http_port"].default,
+        type=int,
+        help="also serve HTTP/JSON on this port (OpenAI POST /v1/embeddings, GET /v1/models; "
+        "TEI POST /embed, GET /info, GET /health; POST /v1/search, POST /v1/mine; "
+        "GET /openapi.json) with the same models, auth and limits (0: any free port; -1: off)",
+    )
+    env_flag(
+        g,
+        "--http-timeout",
+        env="STILTS_HTTP_TIMEOUT",
+        default=d["http_timeout"].default,
+        type=float,
+        help="seconds an HTTP client may take to send a request and an idle keep-alive "
+        "connection stays open (slower clients are cut off)",
+    )
     env_flag(
         g,
         "--metrics-port",

@@ -22,6 +22,11 @@ class ServerConfig:
     Attributes:
         host: interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
         port: gRPC port (0: any free port).
+        http_port: HTTP port of the JSON front door (OpenAI ``/v1/embeddings``, TEI ``/embed``,
+            ``/v1/search``, ``/v1/mine``; :mod:`stilts.server.http`) on ``host``, beside gRPC
+            (0: any free port, negative: off, the default).
+        http_timeout: seconds an HTTP client may take to send a request (headers and body) and
+            an idle keep-alive connection stays open; a slower client is cut off.
         metrics_port: Prometheus /metrics port (0: any free port, negative: no metrics endpoint).
         metrics_host: interface of the /metrics endpoint (plain HTTP, no auth: this machine only
             by default, whatever ``host`` is).
@@ -56,6 +61,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
+    http_port: int = -1
+    http_timeout: float = 30.0
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
@@ -109,6 +116,14 @@ class ServerConfig:
             )
         if not 0 <= self.port < 65536:
             raise StiltsError(ErrorCode.INVALID_ARGUMENT, "--port must be in 0..65535", "port")
+        if self.http_port >= 65536:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "--http-port must be below 65536", "http_port"
+            )
+        if not self.http_timeout > 0:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "--http-timeout must be > 0", "http_timeout"
+            )
         if self.metrics_port >= 65536:
             raise StiltsError(
                 ErrorCode.INVALID_ARGUMENT, "--metrics-port must be below 65536", "metrics_port"

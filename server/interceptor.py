@@ -185,6 +185,34 @@ def _bearer(value: str | bytes) -> bytes | None:
     return token.strip()
 
 
+STARTING = "server is starting: models and indices are still loading (health: NOT_SERVING)"
+"""Why a stilts call is refused before the server is ready (gRPC UNAVAILABLE, HTTP 503)."""
+
+
+def busy(limit: int, flag: str = "--max-concurrent-rpcs") -> str:
+    """Why a call is refused when ``limit`` calls are in progress (RESOURCE_EXHAUSTED, HTTP 429)."""
+    return f"server busy: {limit} calls in progress, the limit ({flag}); retry with backoff"
+
+
+def auth_failure(expected: bytes | None, value: str | bytes | None, where: str) -> str | None:
+    """Why a call's credentials are refused, or None when they pass (or no token is set).
+
+    The one auth check of both fronts: ``value`` is the gRPC metadata ``authorization`` or the HTTP
+    header ``Authorization`` (``where`` names which, for the message); the Bearer scheme in any
+    case, the token compared in constant time.
+    """
+    if expected is None:
+        return None
+    if value is None:
+        return f"missing {where} 'authorization: Bearer <token>'"
+    token = _bearer(value)
+    if token is None:
+        return f"{where} 'authorization' must use the Bearer scheme: 'Bearer <token>'"
+    if not hmac.compare_digest(token, expected):
+        return f"invalid bearer token in {where} 'authorization'"
+    return None
+
+
 class ServingInterceptor(grpc.ServerInterceptor):
     """See the module docstring.
 
@@ -228,35 +256,18 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if method.startswith(HEALTH_PREFIX):
             return None
         if self._active is not None and self._active() >= self.max_concurrent:
-            return (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server busy: {self.max_concurrent} calls in progress, the limit "
-                "(--max-concurrent-rpcs); retry with backoff",
-            )
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, busy(self.max_concurrent)
         if self.expected is not None:
             got = None
             for key, value in details.invocation_metadata or ():
                 if key == "authorization":
                     got = value
                     break
-            if got is None:
-                return (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing metadata 'authorization: Bearer <token>'",
-                )
-            token = _bearer(got)
-            if token is None:
-                return (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "metadata 'authorization' must use the Bearer scheme: 'Bearer <token>'",
-                )
-            if not hmac.compare_digest(token, self.expected):
-                return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token in 'authorization'"
+            failure = auth_failure(self.expected, got, "metadata")
+            if failure is not None:
+                return grpc.StatusCode.UNAUTHENTICATED, failure
         if method.startswith(STILTS_PREFIX) and not self.is_ready():
-            return (
-                grpc.StatusCode.UNAVAILABLE,
-                "server is starting: models and indices are still loading (health: NOT_SERVING)",
-            )
+            return grpc.StatusCode.UNAVAILABLE, STARTING
         return None
 
     def intercept_service(self, continuation, handler_call_details):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from stilts.errors import ErrorCode, StiltsError
+from stilts.errors import ErrorCode, StiltsError, too_large
 from stilts.index.textmine import MineSide, mine_sides, text_side
 from stilts.server import validate as v
 from stilts.server.batcher import BULK
@@ -42,8 +42,7 @@ def _text_side(
     if not texts:
         raise v.invalid(f"{field}.texts is empty", field)
     if len(texts) > c.max_mine_texts:
-        raise StiltsError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        raise too_large(
             f"{field}.texts has {len(texts)} sentences, more than the limit of "
             f"{c.max_mine_texts} (--max-mine-texts); mine large corpora with `stilts mine`",
             field,
@@ -74,8 +73,7 @@ def _index_side(server: Server, si: ServedIndex, field: str) -> MineSide:
             ErrorCode.FAILED_PRECONDITION, f"{field}: index {si.name!r} is empty", field
         )
     if n > c.max_mine_texts:
-        raise StiltsError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        raise too_large(
             f"{field}: index {si.name!r} has {n} documents, more than the limit of "
             f"{c.max_mine_texts} (--max-mine-texts)",
             field,

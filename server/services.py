@@ -1,19 +1,24 @@
-"""The three stilts.v1 services. Handlers validate, hand texts to the model's batcher, call the
-index layer, and build responses; errors are raised as :class:`StiltsError` and mapped to gRPC
-statuses by :mod:`stilts.server.interceptor`."""
+"""The service layer and the three stilts.v1 servicers. Handlers validate, hand texts to the
+model's batcher, call the index layer, and build responses; errors are raised as
+:class:`StiltsError` and mapped to gRPC statuses by :mod:`stilts.server.interceptor`.
+
+The HTTP front door (:mod:`stilts.server.http`) calls the same functions (:func:`submit_texts`,
+:func:`embed_texts`, :func:`wait`, :func:`search`, :func:`stilts.server.mine.mine_request`) with a
+call object that stands in for the gRPC context (the deadline, callbacks at the end of the call,
+whether the client is still there), so validation, batching and errors are one implementation."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
 from stilts import __version__
-from stilts.errors import ErrorCode, StiltsError, shorten
+from stilts.errors import ErrorCode, StiltsError, shorten, too_large
 from stilts.server import validate as v
 from stilts.server.batcher import BULK, INTERACTIVE, Job
 from stilts.server.deadlines import deadline_of, remaining
@@ -32,6 +37,7 @@ from stilts.wire import KIND_VALUES, SCORING_NAMES, dict_to_struct, document_to_
 
 if TYPE_CHECKING:
     from stilts.server.app import Server
+    from stilts.server.models import ServedModel
 
 
 PIPELINE_DEPTH = 4
@@ -127,6 +133,86 @@ def pipelined(
                         part.cancel()
 
 
+def submit_texts(
+    server: Server,
+    texts: Sequence[str],
+    kind: str,
+    model_name: str,
+    priority: int,
+    context: grpc.ServicerContext,
+    field: str = "texts",
+    check: Callable[[ServedModel], None] | None = None,
+) -> tuple[ServedModel, Job]:
+    """The one way texts reach a model: look the model up (NOT_FOUND naming ``model``), check
+    ``check(model)`` and the texts against the limits (errors name ``field[i]``), queue them on
+    the model's batcher (RESOURCE_EXHAUSTED when its queue is full)."""
+    model = server.models.get(model_name)
+    with model.batcher.arriving():
+        if check is not None:
+            check(model)
+        texts = v.texts(texts, server.config, field)
+        job = model.batcher.submit(texts, kind, priority, deadline_of(context))
+    return model, job
+
+
+def embed_texts(
+    server: Server,
+    texts: Sequence[str],
+    kind: str,
+    model_name: str,
+    context: grpc.ServicerContext,
+    field: str = "texts",
+    check: Callable[[ServedModel], None] | None = None,
+) -> tuple[ServedModel, Job, np.ndarray]:
+    """:func:`submit_texts` at interactive priority and wait: (model, job, vectors)."""
+    model, job = submit_texts(server, texts, kind, model_name, INTERACTIVE, context, field, check)
+    return model, job, wait(job, context)
+
+
+def search(
+    server: Server, request: retrieval_pb2.SearchRequest, context: grpc.ServicerContext
+) -> retrieval_pb2.SearchResponse:
+    """Validate a Search request, embed its queries through the batcher, search the index."""
+    c = server.config
+    si = server.indexes.get(request.index)
+    model = server.indexes.model_for(si)
+    with model.batcher.arriving():
+        queries = v.texts(request.queries, c, "queries")
+        k = v.k_value(request.k, c)
+        scoring = SCORING_NAMES.get(request.scoring)
+        if scoring is None:
+            raise v.invalid(f"scoring: unknown value {request.scoring}", "scoring")
+        languages = v.languages(request.languages)
+        nprobe = v.search_param(request.params.nprobe, "params.nprobe")
+        ef_search = v.search_param(request.params.ef_search, "params.ef_search")
+        kind = v.text_kind(request.kind, si.query_kind)
+        if scoring == "margin" and not si.index.has_margin_reference:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"scoring: SCORING_MARGIN needs a margin reference on index {si.name!r}; "
+                "call SetMarginReference first",
+                "scoring",
+            )
+        job = model.batcher.submit(queries, kind, INTERACTIVE, deadline_of(context))
+    vecs = wait(job, context)
+    results = si.index.search(
+        vecs,
+        k,
+        languages=languages,
+        scoring=scoring,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        fingerprint=model.fingerprint,
+        max_bytes=c.max_response_bytes,
+    )
+    resp = retrieval_pb2.SearchResponse(index=si.name, model=model.name)
+    for hits in results:
+        qh = resp.results.add()
+        for h in hits:
+            hit_to_proto(h, qh.hits.add())
+    return resp
+
+
 class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
     def __init__(self, server: Server):
         self.s = server
@@ -155,14 +241,19 @@ class EmbeddingService(embedding_pb2_grpc.EmbeddingServiceServicer):
         return resp
 
     def _submit(self, request: embedding_pb2.EmbedRequest, priority: int, context) -> tuple:
-        model = self.s.models.get(request.model)
-        with model.batcher.arriving():
+        def check_request(model: ServedModel) -> None:
             if request.encoding not in embedding_pb2.EmbeddingEncoding.values():
                 raise v.invalid(f"encoding: unknown value {request.encoding}", "encoding")
-            texts = v.texts(request.texts, self.s.config)
-            kind = v.text_kind(request.kind, "query")
-            job = model.batcher.submit(texts, kind, priority, deadline_of(context))
-        return model, job
+
+        return submit_texts(
+            self.s,
+            request.texts,
+            v.text_kind(request.kind, "query"),
+            request.model,
+            priority,
+            context,
+            check=check_request,
+        )
 
     def Embed(self, request, context):
         request = check(request)
@@ -341,8 +432,7 @@ class IndexService(index_pb2_grpc.IndexServiceServicer):
             model = self.s.indexes.model_for(si)
             c = self.s.config
             if len(request.texts) > c.max_mine_texts:
-                raise StiltsError(
-                    ErrorCode.RESOURCE_EXHAUSTED,
+                raise too_large(
                     f"texts has {len(request.texts)} items, more than the limit of "
                     f"{c.max_mine_texts} (--max-mine-texts)",
                     "texts",
@@ -370,45 +460,7 @@ class RetrievalService(retrieval_pb2_grpc.RetrievalServiceServicer):
         self.s = server
 
     def Search(self, request, context):
-        request = check(request)
-        c = self.s.config
-        si = self.s.indexes.get(request.index)
-        model = self.s.indexes.model_for(si)
-        with model.batcher.arriving():
-            queries = v.texts(request.queries, c, "queries")
-            k = v.k_value(request.k, c)
-            scoring = SCORING_NAMES.get(request.scoring)
-            if scoring is None:
-                raise v.invalid(f"scoring: unknown value {request.scoring}", "scoring")
-            languages = v.languages(request.languages)
-            nprobe = v.search_param(request.params.nprobe, "params.nprobe")
-            ef_search = v.search_param(request.params.ef_search, "params.ef_search")
-            kind = v.text_kind(request.kind, si.query_kind)
-            if scoring == "margin" and not si.index.has_margin_reference:
-                raise StiltsError(
-                    ErrorCode.FAILED_PRECONDITION,
-                    f"scoring: SCORING_MARGIN needs a margin reference on index {si.name!r}; "
-                    "call SetMarginReference first",
-                    "scoring",
-                )
-            job = model.batcher.submit(queries, kind, INTERACTIVE, deadline_of(context))
-        vecs = wait(job, context)
-        results = si.index.search(
-            vecs,
-            k,
-            languages=languages,
-            scoring=scoring,
-            nprobe=nprobe,
-            ef_search=ef_search,
-            fingerprint=model.fingerprint,
-            max_bytes=c.max_response_bytes,
-        )
-        resp = retrieval_pb2.SearchResponse(index=si.name, model=model.name)
-        for hits in results:
-            qh = resp.results.add()
-            for h in hits:
-                hit_to_proto(h, qh.hits.add())
-        return resp
+        return search(self.s, check(request), context)
 
     def Mine(self, request, context):
         request = check(request)

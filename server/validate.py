@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from stilts.errors import ErrorCode, StiltsError, invalid, shorten
+from stilts.errors import invalid, shorten, too_large
 from stilts.records import Document
 from stilts.server.config import ServerConfig
 from stilts.v1 import types_pb2
@@ -38,8 +38,7 @@ def texts(values: Sequence[str], config: ServerConfig, field: str = "texts") -> 
     if n == 0:
         raise invalid(f"{field} is empty: send at least one text", field)
     if n > config.max_texts_per_request:
-        raise StiltsError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        raise too_large(
             f"{field} has {n} items, more than the limit of {config.max_texts_per_request} "
             "per request (--max-texts-per-request); split the request or use the streaming RPC",
             field,
@@ -110,8 +109,7 @@ def documents(
     if n == 0:
         raise invalid(f"{field} is empty: send at least one document", field)
     if n > config.max_texts_per_request:
-        raise StiltsError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        raise too_large(
             f"{field} has {n} items, more than the limit of {config.max_texts_per_request} "
             "per message (--max-texts-per-request); send them in several stream messages",
             field,
@@ -155,8 +153,7 @@ def ids(
         raise invalid(f"{field} is empty", field)
     limit = config.max_texts_per_request * 10
     if n > limit:
-        raise StiltsError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        raise too_large(
             f"{field} has {n} items, more than the limit of {limit} per request",
             field,
         )
