@@ -177,13 +177,15 @@ def _register_accuracy(bsub: argparse._SubParsersAction) -> None:
 def _register_speed(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser(
         "speed",
-        help="encode / search / mining / gRPC-under-load speed, ratios vs baselines",
+        help="encode / search / mining / gRPC-under-load / HTTP-vs-gRPC speed, ratios vs baselines",
         description="Speed, every figure a median of repeats with ratios against a baseline run "
         "in the same invocation: encode (stilts q4/int8/fp32 vs sentence-transformers and "
         "USE-multilingual, by batch size), search (latency percentiles, QPS and recall@10 per "
         "index kind on synthetic vectors), mining (`stilts mine` vs encode+kNN and vs the "
         "sentence-transformers recipe on a BUCC pair), gRPC (own server on loopback, bounded "
-        "load at several concurrencies, server metrics before/after). --quick: small sizes.",
+        "load at several concurrencies, server metrics before/after), HTTP (Embed over the HTTP front "
+        "door against gRPC on one server, batch 1 and 32, alternating rounds). --quick: small "
+        "sizes.",
     )
     p.add_argument(
         "--sections",
@@ -281,6 +283,23 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-requests", type=int, default=None, help="request limit per run")
     g.add_argument("--max-seconds", type=float, default=None, help="time limit per run")
     g.add_argument("--request-timeout", type=float, default=10.0, help="deadline per request, s")
+    g = p.add_argument_group("HTTP (Embed over HTTP against gRPC, one server, one run)")
+    g.add_argument("--http-batches", default="1,32", help="comma-separated texts per Embed request")
+    g.add_argument(
+        "--http-concurrency", default="1,8", help="comma-separated concurrent clients per run"
+    )
+    g.add_argument(
+        "--http-seconds",
+        type=float,
+        default=None,
+        help="seconds per run and transport (3; quick 1.5)",
+    )
+    g.add_argument(
+        "--http-encoding",
+        default="base64",
+        choices=("base64", "float"),
+        help="encoding_format of the HTTP requests (base64: what the openai client asks for)",
+    )
     g = p.add_argument_group("soak")
     g.add_argument(
         "--soak",

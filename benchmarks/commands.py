@@ -15,7 +15,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev")
 BASELINES = ("st", "use")
-SECTIONS = ("encode", "search", "mining", "grpc")
+SECTIONS = ("encode", "search", "mining", "grpc", "http")
 # not in the default run: hours at 1M vectors (--million or --sections scale)
 EXTRA_SECTIONS = ("scale",)
 
@@ -236,6 +236,7 @@ PRESETS = {
     "mining_max": (None, 600),
     "max_requests": (3000, 300),
     "max_seconds": (15.0, 4.0),
+    "http_seconds": (3.0, 1.5),
 }
 
 
@@ -377,6 +378,21 @@ def cmd_speed(args: argparse.Namespace) -> int:
             args.model,
             args.precision,
             repeats=args.repeats,
+        )
+    if "http" in sections:
+        from stilts.benchmarks import speed_http
+
+        sentences = dev_sentences(Path(args.tatoeba), 2000)
+        out["sections"]["http"] = speed_http.run(
+            sentences,
+            tuple(ints(args.http_batches, "http-batches")),
+            tuple(ints(args.http_concurrency, "http-concurrency")),
+            repeats=args.repeats,
+            seconds=args.http_seconds,
+            request_timeout=args.request_timeout,
+            model=args.model,
+            precision=args.precision,
+            encoding=args.http_encoding,
         )
     if "scale" in sections:
         from stilts.benchmarks import speed_scale

@@ -93,6 +93,7 @@ def run(
     request_timeout: float = 10.0,
     token: str | None = None,
     observe: Observer | None = None,
+    connect: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Run one bounded load (see the module docstring).
 
@@ -105,6 +106,9 @@ def run(
         request_timeout: deadline of each request, seconds.
         token: bearer token for servers with auth.
         observe: called with every request's ending (for figures over time).
+        connect: makes one worker's client (default: a gRPC :class:`stilts.client.Client` of
+            ``address``); it must have ``close()`` (the HTTP mode of ``stilts bench speed``
+            passes an HTTP client).
 
     Returns:
         A :class:`LoadResult`.
@@ -122,7 +126,12 @@ def run(
     state = {"issued": 0, "ok": 0, "items": 0, "last_end": 0.0, "stopped_by": "count"}
     errors: Counter = Counter()
     latencies: list[float] = []
-    clients = [Client(address, token, timeout=request_timeout) for _ in range(concurrency)]
+    if connect is None:
+
+        def connect():
+            return Client(address, token, timeout=request_timeout)
+
+    clients = [connect() for _ in range(concurrency)]
     gate = threading.Barrier(concurrency + 1)
     t_start = [0.0]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stilts.benchmarks import plots
+from stilts.benchmarks import plots, speed_http
 
 
 def _f(v, digits: int = 1) -> str:
@@ -351,6 +351,8 @@ def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | N
         lines += _mining(s["mining"])
     if "grpc" in s:
         lines += _grpc(s["grpc"])
+    if "http" in s:
+        lines += speed_http.table(s["http"])
     if "scale" in s:
         lines += _scale(s["scale"])
     lines += plots.markdown_section(plot_paths, base)

@@ -566,6 +566,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     front: HttpFront
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, format: str, *args: Any) -> None:
         LOG.debug("%s %s", self.address_string(), format % args)
 
@@ -617,9 +620,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # headers and body in one write (one segment for small answers: no Nagle / delayed-ACK
+        # stall between them)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(data)
+            self._headers_buffer.append(data)
+        self.flush_headers()
 
     def _body(self) -> dict:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

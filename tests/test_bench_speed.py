@@ -57,6 +57,10 @@ def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
             "20",
             "--max-seconds",
             "20",
+            "--http-concurrency",
+            "2",
+            "--http-seconds",
+            "0.5",
             "--output",
             str(out),
             "--report",
@@ -97,8 +101,14 @@ def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
         assert r["throughput_vs_offline"] > 0 and r["server_metrics"]["derived"]["requests"] >= 20
     assert g["server"]["exit_code"] == 0  # its own server, stopped gracefully
 
+    h = s["http"]
+    assert h["same_vectors"] and h["server"]["exit_code"] == 0
+    assert set(h["results"]) == {"batch1_c2", "batch32_c2"}
+    for r in h["results"].values():
+        assert r["errors"] == 0 and r["p50_ratio"] > 0 and r["throughput_ratio"] > 0
+
     md = (tmp_path / "speed.md").read_text()
-    for title in ("## Encode", "## Search", "## Mining", "## gRPC under load"):
+    for title in ("## Encode", "## Search", "## Mining", "## gRPC under load", "## HTTP against"):
         assert title in md
     assert len(res["plots"]) == 5
     for p in res["plots"]:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 
 from stilts.client import Client, Document
@@ -145,7 +144,9 @@ def test_text_kind_by_alias_and_extension_field(http, grpc_embed):
     by_field = http.post("/v1/embeddings", json={"input": TEXTS[0], "input_type": "query"})
     assert by_alias.json()["data"][0]["embedding"] == query[0]
     assert by_field.json()["data"][0]["embedding"] == query[0]
-    r = http.post("/v1/embeddings", json={"model": "default:bitext", "input": "x", "input_type": "query"})
+    r = http.post(
+        "/v1/embeddings", json={"model": "default:bitext", "input": "x", "input_type": "query"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "input_type"
 
 
@@ -157,8 +158,8 @@ def test_readme_examples_openai_and_langchain(server, grpc_embed):
 
     pytest.importorskip("langchain_openai")
     scope = run_doc_python("langchain", server)
-    want, _ = grpc_embed(["Wo ist der Bahnhof?", "Where is the station?"])
-    assert scope["doc_vectors"] == want[:1]
+    want, _ = grpc_embed(["Wo ist der Bahnhof?"])  # int8: a vector depends on its batch
+    assert scope["doc_vectors"] == want
     query, _ = grpc_embed(["Where is the station?"], kind=QUERY)
     assert scope["query_vector"] == query[0]
 
@@ -181,7 +182,7 @@ def test_tei_embed_info_health(server, http, grpc_embed, encoder):
     assert r.status_code == 200 and r.json() == grpc_embed(TEXTS)[0]
     r = http.post("/embed", json={"inputs": TEXTS[0], "prompt_name": "query"})
     assert r.json() == grpc_embed(TEXTS[:1], kind=QUERY)[0]
-    long = "word " * 2000
+    long = "a " * 990  # > max_len tokens, < --max-chars-per-text
     r = http.post("/embed", json={"inputs": ["ok", long], "truncate": False})
     assert r.status_code == 413 and r.json()["error_type"] == "validation"
     assert "inputs[1]" in r.json()["error"]
@@ -228,9 +229,14 @@ def test_search_and_mine_equal_grpc(http, client):
         ("de", "Ich habe gestern meine Schlüssel verloren."),
     ]
     client.create_index("http", kind="flat", document_kind="bitext")
-    client.add_documents("http", [Document(i, t, lang, {"n": i}) for i, (lang, t) in enumerate(rows)])
+    client.add_documents(
+        "http", [Document(i, t, lang, {"n": i}) for i, (lang, t) in enumerate(rows)]
+    )
     want = client.search("http", ["Katze", "keys"], k=3, languages=["de"])
-    r = http.post("/v1/search", json={"index": "http", "queries": ["Katze", "keys"], "k": 3, "languages": ["de"]})
+    r = http.post(
+        "/v1/search",
+        json={"index": "http", "queries": ["Katze", "keys"], "k": 3, "languages": ["de"]},
+    )
     assert r.status_code == 200, r.text
     got = r.json()["results"]
     assert [[h["id"] for h in q["hits"]] for q in got] == [[h.id for h in q] for q in want]
@@ -305,12 +311,16 @@ def test_auth_routes_and_methods(server, http):
         assert r.headers["www-authenticate"] == "Bearer"
     r = httpx.post(f"{server.http_url}/embed", json={"inputs": "x"})
     assert r.status_code == 401 and r.json()["error_type"] == "unauthorized"
-    assert httpx.post(url, json={"input": "x"}, headers={"authorization": f"bearer {TOKEN}"}).is_success
+    assert httpx.post(
+        url, json={"input": "x"}, headers={"authorization": f"bearer {TOKEN}"}
+    ).is_success
     r = http.get("/v1/embeddings")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     r = http.post("/v2/embeddings", json={})
     assert r.status_code == 404 and "/openapi.json" in r.json()["error"]["message"]
-    r = http.post("/v1/embeddings", content=b'{"input": "x"}', headers={"Transfer-Encoding": "chunked"})
+    r = http.post(
+        "/v1/embeddings", content=b'{"input": "x"}', headers={"Transfer-Encoding": "chunked"}
+    )
     assert r.status_code in (400, 411)
 
 
@@ -334,9 +344,15 @@ def test_slow_and_abandoned_clients_leave_both_fronts_serving(server, http, grpc
     gone.close()  # abandoned mid-body
     # meanwhile both fronts answer
     want, _ = grpc_embed(TEXTS[:1])
-    assert http.post("/v1/embeddings", json={"input": TEXTS[0]}).json()["data"][0]["embedding"] == want[0]
+    assert (
+        http.post("/v1/embeddings", json={"input": TEXTS[0]}).json()["data"][0]["embedding"]
+        == want[0]
+    )
     t0 = time.monotonic()
-    reply = stalled.recv(65536).decode()
+    reply = b""
+    while chunk := stalled.recv(65536):  # the server closes after the answer
+        reply += chunk
+    reply = reply.decode()
     assert reply.startswith("HTTP/1.1 408") and "--http-timeout" in reply
     assert time.monotonic() - t0 < 5
     assert half.recv(65536) == b""  # cut off without a request to answer
