@@ -124,10 +124,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     d = ServerConfig.__dataclass_fields__
     p = sub.add_parser(
         "serve",
-        help="run the gRPC server (embedding, indices, search, mining)",
+        help="run the gRPC server, and with --http-port its HTTP/JSON front door",
         description="Serve the stilts.v1 gRPC API (see proto/stilts/v1) with dynamic batching, "
         "durable indices under --data-dir, grpc.health.v1, server reflection and Prometheus "
-        "metrics. SIGTERM drains in-flight requests, writes index snapshots and exits 0.",
+        "metrics; with --http-port also the OpenAI embeddings API, TEI's /embed and JSON search "
+        "and mining over HTTP (GET /openapi.json). SIGTERM drains in-flight requests, writes "
+        "index snapshots and exits 0.",
     )
     g = p.add_argument_group("network")
     env_flag(g, "--host", env="STILTS_HOST", default="127.0.0.1", help="interface to listen on")

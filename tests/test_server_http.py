@@ -24,6 +24,7 @@ from stilts.v1 import embedding_pb2, embedding_pb2_grpc, types_pb2
 
 TOKEN = "http-test-token"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "serving.md"
+README = DOCS.parent.parent / "README.md"
 LIMITS = dict(
     max_texts_per_request=16,
     max_chars_per_text=2000,
@@ -92,10 +93,10 @@ def client(server):
 
 
 def doc_block(marker: str) -> str:
-    """The fenced block after ``<!-- tested: MARKER -->`` in docs/serving.md."""
-    text = DOCS.read_text(encoding="utf-8")
-    m = re.search(rf"<!-- tested: {marker} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert m, f"docs/serving.md has no block marked {marker}"
+    """The fenced block after ``<!-- tested: MARKER -->`` in docs/serving.md or the README."""
+    path = README if marker.startswith("readme-") else DOCS
+    m = re.search(rf"<!-- tested: {marker} -->\s*```\w*\n(.*?)```", path.read_text("utf-8"), re.S)
+    assert m, f"{path.name} has no block marked {marker}"
     return m.group(1)
 
 
@@ -103,7 +104,7 @@ def run_doc_python(marker: str, server) -> dict:
     code = doc_block(marker).replace("http://localhost:8080", server.http_url)
     code = code.replace('"my-token"', repr(TOKEN))
     scope: dict = {}
-    exec(compile(code, f"docs/serving.md:{marker}", "exec"), scope)
+    exec(compile(code, marker, "exec"), scope)
     return scope
 
 
@@ -155,6 +156,8 @@ def test_readme_examples_openai_and_langchain(server, grpc_embed):
     scope = run_doc_python("openai", server)
     want, _ = grpc_embed(["Where is the station?", "Wo ist der Bahnhof?"])
     assert scope["vectors"] == want
+    scope = run_doc_python("readme-openai", server)
+    assert scope["vector"] == grpc_embed(["Wo ist der Bahnhof?"])[0][0]
 
     pytest.importorskip("langchain_openai")
     scope = run_doc_python("langchain", server)
@@ -165,12 +168,15 @@ def test_readme_examples_openai_and_langchain(server, grpc_embed):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_example_curl(server, grpc_embed):
-    cmd = doc_block("curl").replace("http://localhost:8080", server.http_url)
+@pytest.mark.parametrize(
+    ("marker", "text"), [("curl", "Where is the station?"), ("readme-curl", "Wo ist der Bahnhof?")]
+)
+def test_readme_example_curl(server, grpc_embed, marker, text):
+    cmd = doc_block(marker).replace("http://localhost:8080", server.http_url)
     cmd = cmd.replace("my-token", TOKEN)
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    want, _ = grpc_embed(["Where is the station?"])
+    want, _ = grpc_embed([text])
     assert json.loads(out.stdout)["data"][0]["embedding"] == want[0]
 
 
