@@ -392,7 +392,7 @@ def test_metrics_count_http_requests(server, http):
     assert (count("OK"), count("INVALID_ARGUMENT")) == (ok + 1, bad + 1)
 
 
-def test_503_while_loading(default_model_dir, tmp_path):
+def test_503_while_loading_and_draining(default_model_dir, tmp_path):
     from stilts.server.app import Server
     from stilts.server.config import ServerConfig
 
@@ -412,7 +412,12 @@ def test_503_while_loading(default_model_dir, tmp_path):
         r = httpx.post(f"{srv.http_url}/v1/embeddings", json={"input": "x"})
         assert r.status_code == 503 and "starting" in r.json()["error"]["message"]
         srv.wait_ready(120)
-        assert httpx.get(f"{srv.http_url}/health").status_code == 200
+        with httpx.Client(base_url=srv.http_url) as kept:  # a keep-alive connection
+            assert kept.get("/health").status_code == 200
+            srv._http.drain()  # what SIGTERM does first: no new connections, 503 on open ones
+            r = kept.post("/v1/embeddings", json={"input": "x"})
+            assert r.status_code == 503 and "shutting down" in r.json()["error"]["message"]
+            assert kept.get("/health").status_code == 503
     finally:
         srv.stop(1)
     with pytest.raises(httpx.TransportError):
