@@ -33,6 +33,7 @@ import numpy as np
 from stilts.fsutil import atomic_path, atomic_write_text
 from stilts.home import stilts_home
 from stilts.runtimes.cpu import cpu_signature
+from stilts.runtimes.ovcompact import compact_enabled
 
 LOG = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def cache_entry(
         "graph_sha256": graph_sha256,
         "route": route,
         "config": {k: str(v) for k, v in sorted(config.items())},
+        "compact_word_table": compact_enabled(),
         "cpu": cpu_signature(),
         "openvino": openvino,
     }

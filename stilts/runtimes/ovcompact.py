@@ -8,12 +8,14 @@ gives back every value exactly (max abs error 0.0), replaces the constant by a u
 decompression (``Convert -> Subtract 8 -> Multiply scale -> Reshape``), which OpenVINO's CPU plugin
 runs as a compressed gather: the table takes 48 MB of codes and 12 MB of scales instead of 384 MB,
 in memory and in the compiled-model cache, and the vectors are bit-for-bit those of the fp32 table
-(``tests/test_ov_cache.py``). A table off the grid is left as it is.
+(``tests/test_ov_cache.py``). A table off the grid is left as it is. ``STILTS_OV_COMPACT=0``
+keeps every table in fp32 (for comparisons; the compiled-model cache keys on it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -23,6 +25,12 @@ BLOCK = 32
 ZERO_POINT = 8
 # smaller constant tables (position embeddings: 512 rows) are not worth it
 MIN_ROWS = 4096
+ENV = "STILTS_OV_COMPACT"
+
+
+def compact_enabled() -> bool:
+    """Whether word tables are compacted (``STILTS_OV_COMPACT`` unset, or anything but 0/off/no)."""
+    return os.environ.get(ENV, "").strip().lower() not in ("0", "off", "no", "false")
 
 
 def q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

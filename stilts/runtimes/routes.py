@@ -24,7 +24,7 @@ import numpy as np
 
 from stilts.manifest import GRAPHS
 from stilts.runtimes.ortload import load_onnxruntime
-from stilts.runtimes.ovcompact import compact_word_table
+from stilts.runtimes.ovcompact import compact_enabled, compact_word_table
 from stilts.runtimes.ovload import load_openvino, openvino_available
 
 LOG = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class OvRunner:
             if before_compile is not None:
                 before_compile()
             model = core.read_model(str(graph))
-            if compact_word_table(model, ov):
+            if compact_enabled() and compact_word_table(model, ov):
                 LOG.debug("%s: word table compacted to 4 bits (exact)", graph)
             self.compiled = core.compile_model(model, "CPU", config)
             del model
