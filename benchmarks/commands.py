@@ -349,6 +349,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             with_use="use" in baselines,
             with_serve=not args.no_serve,
+            serve_precision=args.precision,
         )
     if "search" in sections:
         from stilts.benchmarks import speed_search

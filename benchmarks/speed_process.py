@@ -96,14 +96,24 @@ def _commands(work: Path, model: str, threads: int, batch: int, use: bool) -> di
     return out
 
 
-def serve_peak_rss(sentences: list[str], model: str, threads: int) -> dict:
-    """``stilts serve`` with ``model``: embed ``sentences`` in requests of 32, then its peak RSS."""
+def serve_peak_rss(
+    sentences: list[str], model: str, threads: int, precision: str | None = None
+) -> dict:
+    """``stilts serve`` with ``model`` (``precision``: None for ``auto``): embed ``sentences`` in
+    requests of 32, then its peak RSS."""
     from stilts.client import Client
     from stilts.server import start_server
 
     with tempfile.TemporaryDirectory(prefix="stilts-bench-serve-") as data:
         t = time.perf_counter()
-        srv = start_server(data, subprocess=True, models=[model], threads=threads, metrics_port=-1)
+        srv = start_server(
+            data,
+            subprocess=True,
+            models=[model],
+            threads=threads,
+            metrics_port=-1,
+            precision=None if precision in (None, "auto") else precision,
+        )
         ready = time.perf_counter() - t
         try:
             client = Client(srv.address)
@@ -131,6 +141,7 @@ def run(
     batch_size: int = 32,
     with_use: bool = True,
     with_serve: bool = True,
+    serve_precision: str | None = None,
 ) -> dict:
     """Time the whole processes (see module doc).
 
@@ -201,7 +212,7 @@ def run(
         "ratios": ratios,
     }
     if with_serve:
-        out["serve"] = serve_peak_rss(sentences, model, threads)
+        out["serve"] = serve_peak_rss(sentences, model, threads, serve_precision)
     return out
 
 
@@ -240,8 +251,8 @@ def markdown(r: dict) -> list[str]:
         s = r["serve"]
         lines += [
             "",
-            f"`stilts serve --model {r['model']}` (route `{s.get('route')}`, the serving choice of "
-            f"this CPU): peak RSS {s['peak_rss_mb']:,.0f} MB after "
+            f"`stilts serve --model {r['model']}` (route `{s.get('route')}`): peak RSS "
+            f"{s['peak_rss_mb']:,.0f} MB after "
             f"embedding {s['sentences']:,} sentences in requests of 32 (ready in "
             f"{s['ready_seconds']:.1f} s).",
         ]
