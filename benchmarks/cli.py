@@ -180,7 +180,9 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
         help="encode / search / mining / gRPC-under-load / HTTP-vs-gRPC speed, ratios vs baselines",
         description="Speed, every figure a median of repeats with ratios against a baseline run "
         "in the same invocation: encode (stilts q4/int8/fp32 vs sentence-transformers and "
-        "USE-multilingual, by batch size), search (latency percentiles, QPS and recall@10 per "
+        "USE-multilingual, by batch size), process (whole `stilts encode` processes of 4,000 "
+        "sentences and of one vs USE-multilingual v3: wall and CPU time, peak RSS; `stilts "
+        "serve`'s peak RSS), search (latency percentiles, QPS and recall@10 per "
         "index kind on synthetic vectors), mining (`stilts mine` vs encode+kNN and vs the "
         "sentence-transformers recipe on a BUCC pair), gRPC (own server on loopback, bounded "
         "load at several concurrencies, server metrics before/after), HTTP (Embed over the HTTP front "
@@ -222,6 +224,27 @@ def _register_speed(bsub: argparse._SubParsersAction) -> None:
     g.add_argument("--encode-n", type=int, default=None, help="sentences (1000; quick 256)")
     g.add_argument(
         "--batch-sizes", default=None, help="comma-separated batch sizes (1,8,32,128; quick 1,32)"
+    )
+    g = p.add_argument_group("process (whole `stilts encode` processes vs USE-multilingual v3)")
+    g.add_argument(
+        "--process-n",
+        type=int,
+        default=None,
+        help="held-out sentences per `stilts encode` process (4000; quick 500); one-sentence "
+        "processes time the start-up",
+    )
+    env_flag(
+        g,
+        "--process-threads",
+        env="STILTS_THREADS",
+        default=2,
+        type=int,
+        help="--threads of every process (USE: its threads)",
+    )
+    g.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="skip the peak RSS of `stilts serve` (embedding the same sentences through gRPC)",
     )
     g = p.add_argument_group("search")
     g.add_argument("--search-sizes", default=None, help="index sizes (10000,100000; quick 10000)")

@@ -15,7 +15,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_DEV_PACK = os.environ.get("STILTS_DEV_PACK", "../shared/data/bitext-dev")
 BASELINES = ("st", "use")
-SECTIONS = ("encode", "search", "mining", "grpc", "http")
+SECTIONS = ("encode", "process", "search", "mining", "grpc", "http")
 # not in the default run: hours at 1M vectors (--million or --sections scale)
 EXTRA_SECTIONS = ("scale",)
 
@@ -230,6 +230,7 @@ def write_outputs(results: dict, args: argparse.Namespace, report_module) -> Non
 PRESETS = {
     "repeats": (3, 2),
     "encode_n": (1000, 256),
+    "process_n": (4000, 500),
     "batch_sizes": ("1,8,32,128", "1,32"),
     "search_sizes": ("10000,100000", "10000"),
     "queries": (500, 200),
@@ -334,6 +335,22 @@ def cmd_speed(args: argparse.Namespace) -> int:
             args.kind,
             baselines,
             args.st_checkpoint,
+        )
+    if "process" in sections:
+        from stilts.benchmarks import speed_process
+
+        if args.process_threads < 1:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT, "--process-threads must be >= 1", "process-threads"
+            )
+        out["sections"]["process"] = speed_process.run(
+            dev_sentences(Path(args.tatoeba), args.process_n),
+            args.model,
+            threads=args.process_threads,
+            repeats=args.repeats,
+            with_use="use" in baselines,
+            with_serve=not args.no_serve,
+            serve_precision=args.precision,
         )
     if "search" in sections:
         from stilts.benchmarks import speed_search

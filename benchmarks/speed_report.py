@@ -345,6 +345,10 @@ def markdown(results: dict, plot_paths: list[Path] | None = None, base: Path | N
     s = results.get("sections", {})
     if "encode" in s:
         lines += _encode(s["encode"])
+    if "process" in s:
+        from stilts.benchmarks import speed_process
+
+        lines += speed_process.markdown(s["process"])
     if "search" in s:
         lines += _search(s["search"])
     if "mining" in s:

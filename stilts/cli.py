@@ -12,7 +12,7 @@ import json
 import sys
 
 from stilts import __version__
-from stilts.cliutil import env_flag, precision_flag, setup_logging
+from stilts.cliutil import env_flag, leave_for_exit, precision_flag, setup_logging
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import is_disk_full
 from stilts.inputs import LAYOUTS
@@ -37,6 +37,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     from stilts.inputs import read_sentences
 
     enc = Encoder(args.model, precision=args.precision, threads=args.threads)
+    if getattr(args, "process_entry", False):
+        leave_for_exit(enc)  # the OS frees it at exit: 0.7 s less than Python freeing it
     ids, texts = read_sentences(args.input, args.input_format)
     vecs = enc.encode(texts, kind=args.kind, batch_size=args.batch_size, progress=not args.quiet)
     np.save(args.output, vecs)
@@ -366,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.process_entry = argv is None  # the `stilts` process itself, not a caller in Python
     setup_logging(-1 if args.quiet_logs else args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -66,3 +66,21 @@ def setup_logging(verbose: int = 0) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("stilts").setLevel(level if verbose >= 0 else logging.WARNING)
+
+
+def leave_for_exit(obj: Any) -> None:
+    """Let the operating system reclaim ``obj`` when the process ends, instead of Python freeing
+    it piece by piece at shutdown.
+
+    For the ``stilts`` process only (never a library caller): freeing a loaded encoder at exit
+    costs about 0.7 s, most of it the tokenizer's 250,000-piece trie, node by node. ``obj`` is put
+    in a reference cycle that nothing else reaches and the collector is frozen, so neither the
+    clearing of modules nor the final collection frees it; the OS takes the whole address space
+    back at once. Output is flushed and exit handlers run as usual.
+    """
+    import gc
+
+    cycle: list[Any] = [obj]
+    cycle.append(cycle)
+    del cycle
+    gc.freeze()

@@ -30,6 +30,8 @@ def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
         [
             "bench",
             "speed",
+            "--sections",
+            "encode,search,mining,grpc,http",  # process: whole processes, test_process_timing below
             "--model",
             str(default_model_dir),
             "--tatoeba",
@@ -114,6 +116,20 @@ def test_speed_all_sections_tiny(dev_pack, default_model_dir, tmp_path):
     for p in res["plots"]:
         with open(p, "rb") as f:
             assert f.read(8) == PNG_MAGIC
+
+
+def test_process_timing_sees_a_childs_time_and_peak_memory():
+    """What the process section measures, on a child that holds 200 MB for a moment: its wall
+    and CPU time and its peak RSS (which a parent-side sample taken after the exit would miss)."""
+    import sys
+
+    from stilts.benchmarks import speed_process
+
+    code = "import time; b = bytearray(200 * 2**20); t = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+    r = speed_process.timed([sys.executable, "-c", code])
+    assert r["peak_rss_mb"] > 200 and r["cpu_seconds"] >= 0.2 and r["wall_seconds"] >= 0.2
+    with pytest.raises(RuntimeError, match="exited 3"):
+        speed_process.timed([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
 def test_bench_encode_still_works(dev_pack, default_model_dir, tmp_path, capsys):

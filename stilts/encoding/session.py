@@ -20,7 +20,9 @@ from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest
 from stilts.runtimes.batching import length_batches
 from stilts.runtimes.ortload import load_onnxruntime
-from stilts.runtimes.routes import OPENVINO, ROUTES, make_runner, route_graph
+from stilts.runtimes.ovcache import cache_enabled, cache_entry
+from stilts.runtimes.ovload import load_openvino
+from stilts.runtimes.routes import OPENVINO, ROUTES, make_runner, ov_config, route_graph
 
 LOG = logging.getLogger(__name__)
 
@@ -101,10 +103,23 @@ class RouteSession:
             raise StiltsError(
                 ErrorCode.NOT_FOUND, f"{graph_path}: missing from the model directory"
             )
+        own = [graph_path.name] if graph_path.parent == path else []
+        # OpenVINO: the compiled model cached for this graph, route, CPU and version, checked
+        # (its checksum stands in for the graph's: stilts.runtimes.ovcache)
+        cache = self._ov_cache(manifest, route, own, threads) if route.runtime == OPENVINO else None
+        blob = cache.load() if cache is not None else None
         if verify:
-            own = [graph_path.name] if graph_path.parent == path else []
-            manifest.verify_files(path, [*own, TOKENIZER_NAME])
-        self.runner = make_runner(route, graph_path, threads, spin, providers)
+            manifest.verify_files(path, [*(own if blob is None else []), TOKENIZER_NAME])
+        self.runner = make_runner(
+            route,
+            graph_path,
+            threads,
+            spin,
+            providers,
+            cache=cache,
+            blob=blob,
+            before_compile=(lambda: manifest.verify_files(path, own)) if verify and own else None,
+        )
         self.precision = precision
         self.route = route
         self.threads = threads
@@ -129,6 +144,22 @@ class RouteSession:
         self.takes_prompt_length = PROMPT_LENGTH in self.runner.input_names
         self._prompt_lens: dict[str, int] = {}
         self.truncated_total = 0
+
+    @staticmethod
+    def _ov_cache(manifest: Manifest, route, own: list[str], threads: int):
+        """The compiled-model cache entry for the model's own graph (None: another graph, one the
+        manifest records no SHA-256 for, or ``STILTS_OV_CACHE=0``)."""
+        graph_sha = manifest.files.get(own[0]) if own else None
+        if not graph_sha or not cache_enabled():
+            return None
+        return cache_entry(
+            manifest.name,
+            manifest.fingerprint,
+            graph_sha,
+            route.name,
+            ov_config(threads, route.hint or "f32"),
+            load_openvino().get_version(),
+        )
 
     @property
     def dim(self) -> int:

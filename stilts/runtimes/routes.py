@@ -15,6 +15,7 @@ Each runtime is wrapped in a small runner with the same three members (``input_n
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from pathlib import Path
@@ -23,7 +24,10 @@ import numpy as np
 
 from stilts.manifest import GRAPHS
 from stilts.runtimes.ortload import load_onnxruntime
+from stilts.runtimes.ovcompact import compact_enabled, compact_word_table
 from stilts.runtimes.ovload import load_openvino, openvino_available
+
+LOG = logging.getLogger(__name__)
 
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
@@ -116,24 +120,57 @@ class OrtRunner:
 class OvRunner:
     """An OpenVINO model compiled for the CPU plugin (telemetry off, see :mod:`stilts.runtimes.ovload`).
 
+    With ``cache`` (:mod:`stilts.runtimes.ovcache`) the compiled model is imported from
+    ``$STILTS_HOME/ov-cache`` when a checked entry is there (``blob``, already verified), else
+    compiled from ``graph`` (its word table made compact where exact:
+    :mod:`stilts.runtimes.ovcompact`) and exported there. ``before_compile`` runs before the graph
+    is read (the session's checksum of it). ``cached`` says which happened: ``hit``, ``miss``
+    (compiled and stored) or ``off``.
+
     One infer request, used under a lock: OpenVINO's requests are not thread-safe (ONNX Runtime's
     ``run`` is), and the server's batcher and a direct caller may share an encoder.
     """
 
-    def __init__(self, graph: Path, threads: int, hint: str):
+    def __init__(
+        self,
+        graph: Path,
+        threads: int,
+        hint: str,
+        cache=None,
+        blob: np.ndarray | None = None,
+        before_compile=None,
+    ):
         ov = load_openvino()
         core = ov.Core()
-        model = core.read_model(str(graph))
-        config = {
-            "INFERENCE_PRECISION_HINT": hint,
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            # leave the scheduling of threads to the OS, as onnxruntime does with spinning off:
-            # the gRPC threads and other processes need the same cores
-            "ENABLE_CPU_PINNING": False,
-        }
-        self.compiled = core.compile_model(model, "CPU", config)
+        config = ov_config(threads, hint)
+        self.compiled = None
+        self.cached = "off" if cache is None else "miss"
+        if blob is not None:
+            try:
+                # the weights stay in the (private, read-only in effect) map: keep it alive
+                self.compiled = core.import_model(
+                    ov.Tensor(blob, shared_memory=True), "CPU", config
+                )
+                self._blob = blob
+                self.cached = "hit"
+            except Exception as e:  # an entry that checks out but will not import: rebuild it
+                LOG.warning(
+                    "%s: compiled model did not import (%s); compiling again", cache.blob, e
+                )
+                cache.discard()
+        if self.compiled is None:
+            if before_compile is not None:
+                before_compile()
+            model = core.read_model(str(graph))
+            if compact_enabled() and compact_word_table(model, ov):
+                LOG.debug("%s: word table compacted to 4 bits (exact)", graph)
+            self.compiled = core.compile_model(model, "CPU", config)
+            del model
+            if cache is not None:
+                try:
+                    cache.save(self.compiled.export_model().getbuffer())
+                except OSError as e:  # a read-only or full cache: compile again next time
+                    LOG.warning("%s: could not cache the compiled model (%s)", cache.blob, e)
         self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.provider = f"OpenVINO-CPU-{hint}"
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
@@ -146,14 +183,37 @@ class OvRunner:
             return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
-def make_runner(route: CpuRoute, graph: Path, threads: int, spin: bool, providers: list[str]):
-    """The runner of ``route`` for ``graph``.
+def ov_config(threads: int, hint: str) -> dict:
+    """The properties an OpenVINO route compiles with (part of its cache key)."""
+    return {
+        "INFERENCE_PRECISION_HINT": hint,
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        # leave the scheduling of threads to the OS, as onnxruntime does with spinning off:
+        # the gRPC threads and other processes need the same cores
+        "ENABLE_CPU_PINNING": False,
+    }
+
+
+def make_runner(
+    route: CpuRoute,
+    graph: Path,
+    threads: int,
+    spin: bool,
+    providers: list[str],
+    cache=None,
+    blob: np.ndarray | None = None,
+    before_compile=None,
+):
+    """The runner of ``route`` for ``graph`` (``cache``, ``blob``, ``before_compile``: OpenVINO
+    routes only, see :class:`OvRunner`).
 
     Raises:
         ImportError: the route's runtime is not installed.
     """
     if route.runtime == OPENVINO:
-        return OvRunner(graph, threads, route.hint or "f32")
+        return OvRunner(graph, threads, route.hint or "f32", cache, blob, before_compile)
     return OrtRunner(graph, threads, spin, providers)
 
 
