@@ -176,6 +176,15 @@ def encoder(default_model_dir):
 
 
 @pytest.fixture(scope="session")
+def encoder_auto(default_model_dir):
+    """The default model on its ``auto`` route (what `stilts mine` and `stilts serve` run):
+    the fastest route that passes the parity gate on this CPU, from its copied route record."""
+    from stilts import Encoder
+
+    return Encoder(default_model_dir)
+
+
+@pytest.fixture(scope="session")
 def encoder_fp32(default_model_dir):
     from stilts import Encoder
 

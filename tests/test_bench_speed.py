@@ -132,30 +132,6 @@ def test_process_timing_sees_a_childs_time_and_peak_memory():
         speed_process.timed([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
-def test_bench_encode_still_works(dev_pack, default_model_dir, tmp_path, capsys):
-    out = tmp_path / "enc.json"
-    rc = main(
-        [
-            "bench",
-            "encode",
-            "--model",
-            str(default_model_dir),
-            "--tatoeba",
-            str(dev_pack / "tatoeba"),
-            "--n",
-            "16",
-            "--repeats",
-            "1",
-            "--no-baseline",
-            "--output",
-            str(out),
-        ]
-    )
-    assert rc == 0
-    r = json.loads(out.read_text())
-    assert r["n"] == 16 and r["systems"]["stilts-int8"]["sentences_per_second"] > 0
-
-
 def test_speed_bad_flags(capsys):
     assert main(["bench", "speed", "--sections", "encode,bogus", "--output", "x.json"]) == 2
     assert "bogus" in capsys.readouterr().err
