@@ -27,8 +27,12 @@ model: install
 run: model
 	$(PY) -m stilts.server.demo --examples examples/sentences.tsv
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; a test file's tests stay together, so its
+# module fixtures are built once); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: model
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 proto: install
 	$(PY) -m stilts.server.protogen

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -111,22 +112,26 @@ _SESSION_HOME = pytest.StashKey[tuple]()
 _USER_ENV = pytest.StashKey["str | None"]()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _user_home_untouched(request):
-    """Fails the session (an error at the last test's teardown) when the suite wrote under the
-    user's own $STILTS_HOME anywhere but the shared default model."""
-    session = request.config.stash.get(_SESSION_HOME, None)
-    yield
-    if session is None:
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fails the run when the suite wrote under the user's own $STILTS_HOME anywhere but the
+    shared default model. Runs where the temporary home was made: the one process of a plain
+    run, the controller of a parallel one (after its workers are done)."""
+    stash = session.config.stash.get(_SESSION_HOME, None)
+    if stash is None:
         return
-    user, _, before = session
+    user, _, before = stash
     diff = changed(before, snapshot(user))
     if diff:
-        pytest.fail(
+        message = (
             f"the suite wrote under the user's {user} outside models/default (or another "
-            "process did while it ran): " + ", ".join(diff[:20]),
-            pytrace=False,
+            "process did while it ran): " + ", ".join(diff[:20])
         )
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message}", red=True, bold=True)
+        else:
+            print(f"ERROR: {message}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _need(path: Path, what: str) -> Path:
