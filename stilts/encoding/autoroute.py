@@ -18,6 +18,11 @@ the same CPU reads it (an unreadable or altered record is measured again). A rou
 bf16 is chosen only on a CPU whose flags show native bf16 (AVX-512 BF16 or AMX-BF16): elsewhere
 OpenVINO would emulate or ignore the hint, and the choice must never depend on a CPU's name.
 ``STILTS_AUTO_ROUTE=manifest`` skips the measurement and loads the manifest's ``cpu_precision``.
+
+A model whose graphs keep their weights in external data (over the protobuf limit, see
+:mod:`stilts.graphs.onnxfile`) is measured one route at a time: each route is loaded, gated,
+timed in its share of the budget and released before the next is loaded, so the choice never
+holds more than one copy of the weights (interleaved rounds would hold every route's).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from stilts.graphs.parity import (
     gate,
 )
 from stilts.home import resolve, stilts_home
-from stilts.manifest import Manifest
+from stilts.manifest import FP32_NAME, Manifest, data_name
 from stilts.runtimes.batching import length_batches
 from stilts.runtimes.routes import ROUTES, default_threads, route_graph, runtime_available
 
@@ -236,6 +241,32 @@ def _work(enc: RouteSession, texts: Sequence[str], batch_size: int) -> dict:
     }
 
 
+def _time_routes(encoders: dict, timing: list[str], budget: float) -> dict:
+    """Time each session of ``encoders`` at the small and the large batch, interleaved round by
+    round, in about ``budget`` seconds (at least :data:`MIN_ROUNDS` rounds, at most
+    :data:`MAX_ROUNDS`). Returns per route its work (:func:`_work`) and seconds per round."""
+    budget = max(budget, 4.0 / max(len(encoders), 1))
+    work = {
+        n: {s: _work(e, timing, b) for s, b in (("small", SMALL_BATCH), ("large", LARGE_BATCH))}
+        for n, e in encoders.items()
+    }
+    seconds: dict[str, dict[str, list[float]]] = {n: {"small": [], "large": []} for n in encoders}
+    t_timing = time.perf_counter()
+    for round_ in range(MAX_ROUNDS):
+        for size in ("small", "large"):
+            for n, enc in encoders.items():
+                t = time.perf_counter()
+                for batch in work[n][size]["batches"]:
+                    enc.embed_tokenized(batch)
+                seconds[n][size].append(time.perf_counter() - t)
+        spent = time.perf_counter() - t_timing
+        if round_ + 1 >= MIN_ROUNDS and spent * (round_ + 2) / (round_ + 1) > budget:
+            break
+        if spent > budget:
+            break
+    return {n: (work[n], seconds[n]) for n in encoders}
+
+
 def measure(
     model: str | os.PathLike,
     texts: Sequence[str] | None = None,
@@ -270,6 +301,12 @@ def measure(
     names.sort(key=lambda n: n != "fp32")  # the reference first
     providers = providers_for("auto")
     spin = default_spin(None)
+    one_at_a_time = (model_dir / data_name(FP32_NAME)).is_file()
+    timing = [t for t in texts if t.strip()] or texts
+    timing = (timing * (-(-LARGE_BATCH // len(timing))))[:LARGE_BATCH]
+    work: dict[str, dict] = {}
+    seconds: dict[str, dict[str, list[float]]] = {}
+    timing_spent = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -295,8 +332,16 @@ def measure(
                 entry["qualifies"] = why is None
                 if why:
                     entry["refused"] = why
+                elif one_at_a_time:
+                    left = len(names) - names.index(name)
+                    share = (budget_seconds - (time.perf_counter() - t_start)) / left
+                    t = time.perf_counter()
+                    work[name], seconds[name] = _time_routes({name: enc}, timing, share)[name]
+                    timing_spent += time.perf_counter() - t
+                    encoders[name] = None  # timed: its weights are released now
                 else:
                     encoders[name] = enc
+                enc = None  # a route timed alone (or refused) is released before the next loads
             except (
                 Exception
             ) as e:  # a runtime that cannot compile this graph loses, it does not fail
@@ -306,28 +351,13 @@ def measure(
             bar.update(1)
     if bar is not None:
         bar.close()
-    timing = [t for t in texts if t.strip()] or texts
-    timing = (timing * (-(-LARGE_BATCH // len(timing))))[:LARGE_BATCH]
-    work = {
-        n: {s: _work(e, timing, b) for s, b in (("small", SMALL_BATCH), ("large", LARGE_BATCH))}
-        for n, e in encoders.items()
-    }
-    seconds: dict[str, dict[str, list[float]]] = {n: {"small": [], "large": []} for n in encoders}
     t_timing = time.perf_counter()
-    # the whole choice (loads, parity, timing) takes about budget_seconds: timing gets the rest
-    budget = max(budget_seconds - (t_timing - t_start), 4.0)
-    for round_ in range(MAX_ROUNDS):
-        for size in ("small", "large"):
-            for n, enc in encoders.items():
-                t = time.perf_counter()
-                for batch in work[n][size]["batches"]:
-                    enc.embed_tokenized(batch)
-                seconds[n][size].append(time.perf_counter() - t)
-        spent = time.perf_counter() - t_timing
-        if round_ + 1 >= MIN_ROUNDS and spent * (round_ + 2) / (round_ + 1) > budget:
-            break
-        if spent > budget:
-            break
+    if not one_at_a_time:
+        # the whole choice (loads, parity, timing) takes about budget_seconds: timing gets the rest
+        budget = max(budget_seconds - (t_timing - t_start), 4.0)
+        for n, (w, secs) in _time_routes(encoders, timing, budget).items():
+            work[n], seconds[n] = w, secs
+        timing_spent = time.perf_counter() - t_timing
     for n in encoders:
         per = {s: statistics.median(seconds[n][s]) for s in ("small", "large")}
         routes[n]["sentences_per_second"] = {s: len(timing) / per[s] for s in per}
@@ -347,8 +377,9 @@ def measure(
         "threads": threads,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t_start, 2),
-        "timing_seconds": round(time.perf_counter() - t_timing, 2),
+        "timing_seconds": round(timing_spent, 2),
         "budget_seconds": budget_seconds,
+        "one_route_at_a_time": one_at_a_time,
         "batch_sizes": {"small": SMALL_BATCH, "large": LARGE_BATCH},
         "parity_sentences": len(texts),
         "gate": {
