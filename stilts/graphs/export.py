@@ -425,6 +425,7 @@ def quantize_int8(
             nodes_to_exclude=[*branch, *exclude],
             use_external_data_format=external,
         )
+        onnxfile.match_mode(int8_path)
     finally:
         root.setLevel(level)
         if source != str(fp32_path):
@@ -561,6 +562,8 @@ def export(
         if external:
             onnxfile.externalize(staging / FP32_NAME, work / FP32_NAME)
         shutil.rmtree(staging)
+        step_done = onnxfile.release_memory if external else (lambda: None)
+        step_done()
         feeds = dict(zip(inputs, (a.numpy() for a in args), strict=True))
         fp32 = _session(work / FP32_NAME).run(["embedding"], feeds)[0]
         max_diff = float(np.abs(fp32 - ref).max())
@@ -589,6 +592,7 @@ def export(
         rows, pad = _token_ids(work / TOKENIZER_NAME, texts, max_len)
         reference = _embed(_session(work / FP32_NAME), rows, pad, 32)
         int8_branch = quantize_int8(work / FP32_NAME, work / INT8_NAME, base_weights=base_weights)
+        step_done()
         cos = _cosines(_embed(_session(work / INT8_NAME), rows, pad, 32), reference)
         int8_fp32 = _ffn_outputs(work / FP32_NAME) if cos.mean() < min_int8_cosine else []
         if int8_fp32:
@@ -602,6 +606,7 @@ def export(
             int8_branch = quantize_int8(
                 work / FP32_NAME, work / INT8_NAME, base_weights=base_weights, exclude=int8_fp32
             )
+            step_done()
             cos = _cosines(_embed(_session(work / INT8_NAME), rows, pad, 32), reference)
         gate(
             "int8",
@@ -624,7 +629,9 @@ def export(
                 base_weights=base_weights,
                 external=external,
             )
+            step_done()
             q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
+            step_done()
             if accuracy_level == 1 or q4["q4_vs_fp32_cosine_mean"] >= GATE_MEAN_COSINE:
                 break
             LOG.info(
@@ -678,6 +685,7 @@ def export(
         )
         manifest.record_files(work)
         manifest.save(work)
+        step_done()
         if check is not None:
             manifest.parity.update(check(work))
             manifest.save(work)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
@@ -65,6 +66,24 @@ def needs_external_data(weight_bytes: int) -> bool:
     return weight_bytes >= external_threshold()
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere): between the export's steps on a large model, what one step freed would otherwise
+    stay in the process's RSS under the next step's peak."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 def has_external_data(path: str | os.PathLike) -> bool:
     """Whether the graph file ``path`` keeps tensors in external data (its weights file beside it)."""
     return (Path(path).parent / data_name(Path(path).name)).is_file()
@@ -75,6 +94,14 @@ def remove_graph(path: str | os.PathLike) -> None:
     path = Path(path)
     path.unlink(missing_ok=True)
     (path.parent / data_name(path.name)).unlink(missing_ok=True)
+
+
+def match_mode(path: str | os.PathLike) -> None:
+    """Give a graph's weights file the graph file's permissions (onnx creates it 0600)."""
+    path = Path(path)
+    data = path.parent / data_name(path.name)
+    if data.is_file() and path.is_file():
+        os.chmod(data, stat.S_IMODE(path.stat().st_mode))
 
 
 def save(model, path: str | os.PathLike, external: bool) -> None:
@@ -96,6 +123,7 @@ def save(model, path: str | os.PathLike, external: bool) -> None:
         size_threshold=MIN_EXTERNAL_BYTES,
         convert_attribute=False,
     )
+    match_mode(path)
 
 
 def _external_entries(tensor) -> dict[str, str]:
@@ -171,6 +199,7 @@ def externalize(src: str | os.PathLike, dst: str | os.PathLike) -> int:
                 e.key, e.value = key, value
             offset += length
     onnx.save_model(model, str(dst))
+    match_mode(dst)
     LOG.info("%s: graph %d bytes, weights %d bytes beside it", dst, dst.stat().st_size, offset)
     return offset
 

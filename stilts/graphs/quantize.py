@@ -35,6 +35,8 @@ LOG = logging.getLogger(__name__)
 BLOCK = 32
 ZERO_POINT = 8  # MatMulNBits' and GatherBlockQuantized's default for 4 bits
 MS_DOMAIN = "com.microsoft"
+# quantize_q4_blocks works through a matrix this many rows at a time (16 MB of a 1024-wide one).
+ROWS_AT_ONCE = 4096
 
 
 @dataclasses.dataclass
@@ -58,11 +60,21 @@ def quantize_q4_blocks(w: np.ndarray) -> Q4Weight:
     The scale is ``v / -8`` where v is the block's value of largest magnitude (so v maps to code 0)
     and codes are ``round(x / scale) + 8`` clipped to 0..15. On a block that already holds
     ``scale * (code - 8)`` values with an fp16 scale (Q4_0), this returns that scale and those codes.
+
+    Rows are done :data:`ROWS_AT_ONCE` at a time (each row's blocks stand alone, so the result is
+    the same): the temporaries of a 250k-row word table would otherwise be several times its size.
     """
     w = np.ascontiguousarray(w, dtype=np.float32)
     rows, cols = w.shape
     if cols % BLOCK:
         raise ValueError(f"cannot block-quantise {cols} columns in blocks of {BLOCK}")
+    if rows > ROWS_AT_ONCE:
+        parts = [quantize_q4_blocks(w[i : i + ROWS_AT_ONCE]) for i in range(0, rows, ROWS_AT_ONCE)]
+        return Q4Weight(
+            packed=np.concatenate([q.packed for q in parts]),
+            scales=np.concatenate([q.scales for q in parts]),
+            max_abs_error=max(q.max_abs_error for q in parts),
+        )
     blocks = w.reshape(rows, cols // BLOCK, BLOCK)
     pick = np.abs(blocks).argmax(axis=2)[..., None]
     scales = (np.take_along_axis(blocks, pick, axis=2)[..., 0] / -8.0).astype(np.float32)
