@@ -782,6 +782,72 @@ def test_a_missing_or_altered_weights_file_is_refused(external, tmp_path):
     assert e.value.code is ErrorCode.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"unsigned_weights": True, "exclude_ffn": True, "reduce_range": True}]
+)
+def test_streamed_int8_is_onnx_runtimes_int8_graph(external, tmp_path, monkeypatch, options):
+    """A graph with external data is quantised one weight at a time, a block of rows at a
+    time, into the graph ONNX Runtime's quantize_dynamic writes: the same nodes, the same
+    tensors bit for bit, the same vectors exactly (the import's int8 gate then runs on it)."""
+    import collections
+
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from stilts.graphs import int8
+    from stilts.graphs.export import _ffn_outputs
+    from stilts.runtimes.ortload import load_onnxruntime
+
+    _, _, (ext_dir, _) = external
+    fp32 = ext_dir / FP32_NAME
+    exclude = _ffn_outputs(fp32) if options.get("exclude_ffn") else []
+    unsigned, reduce = options.get("unsigned_weights", False), options.get("reduce_range", False)
+    quantize_dynamic(
+        str(fp32),
+        str(tmp_path / "ort.onnx"),
+        per_channel=True,
+        reduce_range=reduce,
+        weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        nodes_to_exclude=exclude,
+        use_external_data_format=True,
+    )
+    monkeypatch.setattr(int8, "BLOCK_BYTES", 200)  # every weight in several blocks
+    counts = int8.quantize_streaming(
+        fp32,
+        tmp_path / "mine.onnx",
+        unsigned_weights=unsigned,
+        reduce_range=reduce,
+        exclude=exclude,
+    )
+    assert counts["gathers"] == 3 and counts["matmuls"] > 0
+    assert not exclude or counts["matmuls"] == 12 - len(exclude) + 1  # the Dense head's MatMul
+    graphs = [onnx.load(str(tmp_path / n)) for n in ("ort.onnx", "mine.onnx")]
+    tensors = [{t.name: numpy_helper.to_array(t) for t in g.graph.initializer} for g in graphs]
+    assert tensors[0].keys() == tensors[1].keys()
+    for name, want in tensors[0].items():
+        assert tensors[1][name].dtype == want.dtype, name
+        np.testing.assert_array_equal(tensors[1][name], want, err_msg=name)
+    nodes = [
+        collections.Counter((n.op_type, n.name, *n.input, "->", *n.output) for n in g.graph.node)
+        for g in graphs
+    ]
+    assert nodes[0] == nodes[1]
+    ort = load_onnxruntime()
+    ids = np.array([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)}
+    inputs = {i.name for i in graphs[0].graph.input}
+    feeds.update({n: np.zeros(2, dtype=np.int64) for n in inputs - set(feeds)})
+    runs = [
+        ort.InferenceSession(str(tmp_path / n), providers=["CPUExecutionProvider"]).run(
+            None, feeds
+        )[0]
+        for n in ("ort.onnx", "mine.onnx")
+    ]
+    np.testing.assert_array_equal(runs[1], runs[0])
+
+
 def test_torch_style_one_file_per_tensor_is_gathered_into_one_weights_file(external, tmp_path):
     """Over 2 GiB torch's exporter writes one file per tensor: the export gathers them, streaming,
     into the graph's one weights file; the graph computes the same."""

@@ -23,6 +23,7 @@ from stilts.fsutil import atomic_directory
 from stilts.graphs import onnxfile
 from stilts.graphs.adapters import merge_loaded
 from stilts.graphs.checkpoint import load_checkpoint, require_torch
+from stilts.graphs.int8 import quantize_streaming
 from stilts.graphs.parity import GATE_MEAN_COSINE, PARITY_SAMPLE
 from stilts.graphs.quantize import build_q4, linear_weights, split_low_rank
 from stilts.manifest import (
@@ -391,8 +392,10 @@ def quantize_int8(
     stays an fp32 low-rank branch (:func:`stilts.graphs.quantize.split_low_rank`). ``exclude``: nodes
     left fp32 (by name).
 
-    A graph with external data (its weights file beside it) gives an int8 graph with external
-    data too.
+    A graph with external data (its weights file beside it, a model over the protobuf limit)
+    gives an int8 graph with external data too, written by :func:`stilts.graphs.int8.
+    quantize_streaming` (the same graph, one weight in memory at a time); a one-file graph goes
+    through ONNX Runtime's ``quantize_dynamic``, so its file stays what it always was.
 
     Returns:
         the low-rank branch MatMuls left in fp32 -> their rank ({} without ``base_weights``).
@@ -402,12 +405,28 @@ def quantize_int8(
 
     source, branch = str(fp32_path), {}
     external = onnxfile.has_external_data(fp32_path)
+    if external:
+        import onnx
+
+        model = onnx.load(str(fp32_path), load_external_data=False)
+        if base_weights:
+            model, branch = split_low_rank(model, base_weights, Path(fp32_path).parent)
+        quantize_streaming(
+            fp32_path,
+            int8_path,
+            op_types=op_types,
+            reduce_range=reduce_range,
+            unsigned_weights=unsigned_weights,
+            exclude=[*branch, *exclude],
+            model=model,
+        )
+        return branch
     if base_weights:
         import onnx
 
         model, branch = split_low_rank(onnx.load(source), base_weights)
         source = str(Path(int8_path).with_suffix(".split.onnx"))
-        onnxfile.save(model, Path(source), external)
+        onnxfile.save(model, Path(source), False)
         del model
     # the quantiser appends to an existing weights file: start from none
     onnxfile.remove_graph(int8_path)
@@ -423,7 +442,6 @@ def quantize_int8(
             weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             op_types_to_quantize=list(op_types),
             nodes_to_exclude=[*branch, *exclude],
-            use_external_data_format=external,
         )
         onnxfile.match_mode(int8_path)
     finally:
