@@ -756,6 +756,14 @@ def test_route_choice_and_serving_of_an_external_data_model(external, tmp_path, 
     for name, entry in record["routes"].items():
         if entry.get("qualifies"):
             assert entry["sentences_per_second"]["small"] > 0, name
+    for entry in record["routes"].values():
+        if entry.get("qualifies"):
+            assert entry["timed_sentences"] in (8, 16, 32) and entry["rounds"] >= 1
+    # a route too slow for its budget is timed on fewer sentences and rounds; a fast one as ever
+    fp32 = Encoder(ext_dir, precision="fp32")
+    timing = (SENTENCES * 32)[: autoroute.LARGE_BATCH]
+    assert autoroute._plan({"fp32": fp32}, timing, budget=1e-6) == (autoroute.MIN_TIMED, 1)
+    assert autoroute._plan({"fp32": fp32}, timing, budget=1e6) == (32, autoroute.MIN_ROUNDS)
     serve = Encoder(ext_dir, workload="serve")
     assert serve.precision == record["chosen"]["serve"]
     assert serve.graph_bytes > (serve.graph.stat().st_size)  # the weights file is counted
