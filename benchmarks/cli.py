@@ -49,6 +49,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_routes(bsub)
     _register_threshold(bsub)
     _register_fillers(bsub)
+    _register_large_import(bsub)
+
+
+def _register_large_import(bsub: argparse._SubParsersAction) -> None:
+    from stilts.benchmarks.large_import import SHAPES, STEPS
+
+    p = bsub.add_parser(
+        "large-import",
+        help="a model over 2 GiB (multilingual-e5-large's shapes): import, route, serve; "
+        "time and peak RSS of each step",
+        description="Builds a random-weight XLM-R of multilingual-e5-large's shapes as a "
+        "sentence-transformers directory in --work-dir, imports it (external-data graphs, "
+        "parity with SentenceTransformer.encode within 1e-5), chooses its CPU route and loads "
+        "it as stilts serve does; each step runs in its own process and reports its seconds and "
+        "peak RSS. Needs about 9 GB of disk in --work-dir and 6 GB of memory.",
+    )
+    p.add_argument(
+        "--work-dir",
+        required=True,
+        help="folder for the built model, the imported one (STILTS_HOME=<dir>/home) and the "
+        "step figures; created if missing",
+    )
+    for key, value in SHAPES.items():
+        p.add_argument(
+            f"--{key}", type=int, default=value, help=f"model shape: {key} (default {value})"
+        )
+    p.add_argument(
+        "--max-seq-length", type=int, default=512, help="the model's max_seq_length (default 512)"
+    )
+    p.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help=f"comma-separated steps to run, in order (default {','.join(STEPS)}; later steps "
+        "reuse what earlier runs left in --work-dir)",
+    )
+    env_flag(
+        p,
+        "--threads",
+        env="STILTS_THREADS",
+        default=None,
+        type=int,
+        help="intra-op threads of the encoder (default: every core)",
+    )
+    p.add_argument("--output", default=None, help="write the JSON results here")
+    p.set_defaults(func=commands.cmd_large_import)
 
 
 # --- accuracy ---------------------------------------------------------------------------------

@@ -538,3 +538,32 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     }
     _write_json_and_report(results, args, threshold.markdown(results))
     return 0
+
+
+def cmd_large_import(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from stilts.benchmarks import environment, large_import
+    from stilts.errors import invalid
+
+    steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+    unknown = [s for s in steps if s not in large_import.STEPS]
+    if unknown or not steps:
+        raise invalid(
+            f"--steps {args.steps!r}: expected some of {','.join(large_import.STEPS)}", "steps"
+        )
+    shapes = {k: getattr(args, k) for k in large_import.SHAPES}
+    for key, value in (*shapes.items(), ("max_seq_length", args.max_seq_length)):
+        if value < 1:
+            raise invalid(f"--{key.replace('_', '-')} must be >= 1", key.replace("_", "-"))
+    results = large_import.run(
+        Path(args.work_dir), shapes, args.max_seq_length, args.threads, steps
+    )
+    results = {"header": environment.header(["stilts", *sys.argv[1:]]), **results}
+    text = json.dumps(results, indent=2, default=str)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    print(large_import.markdown(results))
+    return 0

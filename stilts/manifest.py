@@ -9,6 +9,11 @@ A model directory::
     model.int8.onnx   the same graph, int8 dynamic quantisation (CPU)
     tokenizer.json    a Hugging Face ``tokenizers`` file
     stilts.json       this manifest
+
+A model whose fp32 weights pass the protobuf limit (about 2 GiB; :mod:`stilts.graphs.onnxfile`)
+has each graph in ONNX's external-data format: ``model.onnx`` plus its weights in
+``model.onnx.data`` beside it (``model.q4.onnx.data``, ``model.int8.onnx.data`` likewise). The
+manifest lists and checksums every file; the fingerprint of such a model covers its weights file too.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ Q4_NAME = "model.q4.onnx"
 # Precision -> graph file. Order: the CPU preference among those a directory holds.
 GRAPHS = {"q4": Q4_NAME, "int8": INT8_NAME, "fp32": FP32_NAME}
 TOKENIZER_NAME = "tokenizer.json"
+# A graph's weights file in ONNX's external-data format: the graph's name plus this.
+DATA_SUFFIX = ".data"
 # The graph input of models that pool without their prompt (include_prompt False).
 PROMPT_LENGTH = "prompt_length"
 FORMAT_VERSION = 1
@@ -47,6 +54,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def data_name(graph_name: str) -> str:
+    """The weights file of a graph written with external data: ``model.onnx`` -> ``model.onnx.data``."""
+    return graph_name + DATA_SUFFIX
+
+
+def graph_files(graph_name: str) -> list[str]:
+    """The files a graph may consist of: the graph and its weights file (when it has one)."""
+    return [graph_name, data_name(graph_name)]
 
 
 def available_precisions(model_dir: str | os.PathLike) -> list[str]:
@@ -122,14 +139,18 @@ class Manifest:
         """Identifies the vector space: two encoders with the same fingerprint give comparable vectors.
 
         fp32 and int8 graphs of one model share it (they differ only by quantisation noise).
+        A graph with external data adds its weights file's hash (one file graphs: as before).
         """
+        weights = self.files.get(FP32_NAME, "")
+        if self.files.get(data_name(FP32_NAME)):
+            weights += "+" + self.files[data_name(FP32_NAME)]
         key = json.dumps(
             {
                 "name": self.name,
                 "dim": self.dim,
                 "pooling": self.pooling,
                 "layer": self.layer,
-                "weights": self.files.get(FP32_NAME, ""),
+                "weights": weights,
             },
             sort_keys=True,
         )
@@ -177,19 +198,28 @@ class Manifest:
         return cls.from_dict(data)
 
     def record_files(self, model_dir: str | os.PathLike) -> None:
-        """Hash every contract file present in ``model_dir`` into ``files``."""
+        """Hash every contract file present in ``model_dir`` into ``files`` (graphs, their
+        weights files, the tokenizer), streaming each file."""
         d = Path(model_dir)
-        self.files = {
-            n: sha256_file(d / n) for n in (*GRAPHS.values(), TOKENIZER_NAME) if (d / n).is_file()
-        }
+        names = [f for g in GRAPHS.values() for f in graph_files(g)] + [TOKENIZER_NAME]
+        self.files = {n: sha256_file(d / n) for n in names if (d / n).is_file()}
 
     def verify_files(self, model_dir: str | os.PathLike, names: list[str] | None = None) -> None:
-        """Check sha256 of the named files (default all recorded); raise on mismatch."""
+        """Check sha256 of the named files (default all recorded; a graph's name covers its
+        weights file too); raise on mismatch or on a recorded file that is missing."""
         d = Path(model_dir)
-        for n in names or list(self.files):
+        wanted = names or list(self.files)
+        wanted = [*wanted, *(data_name(n) for n in wanted if data_name(n) not in wanted)]
+        for n in wanted:
             want = self.files.get(n)
             if want is None:
                 continue
+            if not (d / n).is_file():
+                raise StiltsError(
+                    ErrorCode.NOT_FOUND,
+                    f"{d / n}: missing from the model directory (the manifest lists it)",
+                    "model",
+                )
             got = sha256_file(d / n)
             if got != want:
                 raise StiltsError(

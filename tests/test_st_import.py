@@ -661,14 +661,244 @@ def test_a_model_that_misses_library_parity_is_refused_and_nothing_is_written(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]
 
 
-def test_a_graph_past_the_single_file_limit_is_refused_before_export(
-    bert_mean, tmp_path, monkeypatch
-):
-    """Each graph is one protobuf file (2 GiB): a model with more fp32 weights (bge-m3,
-    multilingual-e5-large) is refused up front, here with the limit lowered to this tiny model."""
-    from stilts.graphs import export
+# -- a model over the protobuf limit: external-data graphs ------------------------------------
 
-    monkeypatch.setattr(export, "MAX_GRAPH_BYTES", 1000)
-    with pytest.raises(StiltsError, match="protobuf limits to 2 GiB") as e:
-        _import(bert_mean[0], tmp_path / "m")
-    assert e.value.code is ErrorCode.FAILED_PRECONDITION and not (tmp_path / "m").exists()
+
+@pytest.fixture(scope="module")
+def external(backbones, tmp_path_factory):
+    """One XLM-R directory (mean pooling, a GELU Dense, Normalize, prompts) imported twice: as
+    it is (one file per graph) and pushed through the external-data path by a lowered
+    threshold, as a model over 2 GiB goes."""
+    d = tmp_path_factory.mktemp("external")
+    src = build_st(
+        d / "src",
+        backbones["xlmr"],
+        dense=[{"out": 48, "activation": torch.nn.GELU()}],
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    one = _import(src, d / "one", name="xlmr-ext")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STILTS_EXTERNAL_DATA_BYTES", "1000")
+        ext = _import(src, d / "ext", name="xlmr-ext")
+    return src, (d / "one", one), (d / "ext", ext)
+
+
+def test_a_model_over_the_threshold_imports_as_external_data_graphs_at_full_parity(external):
+    import hashlib
+
+    import onnx
+
+    from stilts.manifest import data_name, sha256_file
+
+    src, (one_dir, one), (ext_dir, ext) = external
+    kept = [
+        g
+        for p, g in (("q4", Q4_NAME), ("int8", INT8_NAME))
+        if p not in ext.parity.get("refused", {})
+    ]
+    graphs = [FP32_NAME, *kept]
+    # every graph is the graph file plus one weights file beside it, and the manifest lists and
+    # checksums every file of the directory
+    want = {*graphs, *(data_name(g) for g in graphs), "tokenizer.json"}
+    assert set(ext.files) == want
+    assert {p.name for p in ext_dir.iterdir()} == {*want, "stilts.json"}
+    for name, digest in ext.files.items():
+        assert sha256_file(ext_dir / name) == digest, name
+    for g in graphs:
+        proto = onnx.load(str(ext_dir / g), load_external_data=False)
+        outside = [
+            t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+        ]
+        assert outside and {
+            e.value for t in outside for e in t.external_data if e.key == "location"
+        } == {data_name(g)}
+    # the model under the threshold: one file per graph and the fingerprint as it always was
+    assert not any(n.endswith(".data") for n in one.files)
+    assert not list(one_dir.glob("*.data"))
+    old = json.dumps(
+        {
+            "name": one.name,
+            "dim": one.dim,
+            "pooling": one.pooling,
+            "layer": one.layer,
+            "weights": one.files[FP32_NAME],
+        },
+        sort_keys=True,
+    )
+    assert one.fingerprint == hashlib.sha256(old.encode()).hexdigest()[:16]
+    # the external model's fingerprint covers its weights file
+    altered = Manifest.from_dict(
+        {**ext.to_dict(), "files": {**ext.files, data_name(FP32_NAME): "0" * 64}}
+    )
+    assert altered.fingerprint != ext.fingerprint
+    # the library's vectors (1e-5) through stilts.Encoder, and the one-file import's, exactly
+    assert_matches_library(src, ext_dir)
+    for p in ["fp32", *(p for p in ("q4", "int8") if p not in ext.parity.get("refused", {}))]:
+        a = Encoder(one_dir, precision=p).encode(TEXTS, kind="query")
+        b = Encoder(ext_dir, precision=p).encode(TEXTS, kind="query")
+        np.testing.assert_array_equal(a, b, err_msg=p)
+    # OpenVINO reads the graph with its weights file beside it
+    pytest.importorskip("openvino")
+    fp32 = Encoder(ext_dir, precision="fp32").encode(TEXTS, kind="query")
+    ov = Encoder(ext_dir, precision="ov-f32").encode(TEXTS, kind="query")
+    assert np.abs(ov - fp32).max() < LIMIT
+
+
+def test_route_choice_and_serving_of_an_external_data_model(external, tmp_path, monkeypatch):
+    from stilts.encoding import autoroute
+
+    _, _, (ext_dir, ext) = external
+    monkeypatch.setenv("STILTS_HOME", str(tmp_path))
+    monkeypatch.delenv(autoroute.ENV, raising=False)
+    record = autoroute.choose(ext_dir, budget_seconds=2, force=True)
+    assert record["one_route_at_a_time"] is True  # one copy of the weights at a time
+    assert record["routes"]["fp32"]["qualifies"]
+    for name, entry in record["routes"].items():
+        if entry.get("qualifies"):
+            assert entry["sentences_per_second"]["small"] > 0, name
+    for entry in record["routes"].values():
+        if entry.get("qualifies"):
+            assert entry["timed_sentences"] in (8, 16, 32) and entry["rounds"] >= 1
+    # a route too slow for its budget is timed on fewer sentences and rounds; a fast one as ever
+    fp32 = Encoder(ext_dir, precision="fp32")
+    timing = (SENTENCES * 32)[: autoroute.LARGE_BATCH]
+    assert autoroute._plan({"fp32": fp32}, timing, budget=1e-6) == (autoroute.MIN_TIMED, 1)
+    assert autoroute._plan({"fp32": fp32}, timing, budget=1e6) == (32, autoroute.MIN_ROUNDS)
+    serve = Encoder(ext_dir, workload="serve")
+    assert serve.precision == record["chosen"]["serve"]
+    assert serve.graph_bytes > (serve.graph.stat().st_size)  # the weights file is counted
+    vectors = serve.encode(SENTENCES, kind="query")
+    assert vectors.shape == (len(SENTENCES), ext.dim)
+
+
+def test_a_missing_or_altered_weights_file_is_refused(external, tmp_path):
+    from stilts.manifest import data_name
+
+    _, _, (ext_dir, _) = external
+    copy = tmp_path / "m"
+    shutil.copytree(ext_dir, copy)
+    data = copy / data_name(FP32_NAME)
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1
+    data.write_bytes(bytes(raw))
+    with pytest.raises(StiltsError, match=r"model\.onnx\.data: sha256") as e:
+        Encoder(copy, precision="fp32")
+    assert e.value.code is ErrorCode.FAILED_PRECONDITION
+    data.unlink()
+    with pytest.raises(StiltsError, match=r"model\.onnx\.data: missing") as e:
+        Encoder(copy, precision="fp32")
+    assert e.value.code is ErrorCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"unsigned_weights": True, "exclude_ffn": True, "reduce_range": True}]
+)
+def test_streamed_int8_is_onnx_runtimes_int8_graph(external, tmp_path, monkeypatch, options):
+    """A graph with external data is quantised one weight at a time, a block of rows at a
+    time, into the graph ONNX Runtime's quantize_dynamic writes: the same nodes, the same
+    tensors bit for bit, the same vectors exactly (the import's int8 gate then runs on it)."""
+    import collections
+
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from stilts.graphs import int8
+    from stilts.graphs.export import _ffn_outputs
+    from stilts.runtimes.ortload import load_onnxruntime
+
+    _, _, (ext_dir, _) = external
+    fp32 = ext_dir / FP32_NAME
+    exclude = _ffn_outputs(fp32) if options.get("exclude_ffn") else []
+    unsigned, reduce = options.get("unsigned_weights", False), options.get("reduce_range", False)
+    quantize_dynamic(
+        str(fp32),
+        str(tmp_path / "ort.onnx"),
+        per_channel=True,
+        reduce_range=reduce,
+        weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        nodes_to_exclude=exclude,
+        use_external_data_format=True,
+    )
+    monkeypatch.setattr(int8, "BLOCK_BYTES", 200)  # every weight in several blocks
+    counts = int8.quantize_streaming(
+        fp32,
+        tmp_path / "mine.onnx",
+        unsigned_weights=unsigned,
+        reduce_range=reduce,
+        exclude=exclude,
+    )
+    assert counts["gathers"] == 3 and counts["matmuls"] > 0
+    assert not exclude or counts["matmuls"] == 12 - len(exclude) + 1  # the Dense head's MatMul
+    graphs = [onnx.load(str(tmp_path / n)) for n in ("ort.onnx", "mine.onnx")]
+    tensors = [{t.name: numpy_helper.to_array(t) for t in g.graph.initializer} for g in graphs]
+    assert tensors[0].keys() == tensors[1].keys()
+    for name, want in tensors[0].items():
+        assert tensors[1][name].dtype == want.dtype, name
+        np.testing.assert_array_equal(tensors[1][name], want, err_msg=name)
+    nodes = [
+        collections.Counter((n.op_type, n.name, *n.input, "->", *n.output) for n in g.graph.node)
+        for g in graphs
+    ]
+    assert nodes[0] == nodes[1]
+    ort = load_onnxruntime()
+    ids = np.array([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)}
+    inputs = {i.name for i in graphs[0].graph.input}
+    feeds.update({n: np.zeros(2, dtype=np.int64) for n in inputs - set(feeds)})
+    runs = [
+        ort.InferenceSession(str(tmp_path / n), providers=["CPUExecutionProvider"]).run(
+            None, feeds
+        )[0]
+        for n in ("ort.onnx", "mine.onnx")
+    ]
+    np.testing.assert_array_equal(runs[1], runs[0])
+
+
+def test_torch_style_one_file_per_tensor_is_gathered_into_one_weights_file(external, tmp_path):
+    """Over 2 GiB torch's exporter writes one file per tensor: the export gathers them, streaming,
+    into the graph's one weights file; the graph computes the same."""
+    import onnx
+
+    from stilts.graphs import onnxfile
+    from stilts.manifest import data_name
+    from stilts.runtimes.ortload import load_onnxruntime
+
+    _, (one_dir, _), _ = external
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    onnx.save_model(
+        onnx.load(str(one_dir / FP32_NAME)),
+        str(stage / FP32_NAME),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+    )
+    assert len(list(stage.iterdir())) > 10
+    written = onnxfile.externalize(stage / FP32_NAME, tmp_path / FP32_NAME)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [FP32_NAME, data_name(FP32_NAME), "stage"]
+    )
+    assert written == (tmp_path / data_name(FP32_NAME)).stat().st_size
+    ort = load_onnxruntime()
+    ids = np.array([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]], dtype=np.int64)
+    mask = (ids != 1).astype(np.int64)
+    runs = [
+        ort.InferenceSession(str(g), providers=["CPUExecutionProvider"]).run(
+            None, {"input_ids": ids, "attention_mask": mask}
+        )[0]
+        for g in (one_dir / FP32_NAME, tmp_path / FP32_NAME)
+    ]
+    np.testing.assert_array_equal(*runs)
+
+
+def test_the_threshold_variable_must_be_a_positive_number(monkeypatch):
+    from stilts.graphs import onnxfile
+
+    monkeypatch.setenv(onnxfile.THRESHOLD_ENV, "2GB")
+    with pytest.raises(StiltsError, match="STILTS_EXTERNAL_DATA_BYTES") as e:
+        onnxfile.external_threshold()
+    assert e.value.code is ErrorCode.INVALID_ARGUMENT and e.value.field == onnxfile.THRESHOLD_ENV
+    monkeypatch.delenv(onnxfile.THRESHOLD_ENV)
+    assert onnxfile.external_threshold() == onnxfile.EXTERNAL_DATA_BYTES

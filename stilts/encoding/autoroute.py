@@ -9,7 +9,10 @@ checked against the fp32 graph on the parity sentences:
 
 The routes that pass are timed at a small (1) and a large (32) batch, interleaved round by round
 (median), in what is left of :data:`BUDGET_SECONDS` (20 s for the whole choice: loads, parity,
-timing; at least 4 s of timing, at most 9 rounds). The ranking per workload (``serve``: small batches,
+timing; at least 4 s of timing, at most 9 rounds). A model too slow for three rounds of 32
+sentences in that time is timed on fewer sentences (16, then 8; the large batch is then those
+sentences in one call) and in fewer rounds (down to one): each route's record says how many
+(``timed_sentences``, ``rounds``). The ranking per workload (``serve``: small batches,
 ``batch``: large ones) is recorded in ``$STILTS_HOME/cpu-routes/<model>-<key>.json``, keyed by the
 model (name, fingerprint, files), the CPU signature (the instruction-set flags that matter for
 inference, the number of cores, the architecture) and the runtimes' versions, with a SHA-256 of
@@ -18,6 +21,12 @@ the same CPU reads it (an unreadable or altered record is measured again). A rou
 bf16 is chosen only on a CPU whose flags show native bf16 (AVX-512 BF16 or AMX-BF16): elsewhere
 OpenVINO would emulate or ignore the hint, and the choice must never depend on a CPU's name.
 ``STILTS_AUTO_ROUTE=manifest`` skips the measurement and loads the manifest's ``cpu_precision``.
+
+A model whose graphs keep their weights in external data (over the protobuf limit, see
+:mod:`stilts.graphs.onnxfile`) is measured one route at a time: each route is loaded, gated,
+timed in its share of the budget and released before the next is loaded, so the choice never
+holds more than one copy of the weights (interleaved rounds would hold every route's). There
+:data:`BUDGET_SECONDS` is the timing's alone (loading and gating 2 GB graphs take what they take).
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from stilts.graphs.parity import (
     gate,
 )
 from stilts.home import resolve, stilts_home
-from stilts.manifest import Manifest
+from stilts.manifest import FP32_NAME, Manifest, data_name
 from stilts.runtimes.batching import length_batches
 from stilts.runtimes.cpu import (  # noqa: F401  (re-exported: the routes' CPU signature)
     NATIVE_BF16_FLAGS,
@@ -66,6 +75,8 @@ LARGE_BATCH = 32
 BUDGET_SECONDS = 20.0
 MIN_ROUNDS = 3
 MAX_ROUNDS = 9
+# The fewest sentences a timing round runs at each batch size (a model too slow for 32).
+MIN_TIMED = 8
 ENV = "STILTS_AUTO_ROUTE"
 
 
@@ -183,6 +194,61 @@ def _work(enc: RouteSession, texts: Sequence[str], batch_size: int) -> dict:
     }
 
 
+def _plan(encoders: dict, timing: list[str], budget: float) -> tuple[int, int]:
+    """How many of the ``timing`` sentences each round times, and at least how many rounds.
+
+    One sentence of middle length is run through each session (they are warm from the parity
+    check) and a round is costed at that time per sentence, twice (the small and the large
+    batch). Small models time all :data:`LARGE_BATCH` sentences in at least :data:`MIN_ROUNDS`
+    rounds, as always; when that does not fit ``budget`` (a 24-layer model on a few cores:
+    one round of 32 + 32 sentences takes 10-20 s per route) the sample shrinks (16, then
+    :data:`MIN_TIMED` sentences) and then the rounds (to one), so the timing keeps to about its
+    budget whatever the model's size."""
+    per_sentence = 0.0
+    for enc in encoders.values():
+        toks = enc.tokenize([sorted(timing, key=len)[len(timing) // 2]], kind="bitext")
+        t = time.perf_counter()
+        enc.embed_tokenized(toks)
+        per_sentence += time.perf_counter() - t
+    for n in (len(timing), 16, MIN_TIMED):
+        n = min(n, len(timing))
+        if MIN_ROUNDS * 2 * n * per_sentence <= budget or n == min(MIN_TIMED, len(timing)):
+            break
+    rounds = MIN_ROUNDS
+    while rounds > 1 and rounds * 2 * n * per_sentence > budget:
+        rounds -= 1
+    return n, rounds
+
+
+def _time_routes(encoders: dict, timing: list[str], budget: float) -> dict:
+    """Time each session of ``encoders`` at the small and the large batch, interleaved round by
+    round, in about ``budget`` seconds (at least :data:`MIN_ROUNDS` rounds, at most
+    :data:`MAX_ROUNDS`; fewer sentences and rounds when those do not fit: :func:`_plan`).
+    Returns per route its work (:func:`_work`), seconds per round and sentences timed."""
+    budget = max(budget, 4.0 / max(len(encoders), 1))
+    timed, min_rounds = _plan(encoders, timing, budget)
+    sample = timing[:timed]
+    work = {
+        n: {s: _work(e, sample, b) for s, b in (("small", SMALL_BATCH), ("large", LARGE_BATCH))}
+        for n, e in encoders.items()
+    }
+    seconds: dict[str, dict[str, list[float]]] = {n: {"small": [], "large": []} for n in encoders}
+    t_timing = time.perf_counter()
+    for round_ in range(MAX_ROUNDS):
+        for size in ("small", "large"):
+            for n, enc in encoders.items():
+                t = time.perf_counter()
+                for batch in work[n][size]["batches"]:
+                    enc.embed_tokenized(batch)
+                seconds[n][size].append(time.perf_counter() - t)
+        spent = time.perf_counter() - t_timing
+        if round_ + 1 >= min_rounds and spent * (round_ + 2) / (round_ + 1) > budget:
+            break
+        if spent > budget:
+            break
+    return {n: (work[n], seconds[n], timed) for n in encoders}
+
+
 def measure(
     model: str | os.PathLike,
     texts: Sequence[str] | None = None,
@@ -217,6 +283,13 @@ def measure(
     names.sort(key=lambda n: n != "fp32")  # the reference first
     providers = providers_for("auto")
     spin = default_spin(None)
+    one_at_a_time = (model_dir / data_name(FP32_NAME)).is_file()
+    timing = [t for t in texts if t.strip()] or texts
+    timing = (timing * (-(-LARGE_BATCH // len(timing))))[:LARGE_BATCH]
+    work: dict[str, dict] = {}
+    seconds: dict[str, dict[str, list[float]]] = {}
+    timed: dict[str, int] = {}
+    timing_spent = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -242,8 +315,20 @@ def measure(
                 entry["qualifies"] = why is None
                 if why:
                     entry["refused"] = why
+                elif one_at_a_time:
+                    # the timing's budget shared by the routes still to time (loading such
+                    # a model takes what it takes: it is not timing)
+                    left = len(names) - names.index(name)
+                    share = (budget_seconds - timing_spent) / left
+                    t = time.perf_counter()
+                    work[name], seconds[name], timed[name] = _time_routes(
+                        {name: enc}, timing, share
+                    )[name]
+                    timing_spent += time.perf_counter() - t
+                    encoders[name] = None  # timed: its weights are released now
                 else:
                     encoders[name] = enc
+                enc = None  # a route timed alone (or refused) is released before the next loads
             except (
                 Exception
             ) as e:  # a runtime that cannot compile this graph loses, it does not fail
@@ -253,32 +338,18 @@ def measure(
             bar.update(1)
     if bar is not None:
         bar.close()
-    timing = [t for t in texts if t.strip()] or texts
-    timing = (timing * (-(-LARGE_BATCH // len(timing))))[:LARGE_BATCH]
-    work = {
-        n: {s: _work(e, timing, b) for s, b in (("small", SMALL_BATCH), ("large", LARGE_BATCH))}
-        for n, e in encoders.items()
-    }
-    seconds: dict[str, dict[str, list[float]]] = {n: {"small": [], "large": []} for n in encoders}
     t_timing = time.perf_counter()
-    # the whole choice (loads, parity, timing) takes about budget_seconds: timing gets the rest
-    budget = max(budget_seconds - (t_timing - t_start), 4.0)
-    for round_ in range(MAX_ROUNDS):
-        for size in ("small", "large"):
-            for n, enc in encoders.items():
-                t = time.perf_counter()
-                for batch in work[n][size]["batches"]:
-                    enc.embed_tokenized(batch)
-                seconds[n][size].append(time.perf_counter() - t)
-        spent = time.perf_counter() - t_timing
-        if round_ + 1 >= MIN_ROUNDS and spent * (round_ + 2) / (round_ + 1) > budget:
-            break
-        if spent > budget:
-            break
+    if not one_at_a_time:
+        # the whole choice (loads, parity, timing) takes about budget_seconds: timing gets the rest
+        budget = max(budget_seconds - (t_timing - t_start), 4.0)
+        for n, (w, secs, k) in _time_routes(encoders, timing, budget).items():
+            work[n], seconds[n], timed[n] = w, secs, k
+        timing_spent = time.perf_counter() - t_timing
     for n in encoders:
         per = {s: statistics.median(seconds[n][s]) for s in ("small", "large")}
-        routes[n]["sentences_per_second"] = {s: len(timing) / per[s] for s in per}
+        routes[n]["sentences_per_second"] = {s: timed[n] / per[s] for s in per}
         routes[n]["rounds"] = len(seconds[n]["small"])
+        routes[n]["timed_sentences"] = timed[n]
         routes[n]["call_overhead_tokens"] = _overhead_tokens(
             {**work[n]["small"], "seconds": per["small"]},
             {**work[n]["large"], "seconds": per["large"]},
@@ -294,8 +365,9 @@ def measure(
         "threads": threads,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t_start, 2),
-        "timing_seconds": round(time.perf_counter() - t_timing, 2),
+        "timing_seconds": round(timing_spent, 2),
         "budget_seconds": budget_seconds,
+        "one_route_at_a_time": one_at_a_time,
         "batch_sizes": {"small": SMALL_BATCH, "large": LARGE_BATCH},
         "parity_sentences": len(texts),
         "gate": {

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest
+from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest, graph_files
 from stilts.runtimes.batching import length_batches
 from stilts.runtimes.ortload import load_onnxruntime
 from stilts.runtimes.ovcache import cache_enabled, cache_entry
@@ -74,7 +74,8 @@ class RouteSession:
         spin: let ONNX Runtime's pool threads spin-wait between runs.
         providers: ONNX Runtime's execution providers (:func:`providers_for`).
         graph: another ONNX graph of this model to run instead of the route's file.
-        verify: check the graph's and the tokenizer's SHA-256 against the manifest first.
+        verify: check the graph's (its weights file's too, when it has one) and the tokenizer's
+            SHA-256 against the manifest first (streamed: a file is never held in memory).
 
     Raises:
         StiltsError: NOT_FOUND for a missing graph, FAILED_PRECONDITION for a file that differs
@@ -126,7 +127,12 @@ class RouteSession:
         # the onnxruntime session (None on OpenVINO routes)
         self.session = getattr(self.runner, "session", None)
         self.graph = graph_path
-        self.graph_bytes = graph_path.stat().st_size
+        # the graph and, for a model over the protobuf limit, its weights file beside it
+        self.graph_bytes = sum(
+            p.stat().st_size
+            for p in (graph_path.parent / n for n in graph_files(graph_path.name))
+            if p.is_file()
+        )
         self.provider = self.runner.provider
         # OpenVINO's CPU kernels block the attention over the padded length: a row's vector moves
         # with the padding its batch gives it (bf16: up to 5e-4 on dev sentences, f32: 1e-7),

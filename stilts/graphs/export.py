@@ -20,10 +20,12 @@ import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
+from stilts.graphs import onnxfile
 from stilts.graphs.adapters import merge_loaded
 from stilts.graphs.checkpoint import load_checkpoint, require_torch
+from stilts.graphs.int8 import quantize_streaming
 from stilts.graphs.parity import GATE_MEAN_COSINE, PARITY_SAMPLE
-from stilts.graphs.quantize import build_q4, linear_weights, save, split_low_rank
+from stilts.graphs.quantize import build_q4, linear_weights, split_low_rank
 from stilts.manifest import (
     EXPORT_REVISION,
     FP32_NAME,
@@ -40,8 +42,6 @@ from stilts.runtimes.ortload import load_onnxruntime
 LOG = logging.getLogger(__name__)
 
 OPSET = 17
-# A graph is one protobuf file (no external data): below 2 GiB, with room for the graph itself.
-MAX_GRAPH_BYTES = 2**31 - 2**26
 MAX_ABS_DIFF = 1e-4
 MIN_INT8_COSINE = 0.99
 # q4 must match fp32 (the default model's q4 weights are fp32's exactly; what is left is the int8
@@ -233,7 +233,9 @@ class PooledEncoder:
     vector (pooling, Dense layers and normalisation of a :class:`Head`)."""
 
     @staticmethod
-    def build(model, layer: int, head: Head):
+    def build(model, layer: int, head: Head, in_place: bool = False):
+        """The module and the pooled layer (counted from the embeddings). Layers above it are
+        dropped from a copy of ``model`` (``in_place``: from ``model`` itself, no copy)."""
         import torch
 
         num_layers = model.config.num_hidden_layers
@@ -276,13 +278,26 @@ class PooledEncoder:
                 return l2_normalize(x) if head.normalize else x
 
         # Layers above the pooled one cannot change its output: drop them from the graph
-        # (on a copy, so the caller's model stays whole).
+        # (on a copy, so the caller's model stays whole, unless it is given up).
         layers = getattr(getattr(model, "encoder", None), "layer", None)
         if layers is not None and layer < len(layers):
-            model = copy.deepcopy(model)
+            if not in_place:
+                model = copy.deepcopy(model)
             model.encoder.layer = model.encoder.layer[:layer]
             model.config.num_hidden_layers = layer
         return _Pooled().eval(), layer
+
+
+def release_weights(module) -> None:
+    """Free a torch module's parameters and buffers (it cannot run after): an export whose caller
+    gives the model up drops the second copy of the weights once the ONNX graph holds them."""
+    import gc
+
+    import torch
+
+    for t in (*module.parameters(), *module.buffers()):
+        t.data = torch.empty(0, dtype=t.dtype)
+    gc.collect()
 
 
 def _token_ids(tokenizer_file: Path, texts: list[str], max_len: int) -> tuple[list, int]:
@@ -377,6 +392,11 @@ def quantize_int8(
     stays an fp32 low-rank branch (:func:`stilts.graphs.quantize.split_low_rank`). ``exclude``: nodes
     left fp32 (by name).
 
+    A graph with external data (its weights file beside it, a model over the protobuf limit)
+    gives an int8 graph with external data too, written by :func:`stilts.graphs.int8.
+    quantize_streaming` (the same graph, one weight in memory at a time); a one-file graph goes
+    through ONNX Runtime's ``quantize_dynamic``, so its file stays what it always was.
+
     Returns:
         the low-rank branch MatMuls left in fp32 -> their rank ({} without ``base_weights``).
     """
@@ -384,12 +404,32 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source, branch = str(fp32_path), {}
+    external = onnxfile.has_external_data(fp32_path)
+    if external:
+        import onnx
+
+        model = onnx.load(str(fp32_path), load_external_data=False)
+        if base_weights:
+            model, branch = split_low_rank(model, base_weights, Path(fp32_path).parent)
+        quantize_streaming(
+            fp32_path,
+            int8_path,
+            op_types=op_types,
+            reduce_range=reduce_range,
+            unsigned_weights=unsigned_weights,
+            exclude=[*branch, *exclude],
+            model=model,
+        )
+        return branch
     if base_weights:
         import onnx
 
         model, branch = split_low_rank(onnx.load(source), base_weights)
         source = str(Path(int8_path).with_suffix(".split.onnx"))
-        save(model, Path(source))
+        onnxfile.save(model, Path(source), False)
+        del model
+    # the quantiser appends to an existing weights file: start from none
+    onnxfile.remove_graph(int8_path)
     root = logging.getLogger()  # the quantiser logs every node on the root logger
     level = root.level
     root.setLevel(logging.ERROR)
@@ -403,10 +443,11 @@ def quantize_int8(
             op_types_to_quantize=list(op_types),
             nodes_to_exclude=[*branch, *exclude],
         )
+        onnxfile.match_mode(int8_path)
     finally:
         root.setLevel(level)
         if source != str(fp32_path):
-            Path(source).unlink(missing_ok=True)
+            onnxfile.remove_graph(source)
     return branch
 
 
@@ -444,6 +485,7 @@ def export(
     check: Callable[[Path], dict[str, Any]] | None = None,
     optional_quantized: bool = False,
     base_weights: dict[str, Any] | None = None,
+    release_model: bool = False,
 ) -> Manifest:
     """Export a loaded transformers encoder into a model directory, with parity checks.
 
@@ -463,6 +505,12 @@ def export(
     (the Linear weights before a LoRA merge, :func:`stilts.graphs.quantize.linear_weights`) let the q4
     graph keep the base on its 4-bit grid and the adapter's delta as a low-rank fp32 branch.
 
+    A model whose fp32 weights reach :func:`stilts.graphs.onnxfile.external_threshold` (2 GiB less
+    64 MiB) has every graph written with external data (the graph plus one weights file beside
+    it). ``release_model``: the caller gives ``model`` up: its layers above ``layer`` are dropped
+    without a copy and its weights are freed once the fp32 graph is written (the parity checks
+    and quantisers then run without a second copy of the weights in memory).
+
     Raises:
         StiltsError: FAILED_PRECONDITION when fp32 ONNX differs from PyTorch by more than 1e-4,
             int8 falls below ``min_int8_cosine`` mean cosine to fp32 (on the parity sentences),
@@ -480,15 +528,11 @@ def export(
     if getattr(model.config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
         # RoBERTa-style positions start at padding_idx + 1.
         max_len = min(max_len, model.config.max_position_embeddings - model.config.pad_token_id - 1)
-    pooled, layer = PooledEncoder.build(model, layer, head)
+    pooled, layer = PooledEncoder.build(model, layer, head, in_place=release_model)
     weight_bytes = 4 * sum(p.numel() for p in pooled.parameters())
-    if weight_bytes >= MAX_GRAPH_BYTES:
-        raise StiltsError(
-            ErrorCode.FAILED_PRECONDITION,
-            f"{name}: {weight_bytes / 2**30:.1f} GiB of fp32 weights; stilts writes each graph as "
-            f"one ONNX file, which protobuf limits to 2 GiB (models up to about 500M parameters)",
-        )
+    external = onnxfile.needs_external_data(weight_bytes)
     hidden = model.config.hidden_size
+    num_heads = model.config.num_attention_heads
     inputs = ["input_ids", "attention_mask"] + ([] if head.include_prompt else [PROMPT_LENGTH])
 
     with atomic_directory(out_dir) as work:
@@ -502,16 +546,22 @@ def export(
             ref = pooled(*args).numpy()
             dim = int(ref.shape[1])
             LOG.info(
-                "exporting %s (layer %d of %d, %s pooling) to ONNX",
+                "exporting %s (layer %d of %d, %s pooling, %.2f GiB of fp32 weights%s) to ONNX",
                 name,
                 layer,
                 num_layers,
                 head.pooling_name,
+                weight_bytes / 2**30,
+                ", external data" if external else "",
             )
+            # over the protobuf limit torch writes one file per tensor: into a folder of its own,
+            # then gathered into one weights file beside the graph
+            staging = work / ".torch-export"
+            staging.mkdir()
             torch.onnx.export(
                 pooled,
                 tuple(args),
-                str(work / FP32_NAME),
+                str((staging if external else work) / FP32_NAME),
                 input_names=inputs,
                 output_names=["embedding"],
                 dynamic_axes={
@@ -524,6 +574,14 @@ def export(
                 do_constant_folding=True,
                 dynamo=False,
             )
+        if release_model:
+            release_weights(pooled)
+            del pooled, model
+        if external:
+            onnxfile.externalize(staging / FP32_NAME, work / FP32_NAME)
+        shutil.rmtree(staging)
+        step_done = onnxfile.release_memory if external else (lambda: None)
+        step_done()
         feeds = dict(zip(inputs, (a.numpy() for a in args), strict=True))
         fp32 = _session(work / FP32_NAME).run(["embedding"], feeds)[0]
         max_diff = float(np.abs(fp32 - ref).max())
@@ -546,12 +604,13 @@ def export(
                 raise StiltsError(ErrorCode.FAILED_PRECONDITION, message)
             LOG.warning("leaving out the %s graph: %s", precision, message)
             refused[precision] = message
-            (work / GRAPHS[precision]).unlink()
+            onnxfile.remove_graph(work / GRAPHS[precision])
 
         LOG.info("quantizing to int8; parity on %d sentences", len(texts))
         rows, pad = _token_ids(work / TOKENIZER_NAME, texts, max_len)
         reference = _embed(_session(work / FP32_NAME), rows, pad, 32)
         int8_branch = quantize_int8(work / FP32_NAME, work / INT8_NAME, base_weights=base_weights)
+        step_done()
         cos = _cosines(_embed(_session(work / INT8_NAME), rows, pad, 32), reference)
         int8_fp32 = _ffn_outputs(work / FP32_NAME) if cos.mean() < min_int8_cosine else []
         if int8_fp32:
@@ -565,6 +624,7 @@ def export(
             int8_branch = quantize_int8(
                 work / FP32_NAME, work / INT8_NAME, base_weights=base_weights, exclude=int8_fp32
             )
+            step_done()
             cos = _cosines(_embed(_session(work / INT8_NAME), rows, pad, 32), reference)
         gate(
             "int8",
@@ -580,13 +640,16 @@ def export(
             q4_report = build_q4(
                 work / FP32_NAME,
                 work / Q4_NAME,
-                model.config.num_attention_heads,
+                num_heads,
                 hidden,
                 accuracy_level=accuracy_level,
                 keep_fp32=(HEAD_NODES,),
                 base_weights=base_weights,
+                external=external,
             )
+            step_done()
             q4 = q4_parity(work / FP32_NAME, work / Q4_NAME, work / TOKENIZER_NAME, texts, max_len)
+            step_done()
             if accuracy_level == 1 or q4["q4_vs_fp32_cosine_mean"] >= GATE_MEAN_COSINE:
                 break
             LOG.info(
@@ -640,6 +703,7 @@ def export(
         )
         manifest.record_files(work)
         manifest.save(work)
+        step_done()
         if check is not None:
             manifest.parity.update(check(work))
             manifest.save(work)
@@ -708,4 +772,5 @@ def export_checkpoint(
         parity_texts=parity_texts,
         optional_quantized=optional_quantized,
         base_weights=base_weights,
+        release_model=True,
     )

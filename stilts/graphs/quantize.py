@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stilts.graphs import onnxfile
 from stilts.runtimes.ortload import load_onnxruntime
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ LOG = logging.getLogger(__name__)
 BLOCK = 32
 ZERO_POINT = 8  # MatMulNBits' and GatherBlockQuantized's default for 4 bits
 MS_DOMAIN = "com.microsoft"
+# quantize_q4_blocks works through a matrix this many rows at a time (16 MB of a 1024-wide one).
+ROWS_AT_ONCE = 4096
 
 
 @dataclasses.dataclass
@@ -57,11 +60,21 @@ def quantize_q4_blocks(w: np.ndarray) -> Q4Weight:
     The scale is ``v / -8`` where v is the block's value of largest magnitude (so v maps to code 0)
     and codes are ``round(x / scale) + 8`` clipped to 0..15. On a block that already holds
     ``scale * (code - 8)`` values with an fp16 scale (Q4_0), this returns that scale and those codes.
+
+    Rows are done :data:`ROWS_AT_ONCE` at a time (each row's blocks stand alone, so the result is
+    the same): the temporaries of a 250k-row word table would otherwise be several times its size.
     """
     w = np.ascontiguousarray(w, dtype=np.float32)
     rows, cols = w.shape
     if cols % BLOCK:
         raise ValueError(f"cannot block-quantise {cols} columns in blocks of {BLOCK}")
+    if rows > ROWS_AT_ONCE:
+        parts = [quantize_q4_blocks(w[i : i + ROWS_AT_ONCE]) for i in range(0, rows, ROWS_AT_ONCE)]
+        return Q4Weight(
+            packed=np.concatenate([q.packed for q in parts]),
+            scales=np.concatenate([q.scales for q in parts]),
+            max_abs_error=max(q.max_abs_error for q in parts),
+        )
     blocks = w.reshape(rows, cols // BLOCK, BLOCK)
     pick = np.abs(blocks).argmax(axis=2)[..., None]
     scales = (np.take_along_axis(blocks, pick, axis=2)[..., 0] / -8.0).astype(np.float32)
@@ -84,7 +97,9 @@ def dequantize_q4(q: Q4Weight) -> np.ndarray:
     return (blocks * q.scales[..., None]).reshape(rows, -1)
 
 
-def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = False):
+def fuse_transformer(
+    model, num_heads: int, hidden: int, separate_qkv: bool = False, shape_inference: bool = True
+):
     """onnxruntime's BERT fusions (attention, SkipLayerNorm, BiasGelu) on an fp32 ModelProto.
 
     The embedding Gather stays a plain Gather (no EmbedLayerNormalization), so its table can be
@@ -92,6 +107,10 @@ def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = Fa
     weight stays fp32 (an input of the fused node); ``separate_qkv`` makes it
     ``MultiHeadAttention`` fed by three plain MatMuls that q4 quantises too (a smaller file, but
     measured slower at batch 1 and 32 on AVX2; see the issue-9 notes).
+
+    ``shape_inference`` False: the fusions run without symbolic shape inference, which holds a
+    whole copy of the model (weights included) while it runs: what a model over 2 GiB cannot
+    afford (the export's parity gate checks the fused graph either way).
     """
     load_onnxruntime()  # telemetry off before onnxruntime's first import
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -100,6 +119,7 @@ def fuse_transformer(model, num_heads: int, hidden: int, separate_qkv: bool = Fa
     opts = FusionOptions("bert")
     opts.enable_embed_layer_norm = False
     opts.use_multi_head_attention = separate_qkv
+    opts.enable_shape_inference = shape_inference
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -176,6 +196,7 @@ def to_q4(
     matmuls: bool = True,
     keep_fp32: tuple[str, ...] = (),
     base_weights: dict[str, np.ndarray] | None = None,
+    base_dir: str | Path | None = None,
 ) -> tuple[object, dict]:
     """Rewrite a (fused) fp32 ModelProto to q4: MatMulNBits weights and a quantised word table.
 
@@ -188,6 +209,9 @@ def to_q4(
         base_weights: the weights before a LoRA merge (:func:`linear_weights`): a MatMul whose
             weight differs from its base by a low-rank delta keeps the base on the grid plus an
             fp32 branch for the delta.
+        base_dir: the folder of the weights file of a model loaded with
+            :func:`stilts.graphs.onnxfile.load_for_fusion` (weights still there are read one at a
+            time).
 
     Returns:
         the model and a report: MatMuls converted, those with a low-rank branch (and the largest
@@ -200,7 +224,7 @@ def to_q4(
     drop: set[str] = set()
     branch: dict = {}
     if base_weights:
-        model, branch = split_low_rank(model, base_weights)
+        model, branch = split_low_rank(model, base_weights, base_dir)
         inits = _initializers(model)
     converted = 0
     max_err = 0.0
@@ -210,7 +234,7 @@ def to_q4(
         if matmuls and node.op_type == "MatMul" and w is not None and len(w.dims) == 2 and not kept:
             k, n = w.dims
             if k % BLOCK == 0:
-                q = quantize_q4_blocks(numpy_helper.to_array(w).T)
+                q = quantize_q4_blocks(onnxfile.tensor_array(w, base_dir).T)
                 max_err = max(max_err, q.max_abs_error)
                 base = node.name or node.output[0]
                 b = numpy_helper.from_array(
@@ -238,7 +262,7 @@ def to_q4(
         if node.op_type == "Gather" and node.input[0] in inits and embeddings != "fp32":
             table = inits[node.input[0]]
             if len(table.dims) == 2 and table.dims[1] % BLOCK == 0 and table.dims[0] > 1024:
-                arr = numpy_helper.to_array(table)
+                arr = onnxfile.tensor_array(table, base_dir)
                 base = node.name or node.output[0]
                 drop.add(table.name)
                 if embeddings == "fp16":
@@ -294,7 +318,9 @@ def to_q4(
     return model, report
 
 
-def split_low_rank(model, base_weights: dict[str, np.ndarray]) -> tuple[object, dict[str, int]]:
+def split_low_rank(
+    model, base_weights: dict[str, np.ndarray], base_dir: str | Path | None = None
+) -> tuple[object, dict[str, int]]:
     """Rewrite each MatMul whose constant weight is its base's (``base_weights``, keyed by
     :func:`scope_of`) plus a low-rank delta into ``x @ W0 + (x @ U) @ V``, in place.
 
@@ -311,12 +337,12 @@ def split_low_rank(model, base_weights: dict[str, np.ndarray]) -> tuple[object, 
         base = _base_for(node.name, base_weights) if w is not None else None
         if base is None or tuple(w.dims) != base.shape:
             continue
-        delta = numpy_helper.to_array(w) - base
+        delta = onnxfile.tensor_array(w, base_dir) - base
         uv = low_rank(delta) if np.any(delta) else None
         if uv is None:
             continue
         name, out = node.name, node.output[0]
-        w.CopyFrom(numpy_helper.from_array(base.astype(np.float32), w.name))
+        w.CopyFrom(numpy_helper.from_array(base.astype(np.float32), w.name))  # now inline
         u = numpy_helper.from_array(uv[0], f"{name}_lora_u")
         v = numpy_helper.from_array(uv[1], f"{name}_lora_v")
         model.graph.initializer.extend([u, v])
@@ -340,21 +366,32 @@ def build_q4(
     accuracy_level: int = 4,
     keep_fp32: tuple[str, ...] = (),
     base_weights: dict[str, np.ndarray] | None = None,
+    external: bool = False,
 ) -> dict:
     """Write the q4 graph of an exported fp32 graph: fusions, then 4-bit weights and word table
     (MatMuls of nodes named with a ``keep_fp32`` prefix stay fp32; ``base_weights``: see
-    :func:`to_q4`).
+    :func:`to_q4`). ``external``: write it with external data (:func:`stilts.graphs.onnxfile.save`).
 
     Returns:
         :func:`to_q4`'s report (``weight_max_abs_error`` is 0.0 when the weights were on the grid).
     """
     import onnx
 
-    model = fuse_transformer(onnx.load(str(fp32_path)), num_heads, hidden)
+    if external:  # most weights stay in the fp32 weights file until to_q4 reads them
+        model, base_dir = onnxfile.load_for_fusion(fp32_path), fp32_path.parent
+    else:
+        model, base_dir = onnx.load(str(fp32_path)), None
+    model = fuse_transformer(model, num_heads, hidden)
     model, report = to_q4(
-        model, accuracy_level=accuracy_level, keep_fp32=keep_fp32, base_weights=base_weights
+        model,
+        accuracy_level=accuracy_level,
+        keep_fp32=keep_fp32,
+        base_weights=base_weights,
+        base_dir=base_dir,
     )
-    save(model, q4_path)
+    if base_dir is not None:
+        onnxfile.load_remaining(model, base_dir)
+    save(model, q4_path, external)
     LOG.info(
         "q4: %d MatMuls, weight max abs error %.2e",
         report["matmuls"],
@@ -363,8 +400,7 @@ def build_q4(
     return report
 
 
-def save(model, path: Path) -> None:
-    """Write a ModelProto as one file (fails beyond protobuf's 2 GB, far above these models)."""
-    import onnx
-
-    onnx.save_model(model, str(path))
+def save(model, path: Path, external: bool = False) -> None:
+    """Write a ModelProto as one file, or with ``external`` its tensors in one weights file
+    beside it (:func:`stilts.graphs.onnxfile.save`)."""
+    onnxfile.save(model, path, external)

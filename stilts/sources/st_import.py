@@ -567,4 +567,5 @@ def import_directory(
             },
             check=check if have_lib else None,
             optional_quantized=True,
+            release_model=True,
         )
