@@ -108,6 +108,7 @@ def baseline_systems(args: argparse.Namespace, first) -> list:
                     pooling=m.pooling if m else "mean",
                     max_len=m.max_len if m else 512,
                     batch_size=args.batch_size,
+                    adapter=first.adapter if first is not None and not args.st_checkpoint else None,
                 )
             )
         elif b == "use":

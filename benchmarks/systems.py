@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
+from stilts.graphs.adapters import PEFT_WEIGHTS, merge_loaded
+from stilts.manifest import sha256_file
+from stilts.sources import tuned_model
 
 # USE-multilingual v3's 16 languages (its paper's codes), and the other spellings of the same
 # languages in the data layouts we read (pack: ISO 639-1 with script suffixes; XTREME: 639-3).
@@ -134,13 +137,26 @@ class StiltsSystem(System):
 
     @property
     def checkpoint(self) -> str | None:
-        """The transformers checkpoint the model was exported from, when the manifest says (None
-        for a model with an adapter merged in: that checkpoint holds only its base)."""
+        """The transformers checkpoint the model was exported from, when the manifest says (for a
+        model with an adapter merged in: its base, and :attr:`adapter` is that adapter; None when
+        the adapter is not at hand)."""
         src = self.encoder.manifest.source or {}
-        if not isinstance(src, dict) or src.get("adapter"):
+        if not isinstance(src, dict) or (src.get("adapter") and self.adapter is None):
             return None
         ckpt = src.get("checkpoint")
         return ckpt if ckpt and Path(ckpt).is_dir() else None
+
+    @property
+    def adapter(self) -> Path | None:
+        """The LoRA adapter merged into the model, when it is the shipped one (the manifest
+        records its weights' SHA-256)."""
+        src = self.encoder.manifest.source or {}
+        sha = (src.get("adapter") or {}).get("sha256") if isinstance(src, dict) else None
+        shipped = tuned_model.SHIPPED_ADAPTER
+        if sha and (shipped / PEFT_WEIGHTS).is_file():
+            if sha256_file(shipped / PEFT_WEIGHTS) == sha:
+                return shipped
+        return None
 
 
 def model_label(model: str | os.PathLike) -> str:
@@ -163,13 +179,21 @@ def model_labels(models: list[str]) -> list[str]:
     return labels
 
 
-def sentence_transformers_model(checkpoint: str | Path, pooling: str = "mean", max_len: int = 512):
-    """The same checkpoint as a sentence-transformers model (mean pooling, normalised)."""
+def sentence_transformers_model(
+    checkpoint: str | Path,
+    pooling: str = "mean",
+    max_len: int = 512,
+    adapter: str | os.PathLike | None = None,
+):
+    """The same checkpoint as a sentence-transformers model (mean pooling, normalised), with a
+    LoRA ``adapter`` merged in when given."""
     from sentence_transformers import SentenceTransformer, models
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     transformer = models.Transformer(str(checkpoint), max_seq_length=max_len)
+    if adapter is not None:
+        transformer.auto_model = merge_loaded(transformer.auto_model, checkpoint, adapter)[0]
     get_dim = getattr(transformer, "get_embedding_dimension", None)
     dim = get_dim() if get_dim else transformer.get_word_embedding_dimension()
     return SentenceTransformer(
@@ -190,6 +214,7 @@ class SentenceTransformersSystem(System):
         max_len: int = 512,
         name: str = "sentence-transformers",
         batch_size: int = 64,
+        adapter: str | os.PathLike | None = None,
     ):
         if not Path(checkpoint).is_dir():
             raise StiltsError(
@@ -198,7 +223,8 @@ class SentenceTransformersSystem(System):
                 "st-checkpoint",
             )
         self.checkpoint = str(checkpoint)
-        self.model = sentence_transformers_model(checkpoint, pooling, max_len)
+        self.adapter = None if adapter is None else str(adapter)
+        self.model = sentence_transformers_model(checkpoint, pooling, max_len, adapter)
         self.prefix = prefix
         self.name = name
         self.batch_size = batch_size
@@ -221,6 +247,7 @@ class SentenceTransformersSystem(System):
             "system": "sentence-transformers",
             "role": self.role,
             "checkpoint": self.checkpoint,
+            "adapter": self.adapter,
             "prefix": self.prefix,
             "dim": self.dim,
             "version": package_version("sentence-transformers"),
