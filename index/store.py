@@ -174,10 +174,6 @@ class Store:
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM docs")[0][0])
 
-    def next_seq(self) -> int:
-        row = self._read("SELECT value FROM meta WHERE key = 'next_seq'")
-        return int(json.loads(row[0][0])) if row else 0
-
     def existing(self, ids: Sequence[int]) -> dict[int, int]:
         """id -> seq for those of ``ids`` that are stored."""
         out: dict[int, int] = {}
