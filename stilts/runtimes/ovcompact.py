@@ -25,6 +25,8 @@ BLOCK = 32
 ZERO_POINT = 8
 # smaller constant tables (position embeddings: 512 rows) are not worth it
 MIN_ROWS = 4096
+PROBE_ROWS = 256  # the first chunk: a table off the grid is refused after these rows
+CHUNK_ROWS = 16384
 ENV = "STILTS_OV_COMPACT"
 
 
@@ -35,10 +37,29 @@ def compact_enabled() -> bool:
 
 def q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Codes (uint8, 0..15, shape [rows, cols/32, 32]) and scales (float32, [rows, cols/32, 1])
-    with ``(codes - 8) * scales == w`` exactly, or None when ``w`` is not on such a grid."""
+    with ``(codes - 8) * scales == w`` exactly, or None when ``w`` is not on such a grid.
+
+    Works through the rows in chunks (the first one small), so a table off the grid is refused
+    early and an exact one costs its codes and scales plus one chunk's temporaries, not several
+    full-size float copies."""
     rows, cols = w.shape
     if cols % BLOCK:
         return None
+    codes = np.empty((rows, cols // BLOCK, BLOCK), dtype=np.uint8)
+    scales = np.empty((rows, cols // BLOCK, 1), dtype=np.float32)
+    start, step = 0, PROBE_ROWS
+    while start < rows:
+        stop = min(rows, start + step)
+        got = _q4_exact(w[start:stop])
+        if got is None:
+            return None
+        codes[start:stop], scales[start:stop] = got
+        start, step = stop, CHUNK_ROWS
+    return codes, scales
+
+
+def _q4_exact(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    rows, cols = w.shape
     blocks = w.reshape(rows, cols // BLOCK, BLOCK)
     pick = np.abs(blocks).argmax(axis=2)[..., None]
     scales = (np.take_along_axis(blocks, pick, axis=2) / np.float32(-8.0)).astype(np.float32)
