@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from stilts.benchmarks.toy_xlmr import fast_tokenizer, save_random_xlmr, unigram_tokenizer
+
 LOG = logging.getLogger(__name__)
 
 # multilingual-e5-large (XLM-R Large)
@@ -54,52 +56,19 @@ def build(work: Path, shapes: dict[str, int], max_seq_length: int) -> dict:
     """A random XLM-R of ``shapes`` saved as a sentence-transformers directory (Transformer at
     the root, mean Pooling, Normalize), with a small Unigram tokenizer (its ids lie in the
     vocabulary; the embedding table still has ``vocab`` rows)."""
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
-
     src = _paths(work)["src"]
     src.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=400,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        unk_token="<unk>",
+    tok = unigram_tokenizer(SENTENCES * 8, 400)
+    fast = fast_tokenizer(tok, max_seq_length)
+    params = save_random_xlmr(
+        src,
+        vocab=shapes["vocab"],
+        hidden=shapes["hidden"],
+        layers=shapes["layers"],
+        heads=shapes["heads"],
+        ffn=shapes["ffn"],
+        positions=max_seq_length + 2,
     )
-    tok.train_from_iterator(SENTENCES * 8, trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    fast = transformers.XLMRobertaTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=max_seq_length,
-    )
-    torch.manual_seed(0)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=shapes["vocab"],
-        hidden_size=shapes["hidden"],
-        num_hidden_layers=shapes["layers"],
-        num_attention_heads=shapes["heads"],
-        intermediate_size=shapes["ffn"],
-        max_position_embeddings=max_seq_length + 2,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    model = transformers.XLMRobertaModel(config, add_pooling_layer=False)
-    params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(src)
-    del model
     fast.save_pretrained(src)
     files = {
         "modules.json": [

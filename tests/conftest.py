@@ -213,37 +213,12 @@ def make_toy_xlmr(d: Path, texts, vocab_size: int = 400) -> Path:
     """A raw 'MLM' checkpoint in ``d``: a 2-layer, hidden-32 XLM-R with random weights and a
     sentencepiece-style Unigram tokenizer trained on ``texts`` (XLM-R's special tokens and
     template)."""
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
+    from stilts.benchmarks.toy_xlmr import save_random_xlmr, unigram_tokenizer
 
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        unk_token="<unk>",
-    )
-    tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok = unigram_tokenizer(texts, vocab_size)
     tok.save(str(d / "tokenizer.json"))
-    torch.manual_seed(0)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(d)
+    shape = {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "positions": 130}
+    save_random_xlmr(d, vocab=tok.get_vocab_size(), **shape)
     return d
 
 

@@ -71,47 +71,12 @@ def bert_backbone(d: Path, max_positions: int = 64, seed: int = 0) -> Path:
 
 def xlmr_backbone(d: Path, seed: int = 1) -> Path:
     """A random XLMRobertaModel and a sentencepiece-style Unigram tokenizer."""
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
+    from stilts.benchmarks.toy_xlmr import fast_tokenizer, save_random_xlmr, unigram_tokenizer
 
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=200,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        unk_token="<unk>",
-    )
-    tok.train_from_iterator(SENTENCES * 4 + [" ".join(WORDS)], trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    fast = transformers.XLMRobertaTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=64,  # 66 positions, the first two taken by RoBERTa's offset
-    )
-    torch.manual_seed(seed)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=66,
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(d)
+    tok = unigram_tokenizer(SENTENCES * 4 + [" ".join(WORDS)], 200)
+    fast = fast_tokenizer(tok, 64)  # 66 positions, the first two taken by RoBERTa's offset
+    shape = {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "positions": 66}
+    save_random_xlmr(d, vocab=tok.get_vocab_size(), seed=seed, **shape)
     fast.save_pretrained(d)
     return d
 
