@@ -35,7 +35,7 @@ FROM ${PYTHON_IMAGE} AS cpu
 ARG PIP_OPTIONS=
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    STILTS_HOME=/var/lib/stilts STILTS_HOST=0.0.0.0 STILTS_PORT=50051 \
+    STILTS_HOME=/var/lib/stilts STILTS_HOST=0.0.0.0 STILTS_PORT=50051 STILTS_HTTP_PORT=8080 \
     STILTS_METRICS_PORT=9464 STILTS_METRICS_HOST=0.0.0.0 \
     STILTS_DATA_DIR=/var/lib/stilts/indexes STILTS_GRACE_SECONDS=30
 WORKDIR /opt/stilts
@@ -52,7 +52,7 @@ RUN sh scripts/image-install.sh cpu
 COPY --from=model --chown=stilts:stilts /opt/stilts-home/models /var/lib/stilts/models
 USER stilts
 VOLUME ["/var/lib/stilts/indexes"]
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD stilts health --server "127.0.0.1:${STILTS_PORT}" --timeout 3 || exit 1
@@ -64,7 +64,7 @@ FROM ${CUDA_IMAGE} AS gpu
 ARG PIP_OPTIONS=
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
-    STILTS_HOME=/var/lib/stilts STILTS_HOST=0.0.0.0 STILTS_PORT=50051 \
+    STILTS_HOME=/var/lib/stilts STILTS_HOST=0.0.0.0 STILTS_PORT=50051 STILTS_HTTP_PORT=8080 \
     STILTS_METRICS_PORT=9464 STILTS_METRICS_HOST=0.0.0.0 \
     STILTS_DATA_DIR=/var/lib/stilts/indexes STILTS_GRACE_SECONDS=30
 RUN apt-get update \
@@ -84,7 +84,7 @@ RUN sh scripts/image-install.sh gpu
 COPY --from=model --chown=stilts:stilts /opt/stilts-home/models /var/lib/stilts/models
 USER stilts
 VOLUME ["/var/lib/stilts/indexes"]
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD stilts health --server "127.0.0.1:${STILTS_PORT}" --timeout 3 || exit 1
