@@ -16,7 +16,7 @@ import pytest
 from stilts.benchmarks.data import read_bucc, read_tatoeba
 from stilts.errors import StiltsError
 from stilts.training import helpdocs
-from stilts.training.harvest import fold
+from stilts.training.harvest import fold, pack_sources
 
 NEEDS_DPKG = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
@@ -393,6 +393,8 @@ def test_help_dev_holds_whole_documents_never_trained_on(harvested):
     counts = _rows(pack / "counts.tsv")
     assert counts[0][0] == "lang" and counts[1][:4] == ["eo", counts[1][1], "10", "8"]
     assert "libreoffice-help-eo\t1.0\tMPL-2.0\tlibreoffice" in (pack / "sources.tsv").read_text()
+    # only the help pages are held out: the pack, excluded, refuses no package (its catalogs)
+    assert pack_sources([pack]) == {}
 
 
 def test_refuses_reserved_and_pack_sources(harvested, tmp_path):

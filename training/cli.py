@@ -242,7 +242,7 @@ def _register_help(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--holdout-fraction",
         type=float,
-        default=0.05,
+        default=0.08,
         help="share of documents (a page in all its languages) held out for the dev pack",
     )
     p.add_argument(

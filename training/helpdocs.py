@@ -587,7 +587,7 @@ def harvest_help(
     *,
     exclude: Iterable[str | os.PathLike] = (),
     filters: HelpFilters | None = None,
-    holdout_fraction: float = 0.05,
+    holdout_fraction: float = 0.08,
     dev_fraction: float = 0.02,
     dev_min_pairs: int = 300,
     dev_max_pairs: int = 1000,
@@ -930,7 +930,9 @@ def _write_pack_files(w: Path, counts, sources) -> None:
                 f"\t{r['bucc_en']}\n"
             )
     with (w / "sources.tsv").open("w", encoding="utf-8") as f:
-        f.write("package\tversion\tlicence\tcollection\n")
+        # not "package": the packs' sources.tsv "package" column makes `--exclude PACK` refuse a
+        # package whole, but only these packages' help pages are held out (not their catalogs)
+        f.write("help_package\tversion\tlicence\tcollection\n")
         for row in sources:
             f.write("\t".join(str(x).replace("\t", " ") for x in row) + "\n")
     (w / "README.md").write_text(
@@ -940,7 +942,9 @@ def _write_pack_files(w: Path, counts, sources) -> None:
         "Same layout as shared/data/docs-dev: `tatoeba/<xx>-en.tsv` (xx TAB en, up to 1000 pairs)\n"
         "and `bucc/<xx>-en/<xx>-en.training.{<xx>,en,gold}` (gold pairs among unpaired sentences\n"
         "on both sides). `counts.tsv` counts per language, `sources.tsv` the packages and\n"
-        "licences. Pairs were chosen by document structure and surface rules only.\n",
+        "licences (only their help pages are held out: their interface catalogs may be trained\n"
+        "on, less any text of this pack). Pairs were chosen by document structure and surface\n"
+        "rules only.\n",
         encoding="utf-8",
     )
 
