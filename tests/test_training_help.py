@@ -179,6 +179,68 @@ def test_mallard_units_align_per_section(tmp_path):
     ]  # no info/credits, no code, no link-completed text, no 'extra' (blocks differ)
 
 
+DOCBOOK = """<?xml version="1.0" encoding="utf-8"?>
+<chapter xmlns="http://docbook.org/ns/docbook" version="5.0" xml:id="basics">
+  <info><title>{title}</title><copyright><year>2020</year><holder>MATE</holder></copyright></info>
+  <section xml:id="keys"><info><title>{keys}</title></info>
+    <para>{press} <keycombo><keycap>Ctrl</keycap><keycap>Q</keycap></keycombo>.</para>
+    <para>{choose} <menuchoice><guimenu>{file}</guimenu><guimenuitem>{quit}</guimenuitem></menuchoice>.</para>
+    <para>{see} <xref linkend="basics"/>.</para>
+    <screen>mate-session --logout</screen>
+  </section>
+</chapter>
+"""
+DB_EN = {
+    "title": "Basic Skills",
+    "keys": "Keyboard Skills",
+    "press": "To quit, press",
+    "choose": "Or choose",
+    "file": "File",
+    "quit": "Quit",
+    "see": "See also",
+}
+DB_PT = {
+    "title": "Competências básicas",
+    "keys": "Competências de teclado",
+    "press": "Para sair, prima",
+    "choose": "Ou escolha",
+    "file": "Ficheiro",
+    "quit": "Sair",
+    "see": "Veja também",
+}
+DB_BR = {
+    **DB_PT,
+    "title": "Habilidades básicas",
+    "keys": "Habilidades de teclado",
+    "press": "Para sair, pressione",
+    "file": "Arquivo",
+}
+
+
+def test_docbook_units_align_per_section(tmp_path):
+    en = helpdocs.docbook_units(_write(tmp_path / "C.xml", DOCBOOK.format(**DB_EN)))
+    pt = helpdocs.docbook_units(_write(tmp_path / "pt.xml", DOCBOOK.format(**DB_PT)))
+    assert [(u.section, u.path, u.ok) for u in en] == [
+        ("basics", "info/title", True),
+        ("keys", "info/title", True),
+        ("keys", "para", True),
+        ("keys", "para", True),
+        ("keys", "para", False),  # an empty cross-reference
+    ]
+    assert [(a.text, b.text) for a, b in helpdocs.align(en, pt)] == [
+        ("Basic Skills", "Competências básicas"),
+        ("Keyboard Skills", "Competências de teclado"),
+        ("To quit, press Ctrl+Q.", "Para sair, prima Ctrl+Q."),
+        ("Or choose File ▸ Quit.", "Ou escolha Ficheiro ▸ Sair."),
+    ]  # no copyright, no screen
+    assert helpdocs.classify(("usr", "share", "help", "pt_BR", "mate-user-guide", "a.xml")) == (
+        "docbook:mate-user-guide",
+        "a.xml",
+        "pt_BR",
+    )
+    assert helpdocs.classify(("usr", "share", "help", "C", "mate-user-guide", "legal.xml")) is None
+
+
 def test_sentences_and_filters():
     split = helpdocs.split_sentences
     assert split("Open the file. Then close it! Done?") == [
@@ -287,6 +349,11 @@ def harvested(tmp_path_factory):
     _write(help_dir / "C" / "tinyapp" / "copy.page", MALLARD.format(**EN_PAGE))
     _write(help_dir / "de" / "tinyapp" / "copy.page", MALLARD.format(**DE_PAGE))
     _write(help_dir / "en_GB" / "tinyapp" / "copy.page", MALLARD.format(**EN_PAGE))
+    # DocBook in European (one paragraph left in English) and Brazilian Portuguese: both read,
+    # both "pt"; an English text gets one translation per language (the first folder's)
+    pt_partial = {**DB_PT, "choose": "Or choose", "file": "File", "quit": "Quit"}
+    for lang, d in (("C", DB_EN), ("pt", pt_partial), ("pt_BR", DB_BR)):
+        _write(help_dir / lang / "tinyguide" / "basics.xml", DOCBOOK.format(**d))
     # an evaluation pack holding one harvested sentence exactly and another as a reordering
     pack = tmp / "pack"
     s_exact, s_close = docs["libreoffice/text/shared/page00"][:2]
@@ -343,7 +410,11 @@ def test_harvest_writes_pairs_and_summary(harvested):
     out = harvested["out"]
     train, dev = _rows(out / "pairs.tsv"), _rows(out / "dev.tsv")
     summary = json.loads((out / "summary.json").read_text())
-    assert {r[3] for r in train} <= {"help:libreoffice", "help:gnome:tinyapp"}
+    assert {r[3] for r in train} <= {
+        "help:libreoffice",
+        "help:gnome:tinyapp",
+        "help:docbook:tinyguide",
+    }
     assert all(r[1] == _cipher(r[0]) for r in train + dev if r[2] == "eo")
     assert summary["pairs"]["train"] == len(train) and summary["pairs"]["dev"] == len(dev)
     assert summary["packages"]["libreoffice-help-eo"] == {
@@ -352,6 +423,10 @@ def test_harvest_writes_pairs_and_summary(harvested):
         "collections": ["libreoffice"],
     }
     assert summary["help_languages"]["gnome:tinyapp"] == ["de", "en"]  # en_GB is no translation
+    pt = {r[1] for r in train + dev if r[2] == "pt"}
+    assert {"Para sair, prima Ctrl+Q.", "Ou escolha Arquivo ▸ Sair."} <= pt
+    assert "Para sair, pressione Ctrl+Q." not in pt
+    assert {r[3] for r in train + dev if r[2] == "pt"} == {"help:docbook:tinyguide"}
     # the excluded pack's sentence, exact and reordered, is nowhere
     texts = {fold(r[0]) for r in train + dev}
     for s in harvested["excluded"]:

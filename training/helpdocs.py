@@ -11,6 +11,9 @@ together, since the English help and its translations come in different packages
   ``.../share/help/<lang>/<document>/<page>.page``, English in ``C``. Units are the text blocks
   (``p``, ``title``, ``desc``, ...) under the nearest element with an id (the page or a section);
   a section is aligned block by block when both sides hold the same sequence of block paths.
+- DocBook help in the same folders (``<file>.docbook`` / ``.xml``: MATE's user guide, older GNOME
+  applications), aligned the same way (``para``, ``title``, ``term``, ... under the nearest
+  ``id`` / ``xml:id``).
 
 Text is plain: markup stripped (inline elements kept as text, key sequences joined with ``+``,
 ``Edit ▸ Copy`` menu paths, code, screens, media, bookmarks, comments and ``<info>`` dropped; a unit with an empty link,
@@ -87,6 +90,7 @@ class HelpFile:
     lang: str  # normalized; "en" for the English original
     path: Path
     package: str
+    raw: str = ""  # the language folder's own name (pt, pt-BR)
 
 
 @dataclasses.dataclass
@@ -110,8 +114,12 @@ def classify(rel_parts: Sequence[str]) -> tuple[str, str, str] | None:
                 return "libreoffice", "/".join(parts[i + 3 :]), parts[i + 2]
             return None
     for i in range(len(parts) - 4):
-        if parts[i] == "share" and parts[i + 1] == "help" and name.endswith(".page"):
-            return f"gnome:{parts[i + 3]}", "/".join(parts[i + 4 :]), parts[i + 2]
+        if parts[i] == "share" and parts[i + 1] == "help":
+            page = "/".join(parts[i + 4 :])
+            if name.endswith(".page"):
+                return f"gnome:{parts[i + 3]}", page, parts[i + 2]
+            if name.endswith((".docbook", ".xml")) and name != "legal.xml":
+                return f"docbook:{parts[i + 3]}", page, parts[i + 2]
     return None
 
 
@@ -135,7 +143,7 @@ def scan(root: Path, package: str) -> Iterator[HelpFile]:
             if raw.lower().startswith("en") and lang == "en" and raw not in ("en-US", "en_US"):
                 continue  # en-GB, en-ZA: English variants, not translations
             if lang:
-                yield HelpFile(collection, page, lang, p, package)
+                yield HelpFile(collection, page, lang, p, package, raw)
 
 
 # ---- markup -> units ----
@@ -144,6 +152,34 @@ _LO_ID = re.compile(r"^(?:par|hd)_id\w*$")
 _MALLARD_BLOCKS = {"p", "title", "subtitle", "desc", "caption"}
 _MALLARD_SKIP = {"info", "code", "screen", "media", "comment", "synopsis", "links", "include"}
 _SEQUENCES = {"keyseq": ("key", "+"), "guiseq": ("gui", " ▸ ")}  # as the help viewer shows them
+_DOCBOOK_BLOCKS = {"para", "simpara", "title", "subtitle", "term", "member", "glossterm"}
+_DOCBOOK_SKIP = {
+    "screen",
+    "programlisting",
+    "synopsis",
+    "cmdsynopsis",
+    "funcsynopsis",
+    "literallayout",
+    "indexterm",
+    "remark",
+    "mediaobject",
+    "inlinemediaobject",
+    "graphic",
+    "address",
+    "author",
+    "authorgroup",
+    "othercredit",
+    "copyright",
+    "publisher",
+    "legalnotice",
+    "revhistory",
+    "releaseinfo",
+    "include",
+    "comment",
+}
+_DOCBOOK_SEQUENCES = {"keycombo": (None, "+"), "menuchoice": (None, " ▸ ")}
+_LINKS = {"link", "xref", "ulink"}
+_XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 _XHP_SKIP = {"bookmark_value", "comment", "caseinline", "embedvar", "image", "alt", "bookmark"}
 
 
@@ -163,21 +199,23 @@ def _parse_xml(path: Path) -> ET.Element | None:
         return None
 
 
-def _mallard_text(el: ET.Element) -> tuple[str, bool]:
+def _block_text(el: ET.Element, skip: set[str], sequences: dict) -> tuple[str, bool]:
+    """The plain text of an XML block, and False when it holds an empty link or cross-reference
+    (its text is filled in by the viewer)."""
     out: list[str] = []
     ok = True
 
     def walk(e: ET.Element) -> None:
         nonlocal ok
         tag = _local(e.tag)
-        if tag in _MALLARD_SKIP:
+        if tag in skip:
             out.append(" ")
-        elif tag in _SEQUENCES:
-            part, joiner = _SEQUENCES[tag]
-            keys = [_squash("".join(k.itertext())) for k in e if _local(k.tag) == part]
+        elif tag in sequences:
+            part, joiner = sequences[tag]
+            keys = [_squash("".join(k.itertext())) for k in e if part in (None, _local(k.tag))]
             out.append(joiner.join(keys) if keys else _squash("".join(e.itertext())))
         else:
-            if tag == "link" and not _squash("".join(e.itertext())):
+            if tag in _LINKS and not _squash("".join(e.itertext())):
                 ok = False
             if e.text:
                 out.append(e.text)
@@ -190,8 +228,7 @@ def _mallard_text(el: ET.Element) -> tuple[str, bool]:
     return _squash("".join(out)), ok
 
 
-def mallard_units(path: Path) -> list[Unit]:
-    """The text blocks of a Mallard page, keyed by nearest id and block path."""
+def _xml_units(path: Path, blocks: set[str], skip: set[str], sequences: dict) -> list[Unit]:
     root = _parse_xml(path)
     if root is None:
         return []
@@ -199,20 +236,31 @@ def mallard_units(path: Path) -> list[Unit]:
 
     def walk(e: ET.Element, section: str, trail: tuple[str, ...]) -> None:
         tag = _local(e.tag)
-        if tag in _MALLARD_SKIP:
+        if tag in skip:
             return
-        if e.get("id"):
-            section, trail = e.get("id"), ()
-        if tag in _MALLARD_BLOCKS:
-            text, ok = _mallard_text(e)
+        ident = e.get("id") or e.get(_XML_ID)
+        if ident:
+            section, trail = ident, ()
+        if tag in blocks:
+            text, ok = _block_text(e, skip, sequences)
             units.append(Unit(section, "/".join((*trail, tag)), text, ok))
             return
-        inner = () if e.get("id") else (*trail, tag)
+        inner = () if ident else (*trail, tag)
         for child in e:
             walk(child, section, inner)
 
-    walk(root, root.get("id") or path.stem, ())
+    walk(root, root.get("id") or root.get(_XML_ID) or path.stem, ())
     return units
+
+
+def mallard_units(path: Path) -> list[Unit]:
+    """The text blocks of a Mallard page, keyed by nearest id and block path."""
+    return _xml_units(path, _MALLARD_BLOCKS, _MALLARD_SKIP, _SEQUENCES)
+
+
+def docbook_units(path: Path) -> list[Unit]:
+    """The text blocks of a DocBook (4 or 5) help file, keyed by nearest id and block path."""
+    return _xml_units(path, _DOCBOOK_BLOCKS, _DOCBOOK_SKIP, _DOCBOOK_SEQUENCES)
 
 
 def _xhp_text(el: ET.Element) -> str:
@@ -316,6 +364,8 @@ def lo_html_units(path: Path) -> list[Unit]:
 def units_of(f: HelpFile) -> list[Unit]:
     if f.collection == "libreoffice":
         return xhp_units(f.path) if f.path.suffix == ".xhp" else lo_html_units(f.path)
+    if f.collection.startswith("docbook:"):
+        return docbook_units(f.path)
     return mallard_units(f.path)
 
 
@@ -633,19 +683,20 @@ def harvest_help(
     held, kept = [], []
     with tempfile.TemporaryDirectory(prefix="stilts-help-", dir=work) as tmp:
         sources = unpack_inputs(inputs, Path(tmp))
+        # per page, its files by language folder (pt and pt-BR both give "pt" pairs)
         by_doc: dict[tuple[str, str], dict[str, HelpFile]] = collections.defaultdict(dict)
         for s in sources:
             for f in scan(s.tree, s.package):
-                by_doc[(f.collection, f.page)].setdefault(f.lang, f)
+                by_doc[(f.collection, f.page)].setdefault(f.raw, f)
         seen: set[int] = set()
         seen_src: set[int] = set()
         seen_tgt: set[int] = set()
         for (collection, page), files in tqdm(
             sorted(by_doc.items()), desc="help pages", disable=not progress
         ):
-            en = files.get("en")
-            for lang in files:
-                help_languages[collection].add(lang)
+            en = next((f for f in files.values() if f.lang == "en"), None)
+            for f in files.values():
+                help_languages[collection].add(f.lang)
             if en is None:
                 dropped["page_without_english"] += len(files)
                 continue
@@ -661,7 +712,8 @@ def harvest_help(
             )
             documents[collection][split] += 1
             origin = ORIGIN_PREFIX + collection
-            for lang, f in sorted(files.items()):
+            for _, f in sorted(files.items()):
+                lang = f.lang
                 if lang == "en" or (
                     filters.languages is not None and lang not in filters.languages
                 ):
