@@ -5,7 +5,8 @@
 #   training/recipes/help_harvest.sh help       # stilts data help: help prose + the help-dev pack
 #   training/recipes/help_harvest.sh interface  # stilts data bitext: catalogs, rare languages too
 #   training/recipes/help_harvest.sh report     # pairs per language and domain, draw shares
-#   training/recipes/help_harvest.sh all        # the four in order
+#   training/recipes/help_harvest.sh check      # no training pair shares a text with help-dev
+#   training/recipes/help_harvest.sh all        # download, help, interface, report, check
 #
 # Lists (one package a line, '#' comments): help_packages.txt (LibreOffice's help in every
 # language the archive has, libreoffice-help-en-us, GNOME's user help and applications' Mallard
@@ -75,9 +76,35 @@ cmd_report() {
         --language-sampling "$LANGUAGES" --markdown | tee "$WORK/languages.md"
 }
 
+cmd_check() {
+    "$(dirname "$STILTS")/python" - "$WORK" << 'PY'
+import sys
+from pathlib import Path
+
+from stilts.benchmarks.data import read_bucc, read_tatoeba
+from stilts.training.harvest import fold
+
+work = Path(sys.argv[1])
+held = set()
+for s in read_tatoeba(work / "help-dev/tatoeba").values():
+    held |= {fold(x) for x in s.src + s.en}
+for splits in read_bucc(work / "help-dev/bucc").values():
+    b = splits["training"]
+    held |= {fold(x) for x in b.src + b.en}
+held.discard("")
+bad = 0
+for f in ("data/help/pairs.tsv", "data/help/dev.tsv", "data/bitext/pairs.tsv", "data/bitext/dev.tsv"):
+    with open(work / f, encoding="utf-8") as fh:
+        hits = sum(1 for line in fh if any(fold(x) in held for x in line.split("\t")[:2]))
+    print(f"{f}: {hits} pairs share a text with help-dev ({len(held)} texts)")
+    bad += hits
+sys.exit(1 if bad else 0)
+PY
+}
+
 case "${1:-}" in
-    download | help | interface | report) "cmd_$1" ;;
-    all) cmd_download && cmd_help && cmd_interface && cmd_report ;;
+    download | help | interface | report | check) "cmd_$1" ;;
+    all) cmd_download && cmd_help && cmd_interface && cmd_report && cmd_check ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d'
         exit 2
