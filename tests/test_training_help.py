@@ -483,6 +483,9 @@ def test_refuses_reserved_and_pack_sources(harvested, tmp_path):
             )
         assert e.value.field == "input" and name in str(e.value)
     assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
+    with pytest.raises(StiltsError) as e:
+        helpdocs.harvest_help([tree], tmp_path / "o", tmp_path / "p", holdout_fraction=1.0)
+    assert e.value.field == "holdout_fraction"
 
 
 def test_languages_report(harvested, tmp_path, capsys):
