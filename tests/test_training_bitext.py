@@ -248,6 +248,7 @@ def test_language_codes_and_cleaning():
     assert {k: normalize_language(k) for k in cases} == cases
     assert clean_text("_Open a  file") == "Open a file"
     assert clean_text("打开文件(_O)") == "打开文件"
+    assert clean_text("Save ~As...") == "Save As..." and clean_text("in ~/docs") == "in ~/docs"
     assert clean_text("file_name\nis set") == "file_name is set"
     assert placeholders_only("%s: %d") and placeholders_only("<b>%1$s</b> {name}")
     assert not placeholders_only("Copy %s to %s")

@@ -141,6 +141,158 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the dev split and the file order")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data_bitext)
+    _register_help(data_sub)
+
+
+def _cmd_data_help(args: argparse.Namespace) -> int:
+    from stilts.training.helpdocs import HelpFilters, harvest_help
+
+    langs = frozenset(x.strip() for x in args.languages.split(",") if x.strip()) or None
+    summary = harvest_help(
+        args.inputs,
+        args.out,
+        args.dev_pack,
+        exclude=args.exclude or (),
+        filters=HelpFilters(args.min_chars, args.max_chars, args.max_ratio, langs),
+        holdout_fraction=args.holdout_fraction,
+        dev_fraction=args.dev_fraction,
+        dev_min_pairs=args.dev_min_pairs,
+        dev_max_pairs=args.dev_max_pairs,
+        bucc_languages=[x.strip() for x in args.bucc_languages.split(",") if x.strip()],
+        bucc_gold=args.bucc_gold,
+        seed=args.seed,
+        work=args.work,
+        progress=not args.quiet,
+    )
+    pack = summary["dev_pack"]["languages"]
+    brief = {
+        "out": args.out,
+        "dev_pack": args.dev_pack,
+        "pairs": summary["pairs"],
+        "dropped": summary["dropped"],
+        "languages": len(summary["languages"]),
+        "dev_pack_tatoeba": sorted(k for k, v in pack.items() if v["tatoeba"]),
+        "dev_pack_bucc": sorted(k for k, v in pack.items() if v["bucc_gold"]),
+    }
+    print(json.dumps(brief))
+    return 0
+
+
+def _cmd_data_languages(args: argparse.Namespace) -> int:
+    from stilts.training.helpdocs import language_report
+
+    rows = language_report(args.summaries, args.language_sampling)
+    if args.markdown:
+        print(
+            "| language | interface pairs | help pairs | pairs | share of pairs | "
+            f"share of draws ({args.language_sampling}) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(
+                f"| {r['lang']} | {r['interface']:,} | {r['help']:,} | {r['pairs']:,} | "
+                f"{100 * r['pair_share']:.3f}% | {100 * r['draw_share']:.3f}% |"
+            )
+    else:
+        print(json.dumps(rows))
+    return 0
+
+
+def _register_help(data_sub: argparse._SubParsersAction) -> None:
+    p = data_sub.add_parser(
+        "help",
+        help="harvest sentence pairs from translated help (LibreOffice, GNOME Mallard); hold out "
+        "whole documents as a dev pack",
+        description="Harvest (English, translation) sentence pairs from translated documentation: "
+        "LibreOffice's help (libreoffice-help-<lang> + libreoffice-help-en-us; paragraphs aligned "
+        "by id) and Mallard help pages (gnome-user-docs, applications' help under "
+        "share/help/<lang>/; blocks aligned per section). Inputs are directories or Debian "
+        "packages (`apt-get download PKG`; unpacked with dpkg-deb -x), read together. Markup is "
+        "stripped, paragraphs split into sentences where both sides split alike; pairs are "
+        "filtered by length and length ratio, script, English left in place, near-duplicates and "
+        "closeness to the --exclude packs (whose sources.tsv packages are refused, as are "
+        "manpages-*). Whole documents are held out as a dev pack (--dev-pack: "
+        "tatoeba/<xx>-en.tsv and bucc/<xx>-en/, the layouts `stilts bench accuracy` reads) and "
+        "never trained on; the rest is split by document into OUT/pairs.tsv and OUT/dev.tsv "
+        "(source, target, language, origin) with OUT/summary.json.",
+    )
+    p.add_argument("inputs", nargs="+", help="directories or .deb packages holding help pages")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument(
+        "--dev-pack",
+        required=True,
+        help="directory of the held-out documents' dev pack, e.g. help-dev (replaced atomically)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATH",
+        help="evaluation pack (or file) whose texts, and texts with the same word set, must not "
+        "occur on either side of a pair; packages in its sources.tsv are refused (repeatable)",
+    )
+    p.add_argument("--languages", default="", help="keep only these comma-separated languages")
+    p.add_argument("--min-chars", type=int, default=10, help="shortest English text kept")
+    p.add_argument("--max-chars", type=int, default=400, help="longest text kept (either side)")
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=2.5,
+        help="largest length ratio of the two sides (wide CJK characters count twice)",
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.08,
+        help="share of documents (a page in all its languages) held out for the dev pack",
+    )
+    p.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.02,
+        help="share of the other documents whose pairs go to dev.tsv (the trainer's dev metric)",
+    )
+    p.add_argument(
+        "--dev-min-pairs",
+        type=int,
+        default=300,
+        help="held-out pairs a language needs for a Tatoeba-style file (and BUCC gold pairs)",
+    )
+    p.add_argument(
+        "--dev-max-pairs", type=int, default=1000, help="pairs per Tatoeba-style file, at most"
+    )
+    p.add_argument(
+        "--bucc-languages",
+        default="de,es,fr,ja,ru,zh",
+        help="comma-separated languages that get a BUCC-style set when their held-out pairs allow",
+    )
+    p.add_argument("--bucc-gold", type=int, default=1000, help="gold pairs per BUCC-style set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and the file order")
+    p.add_argument(
+        "--work",
+        default=None,
+        help="directory for the unpacked packages (default: the system's temporary directory)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_help)
+
+    p = data_sub.add_parser(
+        "languages",
+        help="training pairs per language and domain, and each language's share of the draws",
+        description="Read the summary.json of `stilts data bitext` (interface strings) and "
+        "`stilts data help` (help prose) harvests and print, per language, the training pairs of "
+        "each domain and the share of the draws the language gets under --language-sampling "
+        "(as `stilts train --language-sampling` draws them) beside its share of the pairs.",
+    )
+    p.add_argument(
+        "summaries", nargs="+", help="summary.json files or the directories holding them"
+    )
+    p.add_argument(
+        "--language-sampling",
+        default="temperature:2",
+        help="proportional, uniform or temperature:T, as for `stilts train`",
+    )
+    p.add_argument("--markdown", action="store_true", help="a Markdown table instead of JSON")
+    p.set_defaults(func=_cmd_data_languages)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,7 @@
 Sources: directories (every ``.po``/``.mo`` under them), single catalogs, Debian packages (``.deb``,
 unpacked with ``dpkg-deb -x``) and wheels (``.whl``, their catalogs read from the zip). Each
 translated entry gives an (English ``msgid``, ``msgstr``) pair in the catalog's language, which is
-cleaned (menu accelerators such as ``_Open`` or ``(_O)`` removed, spacing collapsed) and filtered:
+cleaned (menu accelerators such as ``_Open``, ``(_O)`` or ``~Open`` removed, spacing collapsed) and filtered:
 
 - untranslated, fuzzy, obsolete and English-variant (``en_GB``) entries are dropped;
 - identical source and target, and strings that are placeholders only (``%s``, ``{0}``, markup),
@@ -14,7 +14,8 @@ cleaned (menu accelerators such as ``_Open`` or ``(_O)`` removed, spacing collap
   directories, compared case-, space- and punctuation-folded) are dropped, so an evaluation pack
   stays a fair test;
 - catalogs of the reserved projects (:data:`RESERVED`) are never read, and packages of
-  :data:`RESERVED_PACKAGES` (translated man pages) are refused before anything is read;
+  :data:`RESERVED_PACKAGES` (translated man pages) are refused before anything is read, as are
+  the packages listed in the ``sources.tsv`` of an ``exclude`` pack (its own sources);
 - duplicates (same language, source and target after folding) are dropped.
 
 The rest is split by source text (a source is in train or in dev for all its languages) and written
@@ -65,6 +66,7 @@ SUMMARY_FILE = "summary.json"
 
 _ACCEL_PAREN = re.compile(r"\s*\(_[^\W_]\)")  # 打开(_O)
 _ACCEL = re.compile(r"(?<![\w_])_(?=[^\W_])")  # _Open, Save _As
+_TILDE = re.compile(r"(?<![\w~/])~(?=[^\W_])")  # ~Open, Save ~As (LibreOffice)
 _PLACEHOLDERS = re.compile(
     r"%(?:\d+\$)?(?:\([^)]*\))?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?"
     r"(?:hh|h|ll|l|L|q|j|z|t|I64|I32|PRI\w+)?[diouxXeEfFgGaAcCsSpn%]"
@@ -102,6 +104,7 @@ def clean_text(text: str) -> str:
     """A catalog string as a sentence: accelerators removed, whitespace collapsed."""
     text = _ACCEL_PAREN.sub("", text)
     text = _ACCEL.sub("", text)
+    text = _TILDE.sub("", text)
     return " ".join(text.split())
 
 
@@ -230,6 +233,46 @@ def check_reserved_packages(inputs: Iterable[str | os.PathLike]) -> None:
             )
 
 
+def pack_sources(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+    """The packages an evaluation pack was built from: ``{package: pack name}``, read from the
+    ``sources.tsv`` (column ``package``, or ``source`` as ``deb:NAME``) at the top of each
+    directory among ``paths`` (the ``--exclude`` packs); such packages are never harvested."""
+    out: dict[str, str] = {}
+    for p in map(Path, paths):
+        f = p / "sources.tsv"
+        if not f.is_file():
+            continue
+        lines = f.read_text(encoding="utf-8").splitlines()
+        header = lines[0].split("\t") if lines else []
+        col = next((header.index(c) for c in ("package", "source") if c in header), None)
+        if col is None:
+            continue
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) > col and fields[col].strip():
+                out[fields[col].strip().removeprefix("deb:")] = p.name
+    return out
+
+
+def check_pack_sources(inputs: Iterable[str | os.PathLike], refused: dict[str, str]) -> None:
+    """Refuse inputs that are packages an evaluation pack was built from (see
+    :func:`pack_sources`): ``debian-reference-de_2.100_all.deb`` when docs-dev lists it.
+
+    Raises:
+        StiltsError: FAILED_PRECONDITION naming the input.
+    """
+    for item in inputs:
+        p = Path(item)
+        name = p.name.split("_")[0] if p.suffix == ".deb" else p.name
+        if name in refused:
+            raise StiltsError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{item}: {name} is a source of the evaluation pack {refused[name]}; "
+                "never harvested",
+                "input",
+            )
+
+
 def iter_catalogs(inputs: Iterable[str | os.PathLike], work: Path) -> Iterator[Catalog]:
     """Every catalog of the inputs (packages are unpacked under ``work``)."""
     for i, item in enumerate(inputs):
@@ -290,7 +333,9 @@ def harvest(
             "dev_fraction",
         )
     inputs = list(inputs)
+    exclude = list(exclude)
     check_reserved_packages(inputs)
+    check_pack_sources(inputs, pack_sources(exclude))
     filters = filters or Filters()
     excluded = exclusion_set(exclude)
     dropped: collections.Counter = collections.Counter()
