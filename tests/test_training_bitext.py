@@ -615,6 +615,88 @@ def _check_default_switch(home, toy, base_ckpt, adapter, tmp_path):
     assert not (home / "models" / "y").exists()
 
 
+def test_a_shallower_student_distilled_from_its_teacher_exports_as_fewer_layers(
+    bitext_toy, tmp_path
+):
+    """--layer 1 of a 2-layer encoder trains and exports a 1-layer encoder; --distill pulls its
+    vectors towards the teacher's (another 2-layer encoder on the same tokenizer), and base +
+    adapter rebuilds it."""
+    import onnx
+
+    from stilts.benchmarks.toy_xlmr import save_random_xlmr
+    from stilts.encoding.encoder import Encoder
+    from stilts.graphs.export import export_checkpoint
+    from stilts.sources import tuned_model
+    from stilts.training.trainer import TrainConfig, train
+
+    toy, data, dev = bitext_toy
+    torch.set_num_threads(1)
+    # the teacher: another random 2-layer encoder on the same tokenizer
+    teacher_ckpt = tmp_path / "teacher-ckpt"
+    teacher_ckpt.mkdir()
+    shutil.copyfile(toy / "tokenizer.json", teacher_ckpt / "tokenizer.json")
+    vocab = json.loads((toy / "config.json").read_text())["vocab_size"]
+    shape = {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "positions": 130}
+    save_random_xlmr(teacher_ckpt, vocab=vocab, seed=7, **shape)
+    teacher = tmp_path / "teacher"
+    export_checkpoint(teacher_ckpt, teacher, layer=2)
+    cut = tmp_path / "cut"
+    export_checkpoint(toy, cut, layer=1)
+    texts = [t for p in dev for t in p]
+
+    def agreement(model_dir):
+        a = Encoder(model_dir, precision="fp32").encode(texts, kind="bitext")
+        b = Encoder(teacher, precision="fp32").encode(texts, kind="bitext")
+        return float((a * b).sum(1).mean())
+
+    cfg = TrainConfig(
+        tasks=["bitext"],
+        output=tmp_path / "run",
+        model=str(toy),
+        data_dir=data,
+        batch_size=16,
+        max_seq_len=32,
+        learning_rate=1e-2,
+        max_steps=60,
+        bf16="off",
+        threads=1,
+        warmup=0.0,
+        save_every=60,
+        layer=1,
+        adapter="lora",
+        progress=False,
+        distill=str(teacher_ckpt),
+        distill_weight=50.0,
+    )
+    train(cfg)
+    run = tmp_path / "run"
+    before, after = agreement(cut), agreement(run / "model")
+    assert after > before + 0.05 and after > 0.9, (before, after)
+    manifest = json.loads((run / "model" / "stilts.json").read_text())
+    assert manifest["layer"] == 1
+    assert json.loads((run / "checkpoint" / "stilts.json").read_text())["layer"] == 1
+    graph = onnx.load(str(run / "model" / "model.onnx"), load_external_data=False)
+    layers = {n.name.split("/")[3] for n in graph.graph.node if "/encoder/layer." in n.name}
+    assert layers == {"layer.0"}, layers
+    # the adapter, installed on the whole 2-layer base, rebuilds the 1-layer model
+    installed = tuned_model.install(
+        adapter=run / "adapter", base_checkpoint=toy, name="fast", parity_texts=texts[:8]
+    )
+    a = Encoder(installed, precision="fp32").encode(texts, kind="bitext")
+    b = Encoder(run / "model", precision="fp32").encode(texts, kind="bitext")
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_a_teacher_must_share_the_students_tokenizer(bitext_toy):
+    from stilts.errors import ErrorCode
+    from stilts.training.distill import load_teacher
+
+    toy, _, _ = bitext_toy
+    with pytest.raises(StiltsError) as e:
+        load_teacher(str(toy), vocab_size=12345)
+    assert e.value.code == ErrorCode.FAILED_PRECONDITION and e.value.field == "distill"
+
+
 def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
     """One multi-task run: MNLI batches and bitext batches on the shared encoder, both evaluated."""
     from stilts.training import samples

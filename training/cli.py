@@ -77,6 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         language_sampling=args.language_sampling,
         bitext_passes=args.bitext_passes,
         measure_floor=args.measure_floor,
+        distill=args.distill,
+        distill_weight=args.distill_weight,
     )
     summary = train(cfg)
     print(json.dumps(summary, default=str))
@@ -429,6 +431,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bitext: after training, time torch's GEMM rate on this machine and report the "
         "steps' arithmetic floor (FLOPs per step / GEMM rate) beside the measured s/step",
     )
+    g.add_argument(
+        "--distill",
+        default=None,
+        metavar="TEACHER",
+        help="bitext: also pull each sentence vector towards a teacher's vector of the same "
+        "sentence: 'default' (the tuned default model) or a checkpoint directory sharing the "
+        "student's tokenizer. With --layer L below the starting model's depth this trains a "
+        "shallower encoder (its first L layers) to stand in for the teacher",
+    )
+    g.add_argument(
+        "--distill-weight",
+        type=float,
+        default=10.0,
+        help="weight of the distillation loss (mean squared distance of unit vectors) beside "
+        "the translation-ranking loss",
+    )
     g = p.add_argument_group("adapter (train a small LoRA adapter on the frozen encoder)")
     g.add_argument(
         "--adapter",
@@ -508,7 +526,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="hidden layer the exported encoder pools (default: the starting model's manifest, "
-        "else the paper's middle layer: 14 of 24, scaled)",
+        "else the paper's middle layer: 14 of 24, scaled); a bitext-only run trains and exports "
+        "only the layers up to it (an L-layer encoder)",
     )
     g.add_argument("--name", default=None, help="model name in the manifest")
     g.add_argument("--no-export", action="store_true", help="stop after saving OUTPUT/checkpoint")

@@ -37,6 +37,28 @@ def load_encoder(model: str | os.PathLike, attn_implementation: str | None = Non
         ) from e
 
 
+def resolve_model(model: str) -> str:
+    """``default`` -> the embedded encoder's checkpoint; a directory or hub id as given."""
+    if model == "default":
+        from stilts.sources.default_model import checkpoint_dir
+
+        path = checkpoint_dir()
+        if not (path / "config.json").is_file():
+            raise StiltsError(
+                ErrorCode.NOT_FOUND,
+                f"the default encoder's checkpoint is not at {path}; "
+                "run `stilts models install default` first",
+                field="model",
+            )
+        return str(path)
+    expanded = os.path.expanduser(model)
+    if os.path.isdir(expanded):
+        return expanded
+    if os.path.sep in model or model.startswith("."):
+        raise StiltsError(ErrorCode.NOT_FOUND, f"{model}: no such model directory", field="model")
+    return model  # a hub id, where a hub is reachable
+
+
 def _trim(input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Drop the padding columns no sequence of the batch needs."""
     n = max(int(attention_mask.sum(1).max()), 1)
@@ -57,6 +79,10 @@ class MultiTaskModel(nn.Module):
         bitext_scale / bitext_margin: the bitext head's scale and additive margin.
         bitext_passes: 1 embeds both sides of a bitext batch in one encoder pass (one pass over
             2 x batch sequences), 2 in one pass per side.
+        teacher / distill_weight: a frozen model whose :meth:`embed` gives the target vectors of
+            :mod:`stilts.training.distill`; the bitext loss gains ``distill_weight`` times the
+            mean squared distance of the student's vectors to the teacher's. The teacher is not a
+            submodule: it gets no gradient, no optimizer state and no place in checkpoints.
     """
 
     # Heads return per-batch mean losses: transformers.Trainer scales them for gradient
@@ -73,8 +99,12 @@ class MultiTaskModel(nn.Module):
         bitext_scale: float = BITEXT_SCALE,
         bitext_margin: float = BITEXT_MARGIN,
         bitext_passes: int = 1,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 1.0,
     ):
         super().__init__()
+        object.__setattr__(self, "teacher", teacher)
+        self.distill_weight = distill_weight
         self.encoder = encoder
         self.config = encoder.config
         hidden = encoder.config.hidden_size
@@ -160,19 +190,12 @@ class MultiTaskModel(nn.Module):
             raise KeyError(f"no head for task {task!r}; heads: {list(self.heads)}")
         head = self.heads[task]
         if self.kinds[task] == BITEXT:
-            if self.bitext_passes == 1:
-                # (batch, 2, length) -> rows source 0, target 0, source 1, ...: one pass
-                b, _, n = input_ids.shape
-                both = self.embed(
-                    *_trim(input_ids.reshape(2 * b, n), attention_mask.reshape(2 * b, n))
-                )
-                both = both.view(b, 2, -1)
-                source, target = both[:, 0], both[:, 1]
-            else:
-                # each side padded to its own longest sequence only
-                source = self.embed(*_trim(input_ids[:, 0], attention_mask[:, 0]))
-                target = self.embed(*_trim(input_ids[:, 1], attention_mask[:, 1]))
+            source, target = self._pair(self.embed, input_ids, attention_mask)
             loss, logits = head(source, target)
+            if self.teacher is not None:
+                loss = loss + self.distill_weight * self._distill(
+                    source, target, input_ids, attention_mask
+                )
         elif self.kinds[task] == MULTIPLE_CHOICE:
             b, c, n = input_ids.shape
             hidden = self.encode(input_ids.view(b * c, n), attention_mask.view(b * c, n))
@@ -184,6 +207,30 @@ class MultiTaskModel(nn.Module):
         if loss is not None:
             out["loss"] = loss
         return out
+
+    def _pair(self, embed, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(source, target) vectors of a (batch, 2, length) bitext batch."""
+        if self.bitext_passes == 1:
+            # (batch, 2, length) -> rows source 0, target 0, source 1, ...: one pass
+            b, _, n = input_ids.shape
+            both = embed(*_trim(input_ids.reshape(2 * b, n), attention_mask.reshape(2 * b, n)))
+            both = both.view(b, 2, -1)
+            return both[:, 0], both[:, 1]
+        # each side padded to its own longest sequence only
+        source = embed(*_trim(input_ids[:, 0], attention_mask[:, 0]))
+        target = embed(*_trim(input_ids[:, 1], attention_mask[:, 1]))
+        return source, target
+
+    def _distill(self, source, target, input_ids, attention_mask) -> torch.Tensor:
+        """Mean squared distance of the student's vectors to the teacher's, both sides."""
+        teacher = self.teacher
+        if next(teacher.parameters()).device != input_ids.device:
+            teacher.to(input_ids.device)
+        with torch.no_grad():
+            t_source, t_target = self._pair(teacher.embed, input_ids, attention_mask)
+        squared = (source.float() - t_source.float()).pow(2).sum(-1)
+        squared = squared + (target.float() - t_target.float()).pow(2).sum(-1)
+        return squared.mean() / 2
 
     def save_encoder(self, out_dir: str | os.PathLike) -> None:
         """The encoder alone as a transformers checkpoint (config + safetensors)."""

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
 import statistics
 import time
@@ -118,6 +117,9 @@ class TrainConfig:
         lora_rank / lora_alpha / lora_dropout / lora_targets: the LoRA settings (targets: module
             name suffixes, default :data:`LORA_TARGETS`).
         bitext_scale / bitext_margin: the bitext task's scale and additive margin.
+        distill / distill_weight: bitext: a teacher (``default``: the tuned default; or a
+            checkpoint directory) whose vectors the student's are pulled towards, and the weight
+            of that loss (:mod:`stilts.training.distill`). None: no teacher.
     """
 
     tasks: list[str]
@@ -169,6 +171,8 @@ class TrainConfig:
     group_by_length: int = 50
     bitext_passes: int = 1
     measure_floor: bool = False
+    distill: str | None = None
+    distill_weight: float = 10.0
 
     def __post_init__(self):
         # the old boolean flags
@@ -236,6 +240,7 @@ class TrainConfig:
             ("lora_targets", bool(self.lora_targets), "must name at least one module"),
             ("bitext_scale", self.bitext_scale > 0, "must be > 0"),
             ("bitext_margin", self.bitext_margin >= 0, "must be >= 0"),
+            ("distill_weight", self.distill_weight > 0, "must be > 0"),
         ]
         for field, ok, message in checks:
             if not ok:
@@ -252,28 +257,6 @@ class TrainConfig:
         d["train_files"] = {k: [str(p) for p in v] for k, v in self.train_files.items()}
         d["dev_files"] = {k: [str(p) for p in v] for k, v in self.dev_files.items()}
         return d
-
-
-def resolve_model(model: str) -> str:
-    """``default`` -> the embedded encoder's checkpoint; a directory or hub id as given."""
-    if model == "default":
-        from stilts.sources.default_model import checkpoint_dir
-
-        path = checkpoint_dir()
-        if not (path / "config.json").is_file():
-            raise StiltsError(
-                ErrorCode.NOT_FOUND,
-                f"the default encoder's checkpoint is not at {path}; "
-                "run `stilts models install default` first",
-                field="model",
-            )
-        return str(path)
-    expanded = os.path.expanduser(model)
-    if os.path.isdir(expanded):
-        return expanded
-    if os.path.sep in model or model.startswith("."):
-        raise StiltsError(ErrorCode.NOT_FOUND, f"{model}: no such model directory", field="model")
-    return model  # a hub id, where a hub is reachable
 
 
 def _last_checkpoint(trainer_dir: Path) -> str | None:
@@ -840,6 +823,7 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
     import torch
     from transformers import PrinterCallback, ProgressCallback, set_seed
 
+    from stilts.graphs.checkpoint import drop_layers_above
     from stilts.training.batches import MultiTaskCollator
     from stilts.training.cpu import (
         available_cores,
@@ -848,8 +832,9 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         resolve_freeze,
     )
     from stilts.training.data import describe_files, load_task
+    from stilts.training.distill import load_teacher
     from stilts.training.finalize import base_manifest
-    from stilts.training.model import MultiTaskModel, load_encoder
+    from stilts.training.model import MultiTaskModel, load_encoder, resolve_model
     from stilts.training.progress import Tracker
     from stilts.training.sampling import (
         MultiTaskBatchSampler,
@@ -906,6 +891,15 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
     LOG.info("CPU recipe: %s", json.dumps(recipe))
 
     set_seed(cfg.seed)
+    bitext_only = all(s.kind == BITEXT for s in specs)
+    if bitext_only and drop_layers_above(encoder, base.layer):
+        # only the pooled layer is read: an encoder pooled at L trains (and exports) as L layers
+        LOG.info("training the encoder's first %d layers (pooled at %d)", base.layer, base.layer)
+    if cfg.distill and not bitext_only:
+        raise StiltsError(
+            ErrorCode.INVALID_ARGUMENT, "--distill is for bitext-only runs", field="distill"
+        )
+    teacher = load_teacher(cfg.distill, encoder.config.vocab_size) if cfg.distill else None
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     if cfg.adapter:
@@ -919,6 +913,8 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         bitext_scale=cfg.bitext_scale,
         bitext_margin=cfg.bitext_margin,
         bitext_passes=cfg.bitext_passes,
+        teacher=teacher,
+        distill_weight=cfg.distill_weight,
     )
 
     dataset = MultiTaskDataset({td.name: td.train_features for td in task_data})

@@ -20,7 +20,7 @@ from typing import Any
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
-from stilts.graphs.checkpoint import load_checkpoint
+from stilts.graphs.checkpoint import drop_layers_above, load_checkpoint
 from stilts.manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, sha256_file
 
 LOG = logging.getLogger(__name__)
@@ -93,6 +93,11 @@ def merge_loaded(base, checkpoint: str | os.PathLike, adapter: str | os.PathLike
     from peft import PeftModel
 
     adapter = check_adapter_dir(adapter)
+    manifest = merged_manifest(checkpoint, adapter)
+    if manifest is not None and manifest.layer is not None:
+        # an adapter trained on the layers up to the pooled one (``stilts train --layer L``)
+        # has no weights above it: those layers are dropped before the merge, not after
+        drop_layers_above(base, manifest.layer)
     try:
         merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as e:
@@ -102,7 +107,7 @@ def merge_loaded(base, checkpoint: str | os.PathLike, adapter: str | os.PathLike
             "adapter",
         ) from e
     LOG.info("merged adapter %s into %s", adapter, checkpoint)
-    return merged.eval(), merged_manifest(checkpoint, adapter)
+    return merged.eval(), manifest
 
 
 def merge_adapter(

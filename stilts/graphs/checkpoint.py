@@ -51,3 +51,20 @@ def load_checkpoint(checkpoint: str | os.PathLike):
         backend.save(str(tmp / TOKENIZER_NAME))
         tok_file = tmp / TOKENIZER_NAME
     return model.eval(), tok_file
+
+
+def drop_layers_above(model, layer: int) -> bool:
+    """Drop ``model``'s transformer layers above ``layer`` (counted from the embeddings) in place:
+    they cannot change that layer's output. An encoder pooled at layer L is then an L-layer
+    encoder, in the exported graph and in training (``layer`` < 0 counts from the top, -1 the last
+    layer). Returns whether anything was dropped."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if layers is None:
+        return False
+    if layer < 0:  # counted from the top, as manifests do: -1 is the last layer
+        layer = len(layers) + 1 + layer
+    if layer >= len(layers):
+        return False
+    model.encoder.layer = model.encoder.layer[:layer]
+    model.config.num_hidden_layers = layer
+    return True

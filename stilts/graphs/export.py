@@ -22,7 +22,7 @@ from stilts.errors import ErrorCode, StiltsError
 from stilts.fsutil import atomic_directory
 from stilts.graphs import onnxfile
 from stilts.graphs.adapters import merge_loaded
-from stilts.graphs.checkpoint import load_checkpoint, require_torch
+from stilts.graphs.checkpoint import drop_layers_above, load_checkpoint, require_torch
 from stilts.graphs.int8 import quantize_streaming
 from stilts.graphs.parity import GATE_MEAN_COSINE, PARITY_SAMPLE
 from stilts.graphs.quantize import build_q4, linear_weights, split_low_rank
@@ -283,8 +283,7 @@ class PooledEncoder:
         if layers is not None and layer < len(layers):
             if not in_place:
                 model = copy.deepcopy(model)
-            model.encoder.layer = model.encoder.layer[:layer]
-            model.config.num_hidden_layers = layer
+            drop_layers_above(model, layer)
         return _Pooled().eval(), layer
 
 

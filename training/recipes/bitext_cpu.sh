@@ -18,7 +18,8 @@
 # Settings (environment): STILTS (the CLI), WORK (harvest: debs/ and data/bitext/), RUN (the run
 # directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, LANGUAGES (how
 # languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
-# (the untuned model's name).
+# (the untuned model's name), LAYER (pool and keep only the first LAYER layers: a shallower
+# encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +38,9 @@ EVAL_EVERY="${EVAL_EVERY:-1000}"
 LANGUAGES="${LANGUAGES:-temperature:2}"
 PACKS="${PACKS:-$ROOT/../shared/data/bitext-dev $ROOT/../shared/data/docs-dev}"
 BENCH="${BENCH:-$ROOT/bench}"
+LAYER="${LAYER:-}"
+DISTILL="${DISTILL:-}"
+DISTILL_WEIGHT="${DISTILL_WEIGHT:-10}"
 BASE="${BASE:-default}"  # the untuned model as installed (multilingual-e5-small once tuned ships)
 
 # The recipe: everything a resumed piece must repeat unchanged (run.json checks it).
@@ -53,7 +57,8 @@ recipe() {
         --batch-size "$BATCH" --lr "$LR" --warmup 0.05 --max-steps "$MAX_STEPS" \
         --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto --language-sampling "$LANGUAGES" \
         --eval-every "$EVAL_EVERY" --max-eval-examples 2000 \
-        --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3
+        --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3 \
+        ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"}
 }
 
 has_checkpoint() {
