@@ -11,12 +11,13 @@ from pathlib import Path
 
 from stilts.errors import ErrorCode, StiltsError
 from stilts.home import DEFAULT_MODEL, holders
-from stilts.sources import default_model, published, tuned_model
+from stilts.sources import default_model, fast_model, published, tuned_model
 
 
 def installable() -> list[str]:
     """The names ``stilts models install NAME`` builds offline."""
-    return [DEFAULT_MODEL, default_model.NAME, tuned_model.NAME, *published.PUBLISHED]
+    fast = [fast_model.NAME] if fast_model.shipped() else []
+    return [DEFAULT_MODEL, default_model.NAME, tuned_model.NAME, *fast, *published.PUBLISHED]
 
 
 def model_hint(fingerprint: str | None, model: str | None) -> str:
@@ -45,6 +46,8 @@ def install(
     """
     if name in published.PUBLISHED:
         return published.install(name, force=force, parity_texts=parity_texts)
+    if name == fast_model.NAME and not adapter:
+        return fast_model.install(force=force, parity_texts=parity_texts)
     tuned = name == tuned_model.NAME or (name == DEFAULT_MODEL and tuned_model.serves_default())
     if tuned:
         return tuned_model.install(

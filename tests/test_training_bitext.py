@@ -687,6 +687,86 @@ def test_a_shallower_student_distilled_from_its_teacher_exports_as_fewer_layers(
     assert np.abs(a - b).max() < 1e-5
 
 
+def test_a_shallow_model_ships_as_fp16_weights_and_installs_back(bitext_toy, tmp_path):
+    """A fully trained 1-layer student (word table frozen) ships as fp16 tensors without the word
+    table; the install rebuilds it from the base and must reproduce the recorded vectors."""
+    from stilts.encoding.encoder import Encoder
+    from stilts.errors import ErrorCode
+    from stilts.sources import fast_model
+    from stilts.training.trainer import TrainConfig, train
+
+    toy, data, dev = bitext_toy
+    torch.set_num_threads(1)
+    cfg = TrainConfig(
+        tasks=["bitext"],
+        output=tmp_path / "run",
+        model=str(toy),
+        data_dir=data,
+        batch_size=16,
+        max_seq_len=32,
+        learning_rate=1e-3,
+        max_steps=20,
+        bf16="off",
+        threads=1,
+        warmup=0.0,
+        save_every=20,
+        layer=1,
+        freeze_embeddings="word",
+        progress=False,
+        distill=str(toy),
+        export=False,
+    )
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoint"
+    weights = tmp_path / "weights"
+    built = fast_model.ship(ckpt, tmp_path / "built", base_checkpoint=toy, weights_dir=weights)
+    assert built == weights
+    from safetensors import safe_open
+
+    with safe_open(str(weights / fast_model.WEIGHTS), "pt") as f:
+        keys = set(f.keys())
+        assert fast_model.WORD_TABLE not in keys and all(
+            f.get_tensor(k).dtype == torch.float16 for k in keys
+        )
+    assert not any(".layer.1." in k for k in keys) and any(".layer.0." in k for k in keys)
+    record = fast_model.read_record(weights)
+    assert record["manifest"]["layer"] == 1 and record["name"].endswith("-l1")
+    texts = [t for p in dev for t in p]
+    # the trained fp32 checkpoint and the model rebuilt from fp16 weights: the same to fp16
+    from stilts.graphs.export import export_checkpoint
+
+    export_checkpoint(ckpt, tmp_path / "fp32")
+    ref = Encoder(tmp_path / "fp32", precision="fp32").encode(texts, kind="bitext")
+    got = Encoder(tmp_path / "built", precision="fp32").encode(texts, kind="bitext")
+    assert np.abs(ref - got).max() < 5e-3
+
+    home = tmp_path / "home"
+    old = os.environ.get("STILTS_HOME")
+    os.environ["STILTS_HOME"] = str(home)
+    try:
+        installed = fast_model.install(weights_dir=weights, base_checkpoint=toy, name="fast")
+        again = Encoder(installed, precision="fp32").encode(texts, kind="bitext")
+        assert np.abs(again - got).max() < 1e-5
+        # recorded vectors that the rebuild misses: nothing is installed
+        record["parity_vectors"][0][0] += 1e-3
+        (weights / fast_model.RECORD).write_text(json.dumps(record))
+        with pytest.raises(StiltsError) as e:
+            fast_model.install(weights_dir=weights, base_checkpoint=toy, name="bad")
+        assert e.value.code == ErrorCode.INTERNAL
+        assert not (home / "models" / "bad").exists()
+    finally:
+        if old is None:
+            os.environ.pop("STILTS_HOME", None)
+        else:
+            os.environ["STILTS_HOME"] = old
+    # a student whose word table moved cannot ship without it
+    cfg.output, cfg.freeze_embeddings, cfg.learning_rate = tmp_path / "run2", "none", 1e-1
+    train(cfg)
+    with pytest.raises(StiltsError) as e:
+        fast_model.ship(tmp_path / "run2" / "checkpoint", tmp_path / "b2", base_checkpoint=toy)
+    assert e.value.code == ErrorCode.FAILED_PRECONDITION and "word-embedding" in str(e.value)
+
+
 def test_a_teacher_must_share_the_students_tokenizer(bitext_toy):
     from stilts.errors import ErrorCode
     from stilts.training.distill import load_teacher

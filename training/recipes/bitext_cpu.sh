@@ -18,7 +18,7 @@
 # Settings (environment): STILTS (the CLI), WORK (harvest: debs/ and data/bitext/), RUN (the run
 # directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, LANGUAGES (how
 # languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
-# (the untuned model's name), LAYER (pool and keep only the first LAYER layers: a shallower
+# (the untuned model's name), ADAPTER (lora, or none: train the encoder itself), LAYER (pool and keep only the first LAYER layers: a shallower
 # encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT.
 set -euo pipefail
 
@@ -38,6 +38,7 @@ EVAL_EVERY="${EVAL_EVERY:-1000}"
 LANGUAGES="${LANGUAGES:-temperature:2}"
 PACKS="${PACKS:-$ROOT/../shared/data/bitext-dev $ROOT/../shared/data/docs-dev}"
 BENCH="${BENCH:-$ROOT/bench}"
+ADAPTER="${ADAPTER:-lora}"
 LAYER="${LAYER:-}"
 DISTILL="${DISTILL:-}"
 DISTILL_WEIGHT="${DISTILL_WEIGHT:-10}"
@@ -53,12 +54,20 @@ BASE="${BASE:-default}"  # the untuned model as installed (multilingual-e5-small
 # first reads and tokenizes all 3.74M pairs: 2.5 min, peak RSS 5.6 GB (measured, full data).
 recipe() {
     echo --model default --tasks bitext --data-dir "$WORK/data" \
-        --adapter lora --lora-rank "$RANK" --lora-alpha "$((2 * RANK))" --lora-dropout 0 \
+        $(lora) \
         --batch-size "$BATCH" --lr "$LR" --warmup 0.05 --max-steps "$MAX_STEPS" \
         --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto --language-sampling "$LANGUAGES" \
         --eval-every "$EVAL_EVERY" --max-eval-examples 2000 \
         --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3 \
         ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"}
+}
+
+# ADAPTER=lora (default): a LoRA adapter of rank RANK; ADAPTER=none: the encoder's own weights
+# (the word-embedding table stays frozen on CPU)
+lora() {
+    if [ "$ADAPTER" = lora ]; then
+        echo --adapter lora --lora-rank "$RANK" --lora-alpha "$((2 * RANK))" --lora-dropout 0
+    fi
 }
 
 has_checkpoint() {
