@@ -206,9 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="the run's checkpoint (RUN/checkpoint)")
     p.add_argument("out_model", help="where to build the model from the shipped weights")
     p.add_argument("--evidence", default=None, help="JSON file with the benchmark verdict")
+    p.add_argument(
+        "--weights-dir",
+        default=str(SHIPPED),
+        help="where the weights and their record go (default: the package's, which `stilts "
+        "models install default-fast` reads; another directory for a candidate)",
+    )
     args = p.parse_args(argv)
     evidence = json.loads(Path(args.evidence).read_text()) if args.evidence else None
-    print(ship(args.checkpoint, args.out_model, evidence=evidence))
+    print(ship(args.checkpoint, args.out_model, weights_dir=args.weights_dir, evidence=evidence))
     return 0
 
 
