@@ -10,6 +10,11 @@ on every language of the pack. Goals, in points (accuracy or F1 x 100):
 
 ``serves_default`` is true when every goal holds; ``no_regression`` when no mean falls on either
 pack (what a model must meet to ship at all).
+
+Issue 28's rule for a shallower encoder (``--depth``, the 12-layer default as the reference): it
+replaces ``default`` only when its Tatoeba xx->en cosine mean and BUCC-style oracle F1 mean are
+within :data:`DEPTH_TOLERANCE` points of the reference on both packs; otherwise it ships as
+``default-fast``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from stilts.benchmarks import metrics
 
 INTERFACE = {"tatoeba_gain": 3.0, "worst_language": -1.0, "bucc_gain": 2.0}
 PROSE = {"tatoeba_gain": 0.0, "bucc_gain": 0.0, "moonshot_tatoeba_gain": 1.0}
+DEPTH_TOLERANCE = 0.5
 
 
 MEANS = (
@@ -101,6 +107,23 @@ def verdict(interface: dict, prose: dict) -> dict:
     }
 
 
+def depth_verdict(interface: dict, prose: dict) -> dict:
+    """Issue 28's rule on the two packs' :func:`pack_deltas` (the shallow model against the
+    12-layer default): ``serves_default`` when no mean falls by more than DEPTH_TOLERANCE."""
+    checks = {
+        f"{name}_{key}": pack.get(key, -100) >= -DEPTH_TOLERANCE
+        for name, pack in (("interface", interface), ("prose", prose))
+        for key in ("tatoeba_gain", "bucc_gain")
+    }
+    return {
+        "rule": f"every mean within {DEPTH_TOLERANCE} points of the 12-layer default",
+        "checks": checks,
+        "serves_default": all(checks.values()),
+        "interface": interface,
+        "prose": prose,
+    }
+
+
 def markdown(result: dict) -> str:
     """The two-pack table (base, tuned, delta per metric) and the languages that lost."""
     lines = [
@@ -132,8 +155,9 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m stilts.benchmarks.goals",
-        description="Check issue 17's goals on two `stilts bench accuracy` JSON files (base as "
-        "the first --model, the tuned model second) and print the verdict as JSON.",
+        description="Check issue 17's goals (or with --depth issue 28's rule) on two `stilts "
+        "bench accuracy` JSON files (the reference as the first --model, the candidate second "
+        "or --tuned) and print the verdict as JSON.",
     )
     p.add_argument("interface", help="the bench JSON of the interface-string pack (bitext-dev)")
     p.add_argument("prose", help="the bench JSON of the documentation pack (docs-dev)")
@@ -142,9 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--markdown", action="store_true", help="print the two-pack table instead of the JSON"
     )
+    p.add_argument(
+        "--depth",
+        action="store_true",
+        help="issue 28's rule instead: the --tuned model is a shallower encoder judged against "
+        f"the reference (the 12-layer default), every mean within {DEPTH_TOLERANCE} points",
+    )
     args = p.parse_args(argv)
     packs = [json.loads(Path(f).read_text()) for f in (args.interface, args.prose)]
-    result = verdict(*(pack_deltas(r, args.tuned) for r in packs))
+    judge = depth_verdict if args.depth else verdict
+    result = judge(*(pack_deltas(r, args.tuned) for r in packs))
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -1,4 +1,5 @@
-"""Issue 17's goal check on bench-accuracy-shaped results (two models, per-language figures)."""
+"""Issue 17's goal check and issue 28's depth rule on bench-accuracy-shaped results (two models,
+per-language figures)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,25 @@ def test_goals_need_gains_on_interface_strings_and_no_loss_on_prose(tmp_path, ca
     table = capsys.readouterr().out
     assert "| Tatoeba xx->en, cosine | 65.0 | 70.0 | +5.0 | 94.5 | 94.8 | +0.3 |" in table
     assert "interface strings: 1 of 2 languages lost: de -2.0." in table
+
+
+def test_a_shallower_encoder_replaces_the_default_only_within_half_a_point(tmp_path, capsys):
+    from stilts.benchmarks.goals import depth_verdict
+
+    close = _results({"de": 0.90, "fr": 0.92}, {"de": 0.897, "fr": 0.916}, (0.80, 0.796))
+    prose = _results({"de": 0.95}, {"de": 0.949}, (0.90, 0.899))
+    v = depth_verdict(pack_deltas(close), pack_deltas(prose))
+    assert v["serves_default"] and all(v["checks"].values())
+    # the interface BUCC mean 0.6 points down: it ships as default-fast, not as default
+    far = _results({"de": 0.90, "fr": 0.92}, {"de": 0.90, "fr": 0.92}, (0.80, 0.794))
+    v = depth_verdict(pack_deltas(far), pack_deltas(prose))
+    assert not v["serves_default"] and v["checks"] == {
+        "interface_tatoeba_gain": True,
+        "interface_bucc_gain": False,
+        "prose_tatoeba_gain": True,
+        "prose_bucc_gain": True,
+    }
+    for name, r in (("a", far), ("b", prose)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--depth"]) == 0
+    assert json.loads(capsys.readouterr().out)["serves_default"] is False
