@@ -79,3 +79,47 @@ def test_a_shallower_encoder_replaces_the_default_only_within_half_a_point(tmp_p
         (tmp_path / f"{name}.json").write_text(json.dumps(r))
     assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--depth"]) == 0
     assert json.loads(capsys.readouterr().out)["serves_default"] is False
+
+
+def test_the_depth_table_joins_accuracy_and_speed_per_model(tmp_path, capsys):
+    """Issue 28's table: each model's depth from its manifest, its pack means, and its process
+    figures against USE from its own speed run."""
+    from stilts.benchmarks import depth_report
+    from stilts.manifest import Manifest
+
+    models = {}
+    for name, layer in (("default", 12), ("fast-l6", 6)):
+        d = tmp_path / name
+        d.mkdir()
+        Manifest(name=name, dim=4, max_len=8, layer=layer).save(d)
+        models[name] = d
+    interface = _results({"de": 0.90, "fr": 0.92}, {"de": 0.86, "fr": 0.90}, (0.80, 0.77))
+    interface["models"]["fast-l6"] = interface["models"].pop("run/model")
+    interface["data"] = {"tatoeba": {"path": "/x/bitext-dev/tatoeba"}}
+    for name, m in interface["models"].items():
+        m["system"] = {"path": str(models[name])}
+    speed = {
+        "header": {"machine": {"cpu": "Some CPU", "cpu_flags": ["avx2", "amx_bf16"]}},
+        "sections": {
+            "process": {
+                "model": str(models["fast-l6"]),
+                "route": "ov-bf16",
+                "systems": {
+                    "stilts": {
+                        "one": {"wall_seconds": 0.8},
+                        "many": {"wall_seconds": 4.0, "peak_rss_mb": 600.0},
+                    }
+                },
+                "ratios": {"many": {"wall_seconds": 1.1}},
+                "serve": {"peak_rss_mb": 620.0},
+            }
+        },
+    }
+    (tmp_path / "acc.json").write_text(json.dumps(interface))
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    args = ["--accuracy", str(tmp_path / "acc.json"), "--speed", str(tmp_path / "speed.json")]
+    assert depth_report.main(args) == 0
+    table = capsys.readouterr().out
+    assert "| `default` | 12 | 91.0 | 80.0 | - | - | - | - |" in table
+    assert "| `fast-l6` | 6 | 88.0 | 77.0 | 1.10x | 0.80 | 600 | 620 |" in table
+    assert "Speed measured on Some CPU (flags `avx2 amx_bf16`)." in table

@@ -5,9 +5,10 @@
 #
 #   training/recipes/depth_cpu.sh cut L     # the tuned default cut to L layers, untrained (~1 min)
 #   training/recipes/depth_cpu.sh train L   # one resumable piece of the L-layer run (bitext_cpu.sh)
-#   training/recipes/depth_cpu.sh build L   # the trained checkpoint as fp16 weights -> RUN/fast-model
+#   training/recipes/depth_cpu.sh build L   # the trained checkpoint as fp16 weights -> RUN/fast-lL
 #   training/recipes/depth_cpu.sh bench     # stilts bench accuracy, both packs: default, cuts, runs
 #   training/recipes/depth_cpu.sh speed     # stilts bench speed --sections process, per depth
+#   training/recipes/depth_cpu.sh table     # the depth table (accuracy and speed per L), Markdown
 #   training/recipes/depth_cpu.sh ship L    # build L into the package (stilts/sources/weights)
 #
 # Settings (environment): DEPTHS (the depths bench and speed read, default "4 6 8 10"), STEPS,
@@ -51,7 +52,7 @@ cmd_train() {
 
 cmd_build() {
     need_depth "$1"
-    "$PY" -m stilts.sources.fast_model "$RUNS/depth-$1/checkpoint" "$RUNS/depth-$1/fast-model" \
+    "$PY" -m stilts.sources.fast_model "$RUNS/depth-$1/checkpoint" "$RUNS/depth-$1/fast-l$1" \
         --weights-dir "$RUNS/depth-$1/weights"
 }
 
@@ -59,7 +60,7 @@ models() {
     echo --model default
     for l in $DEPTHS; do
         [ -d "$RUNS/cut-$l" ] && echo --model "$RUNS/cut-$l"
-        [ -d "$RUNS/depth-$l/fast-model" ] && echo --model "$RUNS/depth-$l/fast-model"
+        [ -d "$RUNS/depth-$l/fast-l$l" ] && echo --model "$RUNS/depth-$l/fast-l$l"
     done
     return 0
 }
@@ -75,25 +76,36 @@ cmd_bench() {
     done
 }
 
+# one `stilts bench speed --sections process` per depth (each with USE-multilingual v3 in the same
+# run): the trained model where there is one, else the untrained cut (the same shapes)
 cmd_speed() {
     mkdir -p "$BENCH"
-    "$STILTS" bench speed --sections process --model default --output "$BENCH/depth-speed-12.json"
+    "$STILTS" bench speed --sections process --model default \
+        --output "$BENCH/depth-speed-12.json" --report "$BENCH/depth-speed-12.md"
     for l in $DEPTHS; do
-        [ -d "$RUNS/cut-$l" ] || continue
-        "$STILTS" bench speed --sections process --model "$RUNS/cut-$l" \
-            --output "$BENCH/depth-speed-$l.json"
+        local m="$RUNS/depth-$l/fast-l$l"
+        [ -d "$m" ] || m="$RUNS/cut-$l"
+        [ -d "$m" ] || continue
+        "$STILTS" bench speed --sections process --model "$m" \
+            --output "$BENCH/depth-speed-$l.json" --report "$BENCH/depth-speed-$l.md"
     done
+}
+
+# the README's depth table from the JSON files above
+cmd_table() {
+    "$PY" -m stilts.benchmarks.depth_report --accuracy "$BENCH/depth-bitext-dev.json" \
+        "$BENCH/depth-docs-dev.json" --speed "$BENCH"/depth-speed-*.json
 }
 
 cmd_ship() {
     need_depth "$1"
-    "$PY" -m stilts.sources.fast_model "$RUNS/depth-$1/checkpoint" "$RUNS/depth-$1/fast-model" \
+    "$PY" -m stilts.sources.fast_model "$RUNS/depth-$1/checkpoint" "$RUNS/depth-$1/fast-l$1" \
         ${EVIDENCE:+--evidence "$EVIDENCE"}
 }
 
 case "${1:-}" in
     cut | train | build | ship) "cmd_$1" "${2:-}" ;;
-    bench | speed) "cmd_$1" ;;
+    bench | speed | table) "cmd_$1" ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d'
         exit 2
