@@ -133,6 +133,23 @@ def serve_peak_rss(
     }
 
 
+def _route(model: str, threads: int) -> str | None:
+    """What `auto` runs for batch jobs here (the route record; measured now if new), asked in a
+    child process: measuring a new model's routes loads every graph (GBs), and on Linux a child
+    inherits its parent's peak RSS at fork, which would then inflate every process timed after."""
+    code = (
+        "import sys; from stilts.encoding import autoroute; "
+        "print(autoroute.choose(sys.argv[1], threads=int(sys.argv[2]))['chosen']['batch'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, model, str(threads)], capture_output=True, text=True
+    )
+    if done.returncode:  # reported as unknown; the processes timed below say what fails
+        LOG.warning("could not read the route of %s: %s", model, done.stderr[-500:])
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
 def run(
     sentences: list[str],
     model: str = "default",
@@ -150,14 +167,9 @@ def run(
         peak RSS, every round}}}, "ratios": {workload: {wall, cpu, peak_rss}}, "serve"}``;
         a ratio is stilts / USE (< 1: stilts is faster or smaller).
     """
-    from stilts.encoding import autoroute
     from stilts.runtimes.ovcache import cache_enabled
 
-    route = None
-    try:  # what `auto` runs for batch jobs here (the route record; measured now if new)
-        route = autoroute.choose(model, threads=threads)["chosen"]["batch"]
-    except Exception as e:  # reported as unknown; the processes below say what fails
-        LOG.warning("could not read the route of %s: %s", model, e)
+    route = _route(model, threads)
     if with_use:
         import importlib.util
 
