@@ -209,6 +209,23 @@ def f1_of(predicted, gold: set) -> float:
     return prf(predicted, gold)[2]
 
 
+def offline_env(home) -> dict:
+    """The environment of an install that must not reach any network: ``STILTS_HOME`` set, hub
+    libraries offline, pip without an index, and every proxy a refused local port."""
+    dead = "http://127.0.0.1:9"
+    return {
+        **os.environ,
+        "STILTS_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PIP_NO_INDEX": "1",
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+    }
+
+
 def make_toy_xlmr(d: Path, texts, vocab_size: int = 400) -> Path:
     """A raw 'MLM' checkpoint in ``d``: a 2-layer, hidden-32 XLM-R with random weights and a
     sentencepiece-style Unigram tokenizer trained on ``texts`` (XLM-R's special tokens and

@@ -4,13 +4,12 @@ record says it won."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import _need
+from conftest import _need, offline_env
 
 from stilts.graphs.adapters import PEFT_WEIGHTS, read_record
 from stilts.home import intact, keep_aside, models_dir
@@ -50,18 +49,7 @@ def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_pat
     home = tmp_path / "home"
     (home / "checkpoints").mkdir(parents=True)
     (home / "checkpoints" / "default").symlink_to(base)
-    dead = "http://127.0.0.1:9"
-    env = {
-        **os.environ,
-        "STILTS_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PIP_NO_INDEX": "1",
-        "http_proxy": dead,
-        "https_proxy": dead,
-        "HTTP_PROXY": dead,
-        "HTTPS_PROXY": dead,
-    }
+    env = offline_env(home)
     cmd = [sys.executable, "-m", "stilts.cli", "models", "install", "default-bitext", "--no-route"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -615,6 +615,29 @@ def _check_default_switch(home, toy, base_ckpt, adapter, tmp_path):
     assert not (home / "models" / "y").exists()
 
 
+def _one_layer_run(toy, data, output, steps: int, teacher):
+    """A bitext run of the toy's first layer with distillation from ``teacher``."""
+    from stilts.training.trainer import TrainConfig
+
+    return TrainConfig(
+        tasks=["bitext"],
+        output=output,
+        model=str(toy),
+        data_dir=data,
+        batch_size=16,
+        max_seq_len=32,
+        learning_rate=1e-3,
+        max_steps=steps,
+        bf16="off",
+        threads=1,
+        warmup=0.0,
+        save_every=steps,
+        layer=1,
+        progress=False,
+        distill=str(teacher),
+    )
+
+
 def test_a_shallower_student_distilled_from_its_teacher_exports_as_fewer_layers(
     bitext_toy, tmp_path
 ):
@@ -627,7 +650,7 @@ def test_a_shallower_student_distilled_from_its_teacher_exports_as_fewer_layers(
     from stilts.encoding.encoder import Encoder
     from stilts.graphs.export import export_checkpoint
     from stilts.sources import tuned_model
-    from stilts.training.trainer import TrainConfig, train
+    from stilts.training.trainer import train
 
     toy, data, dev = bitext_toy
     torch.set_num_threads(1)
@@ -649,25 +672,8 @@ def test_a_shallower_student_distilled_from_its_teacher_exports_as_fewer_layers(
         b = Encoder(teacher, precision="fp32").encode(texts, kind="bitext")
         return float((a * b).sum(1).mean())
 
-    cfg = TrainConfig(
-        tasks=["bitext"],
-        output=tmp_path / "run",
-        model=str(toy),
-        data_dir=data,
-        batch_size=16,
-        max_seq_len=32,
-        learning_rate=1e-2,
-        max_steps=60,
-        bf16="off",
-        threads=1,
-        warmup=0.0,
-        save_every=60,
-        layer=1,
-        adapter="lora",
-        progress=False,
-        distill=str(teacher_ckpt),
-        distill_weight=50.0,
-    )
+    cfg = _one_layer_run(toy, data, tmp_path / "run", 60, teacher_ckpt)
+    cfg.learning_rate, cfg.adapter, cfg.distill_weight = 1e-2, "lora", 50.0
     train(cfg)
     run = tmp_path / "run"
     before, after = agreement(cut), agreement(run / "model")
@@ -693,29 +699,12 @@ def test_a_shallow_model_ships_as_fp16_weights_and_installs_back(bitext_toy, tmp
     from stilts.encoding.encoder import Encoder
     from stilts.errors import ErrorCode
     from stilts.sources import fast_model
-    from stilts.training.trainer import TrainConfig, train
+    from stilts.training.trainer import train
 
     toy, data, dev = bitext_toy
     torch.set_num_threads(1)
-    cfg = TrainConfig(
-        tasks=["bitext"],
-        output=tmp_path / "run",
-        model=str(toy),
-        data_dir=data,
-        batch_size=16,
-        max_seq_len=32,
-        learning_rate=1e-3,
-        max_steps=20,
-        bf16="off",
-        threads=1,
-        warmup=0.0,
-        save_every=20,
-        layer=1,
-        freeze_embeddings="word",
-        progress=False,
-        distill=str(toy),
-        export=False,
-    )
+    cfg = _one_layer_run(toy, data, tmp_path / "run", 20, toy)
+    cfg.freeze_embeddings, cfg.export = "word", False
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoint"
     weights = tmp_path / "weights"

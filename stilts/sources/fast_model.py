@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from stilts.graphs.export import export
 from stilts.home import intact, models_dir
 from stilts.manifest import MANIFEST_NAME, Manifest, sha256_file
 from stilts.sources.default_model import build_checkpoint, checkpoint_dir
-from stilts.sources.tuned_model import check_parity_vectors, parity_vectors
+from stilts.sources.tuned_model import check_installed, parity_vectors
 
 LOG = logging.getLogger(__name__)
 
@@ -136,14 +135,7 @@ def install(
         return target
     models_dir().mkdir(parents=True, exist_ok=True)
     build(base_checkpoint, weights_dir, target, parity_texts)
-    recorded = read_record(weights_dir).get("parity_vectors")
-    if recorded:
-        try:
-            diff = check_parity_vectors(target, recorded)
-        except StiltsError:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-        LOG.info("%s reproduces the shipped weights' vectors to %.1e", name, diff)
+    check_installed(target, read_record(weights_dir).get("parity_vectors"), "the weights")
     return target
 
 

@@ -106,14 +106,7 @@ def install(
         optional_quantized=True,
         parity_texts=parity_texts,
     )
-    recorded = read_record(adapter_dir).get("parity_vectors")
-    if recorded:
-        try:
-            diff = check_parity_vectors(target, recorded)
-        except StiltsError:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-        LOG.info("%s reproduces the shipped adapter's vectors to %.1e", name, diff)
+    check_installed(target, read_record(adapter_dir).get("parity_vectors"), "the adapter")
     return target
 
 
@@ -142,6 +135,23 @@ def check_parity_vectors(model_dir: str | os.PathLike, recorded: list[list[float
             field="adapter",
         )
     return diff
+
+
+def check_installed(target: Path, recorded: list[list[float]] | None, what: str) -> None:
+    """An installed model must reproduce the ``recorded`` vectors of what shipped (none recorded:
+    nothing to check); one that does not is removed, so nothing half-right stays installed.
+
+    Raises:
+        StiltsError: INTERNAL from :func:`check_parity_vectors`.
+    """
+    if not recorded:
+        return
+    try:
+        diff = check_parity_vectors(target, recorded)
+    except StiltsError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    LOG.info("%s reproduces the vectors recorded with %s to %.1e", target.name, what, diff)
 
 
 def ship(
