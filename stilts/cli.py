@@ -75,8 +75,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return _cmd_import(args)
     rc = _cmd_install(args)
     if not args.no_route:
-        _choose_route(args)
+        if "torch" in sys.modules:
+            rc = rc or _choose_route_in_child(args)
+        else:
+            _choose_route(args)
     return rc
+
+
+def _choose_route_in_child(args: argparse.Namespace) -> int:
+    """The route choice after an install that exported here: in a fresh process, which never
+    loaded torch (OpenVINO compiling in the process that had just run the torch export crashed
+    once in a clean-clone CI run). The child finds the model intact and only measures routes."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "stilts.cli", "models", "install", args.name]
+    if args.adapter:
+        cmd += ["--adapter", str(args.adapter)]
+    if args.parity_data:
+        cmd += ["--parity-data", str(args.parity_data), "--parity-side", args.parity_side]
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _info_with_route(name: str) -> dict:
