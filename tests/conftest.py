@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -209,11 +210,18 @@ def f1_of(predicted, gold: set) -> float:
     return prf(predicted, gold)[2]
 
 
-def offline_env(home) -> dict:
-    """The environment of an install that must not reach any network: ``STILTS_HOME`` set, hub
-    libraries offline, pip without an index, and every proxy a refused local port."""
+def install_offline(name: str, tmp_path: Path) -> Path:
+    """``stilts models install NAME --no-route`` in a fresh ``STILTS_HOME`` (the base checkpoint
+    linked in) with every network route dead: hub libraries offline, pip without an index, every
+    proxy a refused local port. Returns the installed model directory."""
+    from stilts.sources.default_model import checkpoint_dir
+
+    base = _need(checkpoint_dir(), "the base checkpoint (`stilts models install default`)")
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)
+    (home / "checkpoints" / "default").symlink_to(base)
     dead = "http://127.0.0.1:9"
-    return {
+    env = {
         **os.environ,
         "STILTS_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
@@ -224,6 +232,10 @@ def offline_env(home) -> dict:
         "HTTP_PROXY": dead,
         "HTTPS_PROXY": dead,
     }
+    cmd = [sys.executable, "-m", "stilts.cli", "models", "install", name, "--no-route"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home / "models" / name
 
 
 def make_toy_xlmr(d: Path, texts, vocab_size: int = 400) -> Path:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import _need, offline_env
+from conftest import install_offline
 
 from stilts.graphs.adapters import PEFT_WEIGHTS, read_record
 from stilts.home import intact, keep_aside, models_dir
@@ -43,17 +43,7 @@ def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_pat
     """``stilts models install default-bitext`` with every network route dead (a proxy that
     refuses, hub libraries offline, pip without an index): it builds from the base checkpoint and
     the shipped adapter, and its fp32 vectors equal the recorded ones."""
-    from stilts.sources.default_model import checkpoint_dir
-
-    base = _need(checkpoint_dir(), "the base checkpoint (`stilts models install default`)")
-    home = tmp_path / "home"
-    (home / "checkpoints").mkdir(parents=True)
-    (home / "checkpoints" / "default").symlink_to(base)
-    env = offline_env(home)
-    cmd = [sys.executable, "-m", "stilts.cli", "models", "install", "default-bitext", "--no-route"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    model = home / "models" / "default-bitext"
+    model = install_offline("default-bitext", tmp_path)
     assert tuned_model.check_parity_vectors(model, shipped["parity_vectors"]) < 1e-4
     m = Manifest.load(model)
     assert m.source["adapter"]["sha256"] == sha256_file(tuned_model.SHIPPED_ADAPTER / PEFT_WEIGHTS)

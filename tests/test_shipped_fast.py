@@ -4,12 +4,9 @@ checkpoint and the shipped fp16 weights, and leaves ``default`` as it is."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import onnx
 import pytest
-from conftest import _need, offline_env
+from conftest import install_offline
 
 from stilts.catalog import installable
 from stilts.manifest import Manifest, sha256_file
@@ -33,17 +30,7 @@ def test_shipped_record_names_a_shallow_model_and_its_evidence(shipped):
 
 @pytest.mark.slow
 def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_path):
-    from stilts.sources.default_model import checkpoint_dir
-
-    base = _need(checkpoint_dir(), "the base checkpoint (`stilts models install default`)")
-    home = tmp_path / "home"
-    (home / "checkpoints").mkdir(parents=True)
-    (home / "checkpoints" / "default").symlink_to(base)
-    env = offline_env(home)
-    cmd = [sys.executable, "-m", "stilts.cli", "models", "install", "default-fast", "--no-route"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    model = home / "models" / fast_model.NAME
+    model = install_offline(fast_model.NAME, tmp_path)
     assert tuned_model.check_parity_vectors(model, shipped["parity_vectors"]) < 1e-4
     m = Manifest.load(model)
     layer = shipped["manifest"]["layer"]
@@ -54,4 +41,4 @@ def test_install_is_offline_and_reproduces_the_recorded_vectors(shipped, tmp_pat
     layers = {n.name.split("/")[3] for n in graph.graph.node if "/encoder/layer." in n.name}
     assert layers == {f"layer.{i}" for i in range(layer)}
     # the default is untouched: indices it built keep their encoder
-    assert not (home / "models" / "default").exists()
+    assert not (model.parent / "default").exists()
