@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stilts.encoding.tokenizer import load_tokenizer
 from stilts.errors import ErrorCode, StiltsError
 from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest, graph_files
 from stilts.runtimes.batching import length_batches
@@ -94,8 +95,6 @@ class RouteSession:
         graph: str | os.PathLike | None = None,
         verify: bool = True,
     ):
-        from tokenizers import Tokenizer
-
         self.path = path
         self.manifest = manifest
         route = ROUTES[precision]
@@ -141,10 +140,8 @@ class RouteSession:
         # holds rows of one bucket: batch-invariant to 0.0.
         self.length_bucket = LENGTH_BUCKET if route.runtime == OPENVINO else 0
 
-        self.tokenizer = Tokenizer.from_file(str(path / TOKENIZER_NAME))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(manifest.max_len)
-        pad = self.tokenizer.token_to_id("<pad>")
+        self.tokenizer = load_tokenizer(path / TOKENIZER_NAME, manifest.max_len)
+        pad = self.tokenizer.token_id("<pad>")
         self.pad_id = 0 if pad is None else pad
         self.max_chars = max(4096, manifest.max_len * 32)
         self.takes_prompt_length = PROMPT_LENGTH in self.runner.input_names
@@ -189,11 +186,8 @@ class RouteSession:
             prefix = self.manifest.prefix(kind)
             n = 0
             if prefix:
-                ids = self.tokenizer.encode(self.prepare(prefix)).ids
-                special = {
-                    i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special
-                }
-                n = len(ids) - (1 if ids and ids[-1] in special else 0)
+                [(ids, _)] = self.tokenizer.encode_batch([self.prepare(prefix)])
+                n = len(ids) - (1 if ids and ids[-1] in self.tokenizer.special_ids else 0)
             self._prompt_lens[kind] = n
         return self._prompt_lens[kind]
 
@@ -218,12 +212,10 @@ class RouteSession:
             # changes nothing the model sees but bounds the tokeniser's work on huge inputs.
             cut.append(len(t) > self.max_chars)
             prepared.append(self.prepare(prefix + (t[: self.max_chars] if cut[-1] else t)))
-        encodings = self.tokenizer.encode_batch(prepared, add_special_tokens=True)
-        out = [
-            Tokenized(np.asarray(e.ids, dtype=np.int64), bool(e.overflowing) or c, prompt_len)
-            for e, c in zip(encodings, cut, strict=True)
+        return [
+            Tokenized(np.asarray(ids, dtype=np.int64), overflow or c, prompt_len)
+            for (ids, overflow), c in zip(self.tokenizer.encode_batch(prepared), cut, strict=True)
         ]
-        return out
 
     def padded_length(self, n: int) -> int:
         """The length a row of ``n`` tokens is padded to at least: ``n``, or on routes with a
