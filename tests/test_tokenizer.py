@@ -162,3 +162,25 @@ def test_compact_peak_memory_is_a_fraction(tokenizer_file):
         peak[kind] = int(out[0])
         assert out[1] == ("UnigramTokenizer" if kind == "compact" else "HFTokenizer")
     assert peak["compact"] < 100 and peak["hf"] > 2 * peak["compact"], peak
+
+
+OPENVINO_PROCESS = """
+import sys
+from stilts import Encoder
+enc = Encoder(sys.argv[1], precision="ov-bf16", threads=2)
+assert enc.encode(["ein Satz", "a sentence"]).shape == (2, enc.dim)
+print(type(enc.tokenizer).__name__, *(m in sys.modules for m in ("onnxruntime", "torch")))
+"""
+
+
+def test_an_openvino_process_imports_no_onnxruntime(default_model_dir):
+    """An encoder on an OpenVINO route needs neither onnxruntime (asked for a CUDA provider only
+    where a GPU build is installed) nor tokenizers' trie."""
+    pytest.importorskip("openvino")
+    out = subprocess.run(
+        [sys.executable, "-c", OPENVINO_PROCESS, str(default_model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["UnigramTokenizer", "False", "False"]

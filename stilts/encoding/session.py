@@ -9,6 +9,7 @@ the encoder, which asks that measurement for its ``auto`` route, is built on top
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -46,11 +47,24 @@ class Tokenized:
         return len(self.ids)
 
 
+def cuda_build_installed() -> bool:
+    """Whether the installed onnxruntime ships its CUDA provider library (GPU builds do, the CPU
+    wheel does not), asked of its files so that a CPU process never imports onnxruntime for it
+    (about 20 MB resident; the OpenVINO routes need none of it)."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or spec.origin is None:
+        return False
+    return any((Path(spec.origin).parent / "capi").glob("*onnxruntime_providers_cuda*"))
+
+
 def providers_for(device: str) -> list[str]:
     """ONNX Runtime's execution providers for ``device`` (``auto``: CUDA first when onnxruntime
     has it; ``cuda`` without it logs a warning and uses the CPU)."""
-    ort = load_onnxruntime()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    if (
+        device in ("auto", "cuda")
+        and cuda_build_installed()
+        and "CUDAExecutionProvider" in load_onnxruntime().get_available_providers()
+    ):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
         LOG.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
