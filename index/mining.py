@@ -27,6 +27,7 @@ import numpy as np
 from stilts.errors import ErrorCode, StiltsError, shorten
 from stilts.index import autothreshold, ordernull
 from stilts.index import factory as fx
+from stilts.index.ivfrecall import nprobe_for_recall
 from stilts.index.knn import DEFAULT_BLOCK, DEFAULT_SHARD, empty_topk, knn, rerank, search_index
 from stilts.index.listscan import search_by_list
 from stilts.records import MinedPair
@@ -116,12 +117,28 @@ def trained_index(database: np.ndarray, kind: str) -> tuple[faiss.Index, str]:
     return index, factory
 
 
-def set_search(index: faiss.Index, k: int, nprobe: int | None) -> None:
-    """Search settings of a mining index: ``nprobe`` IVF lists (default
-    :func:`stilts.index.factory.nprobe_for`), HNSW's efSearch for ``k``."""
+def set_search(
+    index: faiss.Index,
+    k: int,
+    nprobe: int | None,
+    queries: np.ndarray | None = None,
+    database: np.ndarray | None = None,
+) -> None:
+    """Search settings of a mining index: ``nprobe`` IVF lists, HNSW's efSearch for ``k``.
+
+    Without ``nprobe``: :func:`stilts.index.factory.nprobe_for`, raised where the job's own
+    ``queries`` against ``database`` need more lists for the recall target
+    (:mod:`stilts.index.ivfrecall`; an IVF behind a pre-transform keeps the default).
+    """
     ivf = fx.ivf_of(index)
     if ivf is not None:
         ivf.nprobe = min(ivf.nlist, nprobe or fx.nprobe_for(ivf.nlist))
+        if (
+            nprobe is None
+            and queries is not None
+            and isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+        ):
+            ivf.nprobe = nprobe_for_recall(ivf, queries, database, k, floor=ivf.nprobe)[0]
     hnsw = fx.hnsw_of(index)
     if hnsw is not None:
         hnsw.hnsw.efSearch = max(fx.HNSW_EF_SEARCH, 2 * k)
@@ -150,7 +167,7 @@ def _approx_knn(
     index, factory = trained_index(database, kind)
     for start in range(0, len(database), DEFAULT_SHARD):
         index.add(np.ascontiguousarray(database[start : start + DEFAULT_SHARD], dtype=np.float32))
-    set_search(index, k, nprobe)
+    set_search(index, k, nprobe, queries, database)
     if fx.is_compressed(factory):
         fetch = refine_fetch(k, len(database))
         return rerank_rows(

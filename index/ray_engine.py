@@ -396,7 +396,7 @@ def neighbours(
     for queries, database, desc in ((src, tgt, "knn src->tgt"), (tgt, src, "knn tgt->src")):
         kk = min(k, len(database))
         trained, factory = mining.trained_index(database, kind)
-        mining.set_search(trained, kk, nprobe)
+        mining.set_search(trained, kk, nprobe, queries, database)
         out.append(
             ivf_knn(queries, database, kk, trained, factory, block_size, shard_size, progress, desc)
         )
