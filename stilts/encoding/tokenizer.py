@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from array import array
 from pathlib import Path
@@ -90,12 +91,12 @@ class UnigramTokenizer:
         self.scores = scores
         self.unk_id = unk_id
         self.unk_score = min(scores) - UNK_PENALTY
-        # the longest piece starting with each character: the search from a position tries no
-        # longer substring than that
+        # the longest piece starting with each two characters: the search from a position tries
+        # the character alone, then no longer substring than that
         self.longest: dict[str, int] = {}
         for piece in pieces:
-            if piece and len(piece) > self.longest.get(piece[0], 0):
-                self.longest[piece[0]] = len(piece)
+            if len(piece) > self.longest.get(piece[:2], 1):
+                self.longest[piece[:2]] = len(piece)
         self.normalizer = front.normalizer
         self.pre_tokenizer = front.pre_tokenizer
         self.added = added
@@ -117,25 +118,22 @@ class UnigramTokenizer:
         hit = self.words.get(word)
         if hit is not None:
             return hit
-        pieces, scores, n = self.pieces, self.scores, len(word)
-        best: list[float | None] = [0.0] + [None] * n
+        pieces, scores, longest, n = self.pieces, self.scores, self.longest, len(word)
+        best = [0.0] + [-math.inf] * n
         start = [0] * (n + 1)
         ids = [0] * (n + 1)
         for s in range(n):
             here = best[s]
-            single = False
-            for e in range(s + 1, min(n, s + self.longest.get(word[s], 0)) + 1):
+            # the character alone, else an unknown (as tokenizers, which adds the unknown after
+            # the longer pieces from s: they end elsewhere, so the order changes nothing)
+            i = pieces.get(word[s])
+            score = (self.unk_score if i is None else scores[i]) + here
+            if score > best[s + 1]:
+                best[s + 1], start[s + 1], ids[s + 1] = score, s, self.unk_id if i is None else i
+            for e in range(s + 2, min(n, s + longest.get(word[s : s + 2], 0)) + 1):
                 i = pieces.get(word[s:e])
-                if i is None:
-                    continue
-                score = scores[i] + here
-                if best[e] is None or score > best[e]:
-                    best[e], start[e], ids[e] = score, s, i
-                single = single or e == s + 1
-            if not single:  # an unknown character
-                score = self.unk_score + here
-                if best[s + 1] is None or score > best[s + 1]:
-                    best[s + 1], start[s + 1], ids[s + 1] = score, s, self.unk_id
+                if i is not None and scores[i] + here > best[e]:
+                    best[e], start[e], ids[e] = scores[i] + here, s, i
         out: list[int] = []
         e = n
         while e > 0:
