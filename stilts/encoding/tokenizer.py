@@ -3,7 +3,7 @@
 Hugging Face ``tokenizers`` reads every kind of ``tokenizer.json``. For a Unigram (sentencepiece)
 vocabulary it holds a byte trie of all pieces: about 290 MB for XLM-R's 250k pieces, more than the
 6-layer encoder itself. :class:`UnigramTokenizer` gives the same ids from a dict of the pieces
-(about 40 MB): it runs the file's own normalizer and pre-tokenizer through ``tokenizers`` and only
+(about 52 MB): it runs the file's own normalizer and pre-tokenizer through ``tokenizers`` and only
 the Viterbi search over the pieces in Python, as ``tokenizers``' Unigram model does (the same
 float64 sums, the same tie order, unknown characters scored ``min - 10`` and fused).
 
