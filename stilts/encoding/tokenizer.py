@@ -17,6 +17,7 @@ import logging
 import math
 import re
 from array import array
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -231,7 +232,7 @@ def read_unigram(data: bytes, max_len: int) -> UnigramTokenizer:
 
     unk_id = model["unk_id"]
     # the file's own normalizer and pre-tokenizer, on a vocabulary of the first pieces only
-    model["vocab"] = [[p, scores[i]] for p, i in pieces.items() if i <= unk_id]
+    model["vocab"] = [[p, scores[i]] for p, i in islice(pieces.items(), unk_id + 1)]
     front = HF.from_str(json.dumps(spec))
     added = {t["content"]: t["id"] for t in added_tokens}
     special = frozenset(t["id"] for t in added_tokens if t["special"])
