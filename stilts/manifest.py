@@ -10,10 +10,11 @@ A model directory::
     tokenizer.json    a Hugging Face ``tokenizers`` file
     stilts.json       this manifest
 
-A model whose fp32 weights pass the protobuf limit (about 2 GiB; :mod:`stilts.graphs.onnxfile`)
-has each graph in ONNX's external-data format: ``model.onnx`` plus its weights in
-``model.onnx.data`` beside it (``model.q4.onnx.data``, ``model.int8.onnx.data`` likewise). The
-manifest lists and checksums every file; the fingerprint of such a model covers its weights file too.
+The fp32 graph keeps its weights in ONNX's external-data format: ``model.onnx`` (nodes, small
+tensors) plus ``model.onnx.data`` beside it, which the runtimes map instead of copying (one copy of
+the weights per process; :mod:`stilts.graphs.onnxfile`). A model whose fp32 weights pass the
+protobuf limit (about 2 GiB) has every graph in that format (``model.q4.onnx.data``,
+``model.int8.onnx.data`` likewise). The manifest lists and checksums every file.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ DATA_SUFFIX = ".data"
 PROMPT_LENGTH = "prompt_length"
 FORMAT_VERSION = 1
 # Raised when the export builds a model's graphs differently (2: q4 with fp32 activations when its
-# int8 ones miss the auto-route gate); ``parity["export_revision"]`` records it, and an install by
-# name rebuilds a model an older export built (its fp32 graph, so its fingerprint, is unchanged).
-EXPORT_REVISION = 2
+# int8 ones miss the auto-route gate; 3: the fp32 graph's weights in a file beside it, mapped by the
+# runtimes); ``parity["export_revision"]`` records it, and an install by name rebuilds a model an
+# older export built (its fp32 tensors, so its fingerprint, are unchanged).
+EXPORT_REVISION = 3
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -100,6 +102,10 @@ class Manifest:
             ``euclidean``, ``manhattan``); stilts indices rank by cosine.
         sentence_transformers: for an imported sentence-transformers model: its modules,
             prompts, default prompt name and which prompt each text kind uses.
+        weights_sha256: sha256 of the fp32 graph as one protobuf file, for a model under the
+            protobuf limit whose directory holds that graph with its weights beside it: the
+            fingerprint reads it, so the layout does not change the model's vector space
+            (None: the fingerprint hashes the files as they are).
     """
 
     name: str
@@ -123,6 +129,7 @@ class Manifest:
     include_prompt: bool = True
     similarity: str = "cosine"
     sentence_transformers: dict[str, Any] | None = None
+    weights_sha256: str | None = None
     format: int = FORMAT_VERSION
 
     def prefix(self, kind: str) -> str:
@@ -139,10 +146,11 @@ class Manifest:
         """Identifies the vector space: two encoders with the same fingerprint give comparable vectors.
 
         fp32 and int8 graphs of one model share it (they differ only by quantisation noise).
-        A graph with external data adds its weights file's hash (one file graphs: as before).
+        It hashes the fp32 graph as one file (``weights_sha256``, or ``model.onnx`` written so);
+        a model over the protobuf limit, which never was one file, adds its weights file's hash.
         """
-        weights = self.files.get(FP32_NAME, "")
-        if self.files.get(data_name(FP32_NAME)):
+        weights = self.weights_sha256 or self.files.get(FP32_NAME, "")
+        if not self.weights_sha256 and self.files.get(data_name(FP32_NAME)):
             weights += "+" + self.files[data_name(FP32_NAME)]
         key = json.dumps(
             {

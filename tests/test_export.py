@@ -81,7 +81,13 @@ def test_export_parity_with_pytorch(tiny_checkpoint, tmp_path, layer, pooling):
     assert m.layer == layer and m.num_layers == 2 and m.dim == 32 and m.pooling == pooling
     assert m.max_len == 64  # RoBERTa positions start at pad_token_id + 1
     assert m.parity["fp32_vs_torch_max_abs_diff"] < 1e-4
-    assert set(m.files) == {"model.onnx", "model.q4.onnx", "model.int8.onnx", "tokenizer.json"}
+    assert set(m.files) == {
+        "model.onnx",
+        "model.onnx.data",
+        "model.q4.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+    }
     assert m.cpu_precision == "q4" and m.parity["q4_vs_fp32_cosine_mean"] >= 0.999
     texts = ["the file could not be opened", "save your changes", "der datei", ""]
     enc = Encoder(out, precision="fp32")

@@ -286,7 +286,7 @@ def test_bert_mean_with_library_defaults_and_prompts(bert_mean):
         "bitext": None,
     }
     assert m.max_len == 64  # no max_seq_length: the tokenizer's limit
-    assert set(m.files) == {FP32_NAME, Q4_NAME, INT8_NAME, "tokenizer.json"}
+    assert set(m.files) == {FP32_NAME, FP32_NAME + ".data", Q4_NAME, INT8_NAME, "tokenizer.json"}
     assert_matches_library(src, out)
 
 
@@ -712,20 +712,23 @@ def test_a_model_over_the_threshold_imports_as_external_data_graphs_at_full_pari
         assert outside and {
             e.value for t in outside for e in t.external_data if e.key == "location"
         } == {data_name(g)}
-    # the model under the threshold: one file per graph and the fingerprint as it always was
-    assert not any(n.endswith(".data") for n in one.files)
-    assert not list(one_dir.glob("*.data"))
+    # the model under the threshold: its fp32 graph's weights beside it (mapped: one copy per
+    # process), the quantized graphs one file each, and the fingerprint of the one fp32 file
+    assert {n for n in one.files if n.endswith(".data")} == {data_name(FP32_NAME)}
+    assert [p.name for p in one_dir.glob("*.data")] == [data_name(FP32_NAME)]
+    assert one.weights_sha256 and one.weights_sha256 != one.files[FP32_NAME]
     old = json.dumps(
         {
             "name": one.name,
             "dim": one.dim,
             "pooling": one.pooling,
             "layer": one.layer,
-            "weights": one.files[FP32_NAME],
+            "weights": one.weights_sha256,
         },
         sort_keys=True,
     )
     assert one.fingerprint == hashlib.sha256(old.encode()).hexdigest()[:16]
+    assert ext.weights_sha256 is None  # never one file: its weights file's hash counts
     # the external model's fingerprint covers its weights file
     altered = Manifest.from_dict(
         {**ext.to_dict(), "files": {**ext.files, data_name(FP32_NAME): "0" * 64}}

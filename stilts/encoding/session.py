@@ -19,7 +19,7 @@ import numpy as np
 
 from stilts.encoding.tokenizer import load_tokenizer
 from stilts.errors import ErrorCode, StiltsError
-from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest, graph_files
+from stilts.manifest import PROMPT_LENGTH, TOKENIZER_NAME, Manifest, data_name, graph_files
 from stilts.runtimes.batching import length_batches
 from stilts.runtimes.ortload import load_onnxruntime
 from stilts.runtimes.ovcache import cache_enabled, cache_entry
@@ -167,6 +167,9 @@ class RouteSession:
         """The compiled-model cache entry for the model's own graph (None: another graph, one the
         manifest records no SHA-256 for, or ``STILTS_OV_CACHE=0``)."""
         graph_sha = manifest.files.get(own[0]) if own else None
+        weights_sha = manifest.files.get(data_name(own[0])) if own else None
+        if graph_sha and weights_sha:  # the graph's weights file beside it
+            graph_sha += "+" + weights_sha
         if not graph_sha or not cache_enabled():
             return None
         return cache_entry(

@@ -669,6 +669,9 @@ def export(
                 f"q4 vectors change with their batch by "
                 f"{q4['q4_batch_vs_alone_max_abs_diff']:.2e} (limit {MAX_Q4_BATCH_DIFF:.0e})",
             )
+        one_file = None
+        if not external:  # the runtimes map the weights then: one copy of them per process
+            one_file = onnxfile.externalize_in_place(work / FP32_NAME)
         manifest = Manifest(
             name=name,
             dim=dim,
@@ -698,6 +701,7 @@ def export(
             },
             training=training,
             cpu_precision=next(p for p in ("q4", "int8", "fp32") if p not in refused),
+            weights_sha256=one_file,
             **(manifest_fields or {}),
         )
         manifest.record_files(work)

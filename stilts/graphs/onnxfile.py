@@ -7,7 +7,12 @@ nodes and small tensors, a few MB) plus one weights file beside it named after i
 (``model.onnx.data``: :func:`stilts.manifest.data_name`), every tensor of at least
 :data:`MIN_EXTERNAL_BYTES` bytes stored raw at an aligned offset, so the runtimes can map it
 instead of reading it into memory. All the graphs of such a model (fp32, int8, q4) are written
-that way; a smaller model keeps one file per graph, byte for byte what it was before.
+that way.
+
+A smaller model's fp32 graph is exported as one file, then moved into the same layout
+(:func:`externalize_in_place`): ONNX Runtime holds a one-file graph twice (the file's bytes and
+the session's tensors: 874 MB at the peak for the default's 470 MB graph), a mapped weights file
+once. Its quantized graphs stay one file each.
 
 The line is :func:`external_threshold`: :data:`EXTERNAL_DATA_BYTES` (2 GiB less 64 MiB, room for
 the graph itself), or ``STILTS_EXTERNAL_DATA_BYTES`` in the environment (tests lower it to push a
@@ -202,6 +207,29 @@ def externalize(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     match_mode(dst)
     LOG.info("%s: graph %d bytes, weights %d bytes beside it", dst, dst.stat().st_size, offset)
     return offset
+
+
+def externalize_in_place(path: str | os.PathLike) -> str:
+    """Move the one-file graph ``path`` into the external-data layout (``path`` plus its weights
+    file), tensor for tensor.
+
+    Returns:
+        the sha256 of the one file it was (what a fingerprint of the graph hashes).
+    """
+    from stilts.manifest import sha256_file
+
+    path = Path(path)
+    one_file = sha256_file(path)
+    staged = path.with_name(path.name + ".one-file")
+    os.replace(path, staged)
+    try:
+        externalize(staged, path)
+    except BaseException:
+        remove_graph(path)
+        os.replace(staged, path)
+        raise
+    staged.unlink()
+    return one_file
 
 
 def _tensor_bytes(tensor) -> int:
