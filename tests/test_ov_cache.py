@@ -145,3 +145,24 @@ def test_an_entry_that_will_not_import_is_rebuilt(tmp_path, monkeypatch, caplog)
     again = OvRunner(graph, 1, "f32", entry, entry.load())
     assert again.cached == "hit"
     assert np.array_equal(again.run(feeds), runner.run(feeds))
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("RssFile")).split()[1]) / 1024
+
+
+def test_page_out_hands_back_a_mapped_blobs_pages_and_keeps_its_bytes(tmp_path):
+    """A warm start imports the blob from a private map, then hands its resident pages back
+    (the plugin keeps its own copies of the layer weights): here a 64 MiB map, read once."""
+    path = tmp_path / "blob"
+    data = np.random.default_rng(0).integers(0, 256, size=64 << 20, dtype=np.uint8)
+    data.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="c")
+    before = _rss_file_mb()
+    total = int(mapped.sum(dtype=np.uint64))  # every page read: resident
+    assert _rss_file_mb() - before > 48
+    assert ovcache.page_out(mapped)
+    assert _rss_file_mb() - before < 16
+    assert int(mapped.sum(dtype=np.uint64)) == total == int(data.sum(dtype=np.uint64))
+    assert not ovcache.page_out(mapped[:0])  # nothing to hand back

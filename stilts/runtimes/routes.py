@@ -24,6 +24,7 @@ import numpy as np
 
 from stilts.manifest import GRAPHS
 from stilts.runtimes.ortload import load_onnxruntime
+from stilts.runtimes.ovcache import page_out
 from stilts.runtimes.ovcompact import compact_enabled, compact_word_table
 from stilts.runtimes.ovload import load_openvino, openvino_available
 
@@ -153,6 +154,7 @@ class OvRunner:
                 )
                 self._blob = blob
                 self.cached = "hit"
+                page_out(blob)  # the plugin holds its own copies of the layer weights
             except Exception as e:  # an entry that checks out but will not import: rebuild it
                 LOG.warning(
                     "%s: compiled model did not import (%s); compiling again", cache.blob, e
