@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stilts.benchmarks.timing import interleaved_medians, round_ratio
-from stilts.manifest import GRAPHS, graph_files
+from stilts.manifest import GRAPHS
 
 LOG = logging.getLogger(__name__)
 
@@ -364,12 +364,7 @@ def run(
         table[n] = {
             "description": ROUTES[n].description,
             "graph": str(graphs[n]),
-            "megabytes": sum(  # the graph and its weights file beside it, if any
-                q.stat().st_size
-                for q in map(graphs[n].with_name, graph_files(graphs[n].name))
-                if q.is_file()
-            )
-            / 1e6,
+            "megabytes": encoders[n].graph_bytes / 1e6,  # with its weights file, if any
             "load_seconds": _load_seconds(model_dir, graphs[n], repeats, ROUTES[n].precision),
             **measured[n],
             **accuracy_figures(acc, n),

@@ -154,12 +154,13 @@ class OvRunner:
                 )
                 self._blob = blob
                 self.cached = "hit"
-                page_out(blob)  # the plugin holds its own copies of the layer weights
             except Exception as e:  # an entry that checks out but will not import: rebuild it
                 LOG.warning(
                     "%s: compiled model did not import (%s); compiling again", cache.blob, e
                 )
                 cache.discard()
+            else:
+                page_out(blob)  # the plugin holds its own copies of the layer weights
         if self.compiled is None:
             if before_compile is not None:
                 before_compile()
