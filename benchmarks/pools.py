@@ -21,7 +21,7 @@ the other side. A pool here is a BUCC set built that way from
   could show that a filler is not their translation.
 
 Every English filler whose words are close to the English of anything on the xx side (word-set
-Jaccard >= 0.5 without stop words, or equal when folded) is dropped, and so is every xx filler
+Jaccard >= 0.5 without stop words, words cut to 5 characters, or equal when folded) is dropped, and so is every xx filler
 whose known English is close to a gold English sentence: the only translations in a pool are its
 gold pairs. Everything is deterministic from ``seed``, and the shares of one pair are nested (the
 fillers and gold pairs of a smaller pool are a prefix of a larger one's).
@@ -45,6 +45,7 @@ LOG = logging.getLogger(__name__)
 PAIRS_FILE = "pairs.tsv"
 PAGES_FILE = "pages.tsv"
 NEAR_JACCARD = 0.5
+STEM = 5
 _WORD = re.compile(r"\w+")
 _STOP = frozenset(
     "a an and are as at be by for from has have in is it its of on or that the this to was were "
@@ -107,8 +108,11 @@ def _rows(path: Path, n: int):
 
 
 def words(text: str) -> frozenset[str]:
-    """The word set two English strings are compared by (case-folded, stop words removed)."""
-    return frozenset(w for w in _WORD.findall(text.casefold()) if w not in _STOP)
+    """The word set two English strings are compared by: case-folded, stop words removed, each
+    word cut to its first :data:`STEM` characters (so "Kenyans" and "Kenyan", "compiled" and
+    "compile" are the same word: a filler that differs from a translated string only in such
+    endings translates it)."""
+    return frozenset(w[:STEM] for w in _WORD.findall(text.casefold()) if w not in _STOP)
 
 
 class NearIndex:

@@ -72,6 +72,10 @@ HISTOGRAM_BINS = 40
 MAX_GRID = 2048
 # order-stats: EM weights whose true count exceeds the unweighted one this many times ran away
 RUNAWAY = 4.0
+# rare regime: the score quantiles where the nulls are levelled, and the share of true pairs an
+# excess must have to count as the true pairs' number
+LEVEL_BAND = (0.2, 0.7)
+TRUE_MAJORITY = 0.5
 _WEIGHT_BINS, _WEIGHT_ROUNDS = 40, 5
 # below this many estimated true pairs, or with a wider precision interval, the estimate is weak
 MIN_TRUE = 30
@@ -353,14 +357,26 @@ def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray, ext
         # common: true pairs form a component of their own, which the decoy mixture fits best
         false, n_true = _fit_decoy_mixture(s, nulls.decoys, both, np.random.default_rng(0))
         return false[: len(grid)], false[len(grid) :], n_true, "common"
-    # rare: at the top, where candidates are mostly true, a candidate's null counts by its bin's
-    # chance of being false; below, fully (no EM to run away)
+    # rare: the capped nulls, levelled on the bulk, where nearly every candidate is false
+    level = _null_level(s, nulls)
     weights = _tail_weights(s, nulls)
-    n_true = float(np.max(kept - nulls.false_counts(grid, weights, "mean"), initial=0.0))
-    false = np.maximum(
-        nulls.false_counts(both, weights, "min"), _count_at_or_above(s, both) - n_true
-    )
-    return false[: len(grid)], false[len(grid) :], max(n_true, 0.0), "rare"
+    false = level * nulls.false_counts(both, weights, "min", "capped")
+    excess = kept - false[: len(grid)]
+    # the true pairs: the largest excess where the estimate says most of what is kept is true
+    # (lower down, a small error in a large false count would pass for true pairs)
+    n_true = float(np.max(np.where(excess >= TRUE_MAJORITY * kept, excess, 0.0), initial=0.0))
+    false = np.maximum(false, _count_at_or_above(s, both) - n_true)
+    return false[: len(grid)], false[len(grid) :], n_true, "rare"
+
+
+def _null_level(s: np.ndarray, nulls: CandidateNulls) -> float:
+    """The factor that makes the capped nulls count the candidates between the score quantiles
+    :data:`LEVEL_BAND` (nearly all false when true pairs are rare): the nulls' shape comes from
+    each row, their level from the job."""
+    lo, hi = np.quantile(s, LEVEL_BAND)
+    band = float(((s >= lo) & (s < hi)).sum())
+    f = nulls.false_counts(np.array([lo, hi]), None, "min", "capped")
+    return band / max(float(f[0] - f[1]), 1e-9) if band else 1.0
 
 
 def _tail_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
@@ -374,7 +390,7 @@ def _tail_weights(s: np.ndarray, nulls: CandidateNulls) -> np.ndarray:
     for a in range(0, len(s), size):
         rows = order[a : a + size]
         hi = np.nextafter(s[rows[0]], np.inf)
-        f = nulls.false_counts(np.array([s[rows[-1]], hi]), None, "mean")
+        f = nulls.false_counts(np.array([s[rows[-1]], hi]), None, "mean", "capped")
         p_false = float(np.clip((f[0] - f[1]) / len(rows), 0.0, 1.0))
         if p_false >= 0.9:
             break

@@ -525,4 +525,5 @@ def _nulls(nb, rows_s, rows_t, k, margin, retrieval) -> ordernull.CandidateNulls
     return ordernull.candidate_nulls(
         nb.fwd_scores, nb.fwd_ids, nb.bwd_scores, nb.bwd_ids, rows_s, rows_t,
         den=den, from_src=from_src, from_tgt=from_tgt, margin=margin,
+        cap_src=fwd.max(axis=1)[rows_s], cap_tgt=bwd.max(axis=1)[rows_t],
     )  # fmt: skip

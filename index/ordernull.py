@@ -15,12 +15,21 @@ sentence carries its own null, read from its k-NN row alone:
 
 A candidate pair (x, y) with margin threshold t needs cosine ``t * den`` (ratio margin; ``t +
 den`` for distance, ``t`` for absolute), with ``den`` its margin denominator, so its null
-survival from x's row is ``exp(-max(t * den - anchor_x, 0) / beta_x)``. A pair found from one
-side only (x's best but not y's) takes that side's null; a pair that is the best of both rows
-takes the smaller of the two (``min``: the tail, where false pairs that reach a high score are
-mutual) or their mean (``mean``: counts the bulk). The sum over candidates is the expected number
-of false pairs at or above t, when every candidate is false; :mod:`stilts.index.autothreshold`
-weights it by each candidate's chance of being false.
+survival from x's row is ``S_x(t) = exp(-max(t * den - anchor_x, 0) / beta_x)``. The sum over
+candidates is the expected number of false pairs at or above t when every candidate is false;
+:mod:`stilts.index.autothreshold` weights it by each candidate's chance of being false. Two
+forms (``false_counts(form=...)``):
+
+- ``plain``: a pair found from one side only (x's best but not y's) takes that side's null; a
+  pair that is the best of both rows the smaller of the two (``min``: the tail, where false
+  pairs that reach a high score are mutual) or their mean (``mean``: counts the bulk).
+- ``capped`` (the rare-pairs estimate): a pair found from x's side only scores below y's own
+  best margin ``cap_y`` (else it would be y's best too), so its null is the chance of landing in
+  [t, cap_y): ``S_x(t) - S_x(cap_y)``, zero from cap_y up. Without that cap the one-sided
+  candidates' nulls were 13 to 36 times their false pairs in the tail. And the excess over the
+  anchor has a normal tail, cut at ``gauss_z`` (the normal quantile of the best of
+  sqrt(n_src * n_tgt) draws) with the same mean excess ``beta``: in the deep tail the
+  exponential form counted several times the false pairs of the prose pools.
 
 Unlike decoys made by leaving each sentence's best neighbour out (the second-best score), this
 null has the tail of a *best* score, which is what competes for the threshold when true pairs
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 
@@ -40,6 +50,7 @@ LOG = logging.getLogger(__name__)
 NULL_COLUMNS = 10
 # weight of the median beta against a row's own spacings (in spacings)
 SHRINK = 8.0
+FORMS = ("plain", "capped")
 _CHUNK = 2048
 
 
@@ -55,6 +66,9 @@ class CandidateNulls:
         margin: ``ratio``, ``distance`` or ``absolute``.
         decoys: the job's decoy scores (each sentence's nearest neighbour left out), which the
             common regime of :mod:`stilts.index.autothreshold` fits (empty: none).
+        cap_src, cap_tgt: the source (target) row's best margin, which a pair found from the
+            other side only stays below (``capped`` form).
+        gauss_z: where the ``capped`` form's normal tail is cut (:func:`gauss_start`).
     """
 
     anchor_src: np.ndarray
@@ -66,13 +80,18 @@ class CandidateNulls:
     from_tgt: np.ndarray
     margin: str
     decoys: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    cap_src: np.ndarray | None = None
+    cap_tgt: np.ndarray | None = None
+    gauss_z: float = 3.0
 
     def __len__(self) -> int:
         return len(self.den)
 
     def cosine_needed(self, thresholds: np.ndarray, rows: slice) -> np.ndarray:
-        """(rows, thresholds) cosines a pair needs to reach each margin threshold."""
-        t = np.asarray(thresholds, dtype=np.float64)[None, :]
+        """(rows, thresholds) cosines a pair needs to reach each margin threshold (thresholds of
+        shape (T,), or (rows, T) for one per row)."""
+        t = np.asarray(thresholds, dtype=np.float64)
+        t = t[None, :] if t.ndim == 1 else t
         den = self.den[rows, None]
         if self.margin == "ratio":
             return t * den
@@ -81,26 +100,80 @@ class CandidateNulls:
         return np.broadcast_to(t, (len(self.den[rows]), t.shape[1]))
 
     def false_counts(
-        self, thresholds: np.ndarray, weights: np.ndarray | None = None, mutual: str = "min"
+        self,
+        thresholds: np.ndarray,
+        weights: np.ndarray | None = None,
+        mutual: str = "min",
+        form: str = "plain",
     ) -> np.ndarray:
         """Expected candidates at or above each threshold if each one is false with probability
-        ``weights`` (default 1), summed over the candidates' nulls."""
+        ``weights`` (default 1), summed over the candidates' nulls of ``form`` (:data:`FORMS`)."""
+        capped = form == "capped"
+        if capped and (self.cap_src is None or self.cap_tgt is None):
+            raise ValueError("the capped form needs each row's best margin (cap_src, cap_tgt)")
         out = np.zeros(len(thresholds))
         for a in range(0, len(self), _CHUNK):
             rows = slice(a, a + _CHUNK)
             need = self.cosine_needed(thresholds, rows)
-            s_src = _survival(need, self.anchor_src[rows], self.beta_src[rows])
-            s_tgt = _survival(need, self.anchor_tgt[rows], self.beta_tgt[rows])
+            tail = self._survival_fn(capped)
+            s_src = tail(need, self.anchor_src[rows], self.beta_src[rows])
+            s_tgt = tail(need, self.anchor_tgt[rows], self.beta_tgt[rows])
             both = np.minimum(s_src, s_tgt) if mutual == "min" else (s_src + s_tgt) / 2
+            if capped:  # one-sided: below the other row's best margin
+                s_src = self._below_cap(s_src, thresholds, rows, "src")
+                s_tgt = self._below_cap(s_tgt, thresholds, rows, "tgt")
             fs, ft = self.from_src[rows, None], self.from_tgt[rows, None]
             s = np.where(fs & ft, both, np.where(fs, s_src, s_tgt))
             w = 1.0 if weights is None else weights[rows, None]
             out += (w * s).sum(axis=0)
         return out
 
+    def _survival_fn(self, capped: bool):
+        if not capped:
+            return _survival
+        z = self.gauss_z
+        return lambda need, anchor, beta: _gauss_survival(need, anchor, beta, z)
+
+    def _below_cap(self, s: np.ndarray, thresholds: np.ndarray, rows: slice, side: str):
+        """A one-sided pair's null from ``side``'s row: between the threshold and the other
+        row's best margin (used only where the pair is not mutual)."""
+        cap = (self.cap_tgt if side == "src" else self.cap_src)[rows, None]
+        anchor = (self.anchor_src if side == "src" else self.anchor_tgt)[rows]
+        beta = (self.beta_src if side == "src" else self.beta_tgt)[rows]
+        at_cap = self._survival_fn(True)(self.cosine_needed(cap, rows), anchor, beta)
+        below = np.asarray(thresholds, dtype=np.float64)[None, :] < cap
+        return np.where(below, np.maximum(s - at_cap, 0.0), 0.0)
+
 
 def _survival(need: np.ndarray, anchor: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return np.exp(-np.maximum(need - anchor[:, None], 0.0) / beta[:, None])
+
+
+def _normal_tail_ratio(u: np.ndarray) -> np.ndarray:
+    """phi(u) / Q(u) for u >= 0 (Borjesson and Sundberg 1979: within 0.3 %)."""
+    return 0.661 * u + 0.339 * np.sqrt(u * u + 5.51)
+
+
+def _gauss_survival(need: np.ndarray, anchor: np.ndarray, beta: np.ndarray, z: float):
+    """P(excess > need - anchor) when the excess over the anchor is a standard normal's above
+    ``z``, scaled to the mean excess ``beta``: Q(z + x) / Q(z) with x in units of sigma (the
+    normal's mean excess above z is phi(z) / Q(z) - z, taken exactly: it is a small difference)."""
+    q_z = 0.5 * math.erfc(z / math.sqrt(2))
+    phi_z = math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    sigma = beta / (phi_z / q_z - z)
+    x = np.maximum(need - anchor[:, None], 0.0) / sigma[:, None]
+    return np.exp(-0.5 * x * (2 * z + x)) * _normal_tail_ratio(z) / _normal_tail_ratio(z + x)
+
+
+def gauss_start(n_src: int, n_tgt: int) -> float:
+    """The normal quantile z with Q(z) = 2 / sqrt(n_src * n_tgt): where the best of a row of
+    sqrt(n_src * n_tgt) draws sits (the capped form's tail starts there)."""
+    p = min(2.0 / math.sqrt(max(n_src * n_tgt, 16)), 0.5)
+    lo, hi = 0.0, 40.0
+    for _ in range(80):  # bisection on the exact tail
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.5 * math.erfc(mid / math.sqrt(2)) > p else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _row_tails(scores: np.ndarray) -> np.ndarray:
@@ -146,6 +219,8 @@ def candidate_nulls(
     from_src: np.ndarray,
     from_tgt: np.ndarray,
     margin: str = "ratio",
+    cap_src: np.ndarray | None = None,
+    cap_tgt: np.ndarray | None = None,
 ) -> CandidateNulls:
     """The nulls of the candidate pairs ``(rows_src[i], rows_tgt[i])``.
 
@@ -156,6 +231,7 @@ def candidate_nulls(
         den: each candidate's margin denominator.
         from_src, from_tgt: whether each candidate is its source's (target's) best.
         margin: the margin the scores are in.
+        cap_src, cap_tgt: each candidate's source (target) row's best margin (``capped`` form).
     """
     rs, rt = np.asarray(rows_src, dtype=np.int64), np.asarray(rows_tgt, dtype=np.int64)
     return CandidateNulls(
@@ -167,4 +243,7 @@ def candidate_nulls(
         np.asarray(from_src, dtype=bool),
         np.asarray(from_tgt, dtype=bool),
         margin,
+        cap_src=None if cap_src is None else np.asarray(cap_src, dtype=np.float64),
+        cap_tgt=None if cap_tgt is None else np.asarray(cap_tgt, dtype=np.float64),
+        gauss_z=gauss_start(len(fwd_scores), len(bwd_scores)),
     )
