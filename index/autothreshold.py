@@ -262,18 +262,24 @@ def estimate(
         )
     grid = _grid(s)  # candidate thresholds, ascending
     kept = _count_at_or_above(s, grid)
-    regime = None
+    regime, heavy = None, None
     if method == "order-stats":
         # one fit, read at the thresholds and at the histogram's edges
         edges = np.asarray(hist["edges"], dtype=np.float64)
-        false, f_edges, n_true, regime = _fit_order_stats(s, null, grid, edges)
+        false, f_edges, n_true, regime, heavy = _fit_order_stats(s, null, grid, edges)
         if len(edges):
             hist = {"edges": hist["edges"], "candidates": hist["candidates"]}
             hist["null"] = [round(float(v), 2) for v in f_edges[:-1] - f_edges[1:]]
     else:
         false, n_true = _FITS[method](s, d, grid, np.random.default_rng(seed))
     false = np.clip(false, 0.0, kept)
-    spread = _Z * np.sqrt(false)
+    # the false count the precision is reported on: with two tail forms (rare regime) their
+    # mean, and the interval spans both, each with its counting spread
+    heavy = false if heavy is None else np.clip(np.maximum(heavy, false), 0.0, kept)
+    reported = (false + heavy) / 2
+    spread = _Z * np.sqrt(reported)
+    pessimistic = np.minimum(heavy + _Z * np.sqrt(heavy), kept)
+    optimistic = np.maximum(false - _Z * np.sqrt(false), 0.0)
     reasons = []
     if n_true < MIN_TRUE:
         reasons.append(f"about {n_true:.0f} true pairs estimated (fewer than {MIN_TRUE})")
@@ -283,18 +289,20 @@ def estimate(
         precision = np.where(kept > 0, true / np.maximum(kept, 1), 1.0)
         return true, precision, 2 * true / np.maximum(kept + n_true, 1e-9)
 
-    true, precision, f1 = curves(false)
-    i, met = _choose(grid, kept, precision, f1, target_precision, len(s))
-    low = precision[i] - spread[i] / max(kept[i], 1)
-    high = precision[i] + spread[i] / max(kept[i], 1)
-    if high - low > MAX_INTERVAL:
-        reasons.append(f"the precision interval is {high - low:.2f} wide")
+    def at(f, i):
+        return float(curves(f)[1][i])
+
+    true, _, f1 = curves(false)
+    i, met = _choose(grid, kept, curves(reported)[1], f1, target_precision, len(s))
+    if 2 * spread[i] / max(kept[i], 1) > MAX_INTERVAL:
+        reasons.append(f"the counting interval is {2 * spread[i] / max(kept[i], 1):.2f} wide")
     weak = bool(reasons)
     if weak:  # the conservative side: choose and report on the pessimistic false count
-        true, precision, f1 = curves(np.minimum(false + spread, kept))
+        reported = pessimistic
+        true, precision, f1 = curves(reported)
         i, met = _choose(grid, kept, precision, f1, target_precision, len(s))
-        low = precision[i]
-        high = min(precision[i] + 2 * spread[i] / max(kept[i], 1), 1.0)
+    low, high = at(pessimistic, i), at(optimistic, i)
+    precision = curves(reported)[1]
     return ThresholdEstimate(
         method,
         float(grid[i]),
@@ -356,26 +364,30 @@ def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray, ext
     if n_em <= RUNAWAY * max(n_plain, 1.0) and len(nulls.decoys) >= MIN_CANDIDATES:
         # common: true pairs form a component of their own, which the decoy mixture fits best
         false, n_true = _fit_decoy_mixture(s, nulls.decoys, both, np.random.default_rng(0))
-        return false[: len(grid)], false[len(grid) :], n_true, "common"
+        if n_true <= RUNAWAY * max(n_plain, 1.0):  # else the decoy mixture ran away too
+            return false[: len(grid)], false[len(grid) :], n_true, "common", None
     # rare: the capped nulls, levelled on the bulk, where nearly every candidate is false
-    level = _null_level(s, nulls)
     weights = _tail_weights(s, nulls)
-    false = level * nulls.false_counts(both, weights, "min", "capped")
+    false, heavy = (
+        _null_level(s, nulls, tail) * nulls.false_counts(both, weights, "min", "capped", tail)
+        for tail in ("normal", "exponential")
+    )
     excess = kept - false[: len(grid)]
     # the true pairs: the largest excess where the estimate says most of what is kept is true
     # (lower down, a small error in a large false count would pass for true pairs)
     n_true = float(np.max(np.where(excess >= TRUE_MAJORITY * kept, excess, 0.0), initial=0.0))
     false = np.maximum(false, _count_at_or_above(s, both) - n_true)
-    return false[: len(grid)], false[len(grid) :], n_true, "rare"
+    n = len(grid)
+    return false[:n], false[n:], n_true, "rare", heavy[:n]
 
 
-def _null_level(s: np.ndarray, nulls: CandidateNulls) -> float:
+def _null_level(s: np.ndarray, nulls: CandidateNulls, tail: str) -> float:
     """The factor that makes the capped nulls count the candidates between the score quantiles
     :data:`LEVEL_BAND` (nearly all false when true pairs are rare): the nulls' shape comes from
     each row, their level from the job."""
     lo, hi = np.quantile(s, LEVEL_BAND)
     band = float(((s >= lo) & (s < hi)).sum())
-    f = nulls.false_counts(np.array([lo, hi]), None, "min", "capped")
+    f = nulls.false_counts(np.array([lo, hi]), None, "min", "capped", tail)
     return band / max(float(f[0] - f[1]), 1e-9) if band else 1.0
 
 

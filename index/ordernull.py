@@ -105,9 +105,11 @@ class CandidateNulls:
         weights: np.ndarray | None = None,
         mutual: str = "min",
         form: str = "plain",
+        tail: str = "normal",
     ) -> np.ndarray:
         """Expected candidates at or above each threshold if each one is false with probability
-        ``weights`` (default 1), summed over the candidates' nulls of ``form`` (:data:`FORMS`)."""
+        ``weights`` (default 1), summed over the candidates' nulls of ``form`` (:data:`FORMS`;
+        the ``capped`` form's ``tail``: ``normal`` or ``exponential``)."""
         capped = form == "capped"
         if capped and (self.cap_src is None or self.cap_tgt is None):
             raise ValueError("the capped form needs each row's best margin (cap_src, cap_tgt)")
@@ -115,32 +117,32 @@ class CandidateNulls:
         for a in range(0, len(self), _CHUNK):
             rows = slice(a, a + _CHUNK)
             need = self.cosine_needed(thresholds, rows)
-            tail = self._survival_fn(capped)
-            s_src = tail(need, self.anchor_src[rows], self.beta_src[rows])
-            s_tgt = tail(need, self.anchor_tgt[rows], self.beta_tgt[rows])
+            survival = self._survival_fn(capped and tail == "normal")
+            s_src = survival(need, self.anchor_src[rows], self.beta_src[rows])
+            s_tgt = survival(need, self.anchor_tgt[rows], self.beta_tgt[rows])
             both = np.minimum(s_src, s_tgt) if mutual == "min" else (s_src + s_tgt) / 2
             if capped:  # one-sided: below the other row's best margin
-                s_src = self._below_cap(s_src, thresholds, rows, "src")
-                s_tgt = self._below_cap(s_tgt, thresholds, rows, "tgt")
+                s_src = self._below_cap(s_src, thresholds, rows, "src", survival)
+                s_tgt = self._below_cap(s_tgt, thresholds, rows, "tgt", survival)
             fs, ft = self.from_src[rows, None], self.from_tgt[rows, None]
             s = np.where(fs & ft, both, np.where(fs, s_src, s_tgt))
             w = 1.0 if weights is None else weights[rows, None]
             out += (w * s).sum(axis=0)
         return out
 
-    def _survival_fn(self, capped: bool):
-        if not capped:
+    def _survival_fn(self, normal: bool):
+        if not normal:
             return _survival
         z = self.gauss_z
         return lambda need, anchor, beta: _gauss_survival(need, anchor, beta, z)
 
-    def _below_cap(self, s: np.ndarray, thresholds: np.ndarray, rows: slice, side: str):
+    def _below_cap(self, s, thresholds, rows: slice, side: str, survival) -> np.ndarray:
         """A one-sided pair's null from ``side``'s row: between the threshold and the other
         row's best margin (used only where the pair is not mutual)."""
         cap = (self.cap_tgt if side == "src" else self.cap_src)[rows, None]
         anchor = (self.anchor_src if side == "src" else self.anchor_tgt)[rows]
         beta = (self.beta_src if side == "src" else self.beta_tgt)[rows]
-        at_cap = self._survival_fn(True)(self.cosine_needed(cap, rows), anchor, beta)
+        at_cap = survival(self.cosine_needed(cap, rows), anchor, beta)
         below = np.asarray(thresholds, dtype=np.float64)[None, :] < cap
         return np.where(below, np.maximum(s - at_cap, 0.0), 0.0)
 

@@ -270,25 +270,43 @@ def test_mine_rpc_auto_threshold_returns_its_estimate(dev_pack, encoder, tmp_pat
         srv.stop(5)
 
 
-def _synthetic_nulls(n: int, n_true: int, seed: int = 0):
+SPREAD = 0.02
+
+
+def _normal_tail(rng, z: float, n: int) -> np.ndarray:
+    """n draws of a standard normal above ``z``, minus ``z`` (Robert's exponential proposal)."""
+    alpha = (z + np.sqrt(z * z + 4)) / 2
+    out = np.zeros(0)
+    while len(out) < n:
+        x = z + rng.exponential(1 / alpha, 2 * n)
+        out = np.concatenate([out, x[rng.random(2 * n) < np.exp(-((x - alpha) ** 2) / 2)] - z])
+    return out[:n]
+
+
+def _synthetic_nulls(n: int, n_true: int, seed: int = 0, z: float = 3.0, tail: str = "normal"):
     """Candidates whose truth is known, drawn as the order-statistics null says: each row's best
-    other cosine ``anchor`` and tail scale ``beta``; a false candidate scores ``anchor + beta *
-    Exp(1)``, a true one ``anchor + 0.12 + N(0, 0.025)`` (plain cosine margin)."""
+    other cosine ``anchor`` and mean excess ``beta``; a false candidate scores ``anchor`` plus a
+    normal tail above ``z`` scaled to mean ``beta``, a true one ``anchor + 0.12 + N(0, 0.025)``
+    (plain cosine margin). 80 % of the pairs are the best of both rows; the others stay below
+    the other row's best (``cap``), as a one-sided pick does."""
     from stilts.index.ordernull import CandidateNulls
 
     rng = np.random.default_rng(seed)
-    anchor = rng.normal(0.80, 0.03, n)
+    anchor = rng.normal(0.80, SPREAD, n)
     beta = rng.uniform(0.008, 0.016, n)
     is_true = np.zeros(n, dtype=bool)
     is_true[rng.choice(n, n_true, replace=False)] = True
-    scores = np.where(
-        is_true, anchor + 0.12 + rng.normal(0, 0.025, n), anchor + beta * rng.exponential(1, n)
-    )
-    mutual = rng.random(n) < 0.8
+    if tail == "normal":
+        false = anchor + beta / np.mean(_normal_tail(rng, z, 200_000)) * _normal_tail(rng, z, n)
+    else:
+        false = anchor + beta * rng.exponential(1, n)
+    scores = np.where(is_true, anchor + 0.12 + rng.normal(0, 0.025, n), false)
+    mutual = (rng.random(n) < 0.8) | is_true
+    cap = np.where(mutual, np.inf, scores + rng.exponential(0.02, n))
     # both rows of a pair carry the same null here (the law the scores were drawn from)
     nulls = CandidateNulls(
         anchor, beta, anchor, beta, np.ones(n), np.ones(n, bool), mutual, "absolute",
-        rng.normal(0.78, 0.03, n),
+        rng.normal(0.78, 0.03, n), cap_src=cap, cap_tgt=cap, gauss_z=z,
     )  # fmt: skip
     return scores, is_true, nulls
 
