@@ -6,20 +6,25 @@ estimate needs a model of how high a false pair scores: a **null**. Four estimat
 module; the first is the default:
 
 - ``order-stats`` (default): every candidate's own null from the order statistics of its k-NN
-  rows (:mod:`stilts.index.ordernull`: above a row's best other cosine, a false best match has an
-  exponential tail whose scale the row's lower spacings give). Summed over candidates it gives
-  the expected false pairs F(t) at or above every threshold t. Two regimes:
+  rows (:mod:`stilts.index.ordernull`: above a row's best other cosine, a false best match has a
+  tail whose scale the row's lower spacings give). Summed over candidates it gives the expected
+  false pairs F(t) at or above every threshold t. Two regimes:
 
   - *common* (true pairs a sizeable share, as in the dev packs' BUCC sets): each candidate's null
-    is weighted by its chance of being false, fitted by EM on score bins (a mixture whose weight
-    is the share of true pairs), so true pairs' own nulls are not counted as false ones;
-  - *rare* (true pairs a few percent, as in real mining jobs): the EM has no true component to
-    lean on and runs away (its count of true pairs comes out more than :data:`RUNAWAY` times
-    the unweighted one); every null then counts, and the number of true pairs is the largest
-    excess of candidates over nulls, max_t (R(t) - F(t)).
+    is weighted by its chance of being false, fitted by EM on score bins; when that count of
+    true pairs stays within :data:`RUNAWAY` times the unweighted one, true pairs form a
+    component of their own and the decoy mixture below fits it (unless it runs away too);
+  - *rare* (true pairs a few percent, as in real mining jobs): the ``capped`` nulls (a pair found
+    from one side stays below the other row's best margin; the excess over the anchor has a
+    normal tail), levelled so that they count the candidates between the score quantiles
+    :data:`LEVEL_BAND`, where nearly all are false. At the top, where candidates are mostly
+    true, a candidate's null counts by its bin's chance of being false. The number of true pairs
+    is the largest excess of candidates over nulls, max_t (R(t) - F(t)), among thresholds where
+    that excess is at least :data:`TRUE_MAJORITY` of what is kept.
 
-  Precision at t uses the tail form of the null (a pair that is the best of both its rows takes
-  the smaller of its two nulls); the number of true pairs the bulk form (their mean).
+  The threshold comes from the normal tail's F(t); the same nulls with an exponential tail (the
+  heavier of two forms the rows' spacings allow) give a second count, and the precision is
+  reported on their mean, with an interval that spans both.
 - ``decoy-mixture``: decoys (the same selection with every sentence's nearest neighbour left
   out), their density shifted by a fitted offset as the false component and a normal true
   component, by EM. Accurate when true pairs are 20 % or more of the candidates; when they are
@@ -34,10 +39,12 @@ recall T / n_true, expected F1 2T / (R + n_true). The threshold is the best expe
 keeping at least :data:`MIN_KEPT` pairs).
 
 **Uncertainty.** The false pairs kept are a sum of independent chances with mean F, so their
-spread is at most sqrt(F): ``precision_interval`` is T/R with F +- 1.96 sqrt(F). The estimate is
-**weak** when fewer than :data:`MIN_TRUE` true pairs are estimated or the interval is wider than
-:data:`MAX_INTERVAL`; then the threshold is chosen on the pessimistic count (F + 1.96 sqrt(F)),
-the reported precision is the interval's lower end, and ``reason`` says why.
+spread is at most sqrt(F): ``precision_interval`` runs from the heavier count plus 1.96 sqrt(F)
+to the lighter one minus it (for the decoy methods: F +- 1.96 sqrt(F)). The estimate is **weak**
+when fewer than :data:`MIN_TRUE` true pairs are estimated or the counting interval alone (the
+reported count +- 1.96 sqrt(F)) is wider than :data:`MAX_INTERVAL`; then the threshold is chosen
+on the pessimistic count (the interval's lower end), that is the reported precision, and
+``reason`` says why.
 
 Example:
     >>> nb = mining.neighbours(src, tgt, mining.neighbours_needed(k, "auto"))
@@ -104,8 +111,8 @@ class ThresholdEstimate:
         histogram: ``edges`` and per-bin counts of the ``candidates`` and the ``decoys`` (for
             ``order-stats``: ``null``, the expected false pairs per bin).
         true_share: estimated true pairs / candidates.
-        precision_interval: [low, high] of the precision at the threshold (95 %, from the spread
-            of the false count).
+        precision_interval: [low, high] of the precision at the threshold (95 %: both tail forms
+            and the spread of the false count).
         regime: ``order-stats`` only: ``common`` or ``rare`` (see the module docstring).
         weak: the estimate is weak; the threshold was chosen on the pessimistic count and
             ``precision`` is the interval's lower end.

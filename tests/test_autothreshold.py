@@ -317,22 +317,22 @@ def _truth_at(scores, is_true, t):
     return ok / max(int(kept.sum()), 1), 2 * ok / (int(kept.sum()) + int(is_true.sum()))
 
 
-def test_rare_true_pairs_a_synthetic_mixture_at_1_percent_with_known_truth():
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_rare_true_pairs_a_synthetic_mixture_at_1_percent_with_known_truth(seed):
     """1 % of 20,000 candidates true, the false ones drawn from the null's own law: the default
-    sees the rare regime and keeps the regret under 4 F1 points (the goal's worst pair). Its
-    count of true pairs runs high here (it discounts the nulls of whole top bins, false pairs
-    among them; measured 1.2-1.6x on four seeds) and so does its precision (6-12 points; on the
-    dev packs' realistic pools the errors are smaller, see docs/mining.md): bounded, not exact."""
-    scores, is_true, nulls = _synthetic_nulls(20_000, 200)
+    sees the rare regime and meets the goals of one pair (regret under 4 F1 points, precision
+    within 8). Its count of true pairs runs high (1.1-1.4x on these seeds: it discounts the
+    nulls of whole top bins, false pairs among them)."""
+    scores, is_true, nulls = _synthetic_nulls(20_000, 200, seed=seed)
     est = autothreshold.estimate(scores, nulls)
     assert est.method == "order-stats" and est.regime == "rare" and not est.weak, est
-    assert 200 <= est.true_pairs <= 1.7 * 200
+    assert 200 <= est.true_pairs <= 1.4 * 200
     precision, f1 = _truth_at(scores, is_true, est.threshold)
     best = max(_truth_at(scores, is_true, t)[1] for t in np.sort(scores)[-600:])
     assert best - f1 <= 0.04, (best, f1)
-    assert est.precision - precision <= 0.15, (est.precision, precision)
+    assert abs(est.precision - precision) <= 0.08, (est.precision, precision)
     lo, hi = est.precision_interval
-    assert lo <= est.precision <= hi and hi - lo < 0.2
+    assert lo <= est.precision <= hi and hi - lo < 0.25
     assert 0.005 <= est.true_share <= 0.02
     hist = est.to_dict()["histogram"]
     assert len(hist["null"]) == len(hist["candidates"]) == len(hist["edges"]) - 1
@@ -341,14 +341,15 @@ def test_rare_true_pairs_a_synthetic_mixture_at_1_percent_with_known_truth():
 
 def test_a_weak_estimate_says_so_and_errs_on_the_safe_side(caplog):
     """Fifteen true pairs among 5,000 candidates: too few for a sure estimate. The reason says
-    why (few true pairs, or a wide precision interval; also in the log line), the threshold is chosen on the pessimistic count, and the
+    why (few true pairs, or a wide counting interval; also in the log line), the threshold is
+    chosen on the pessimistic count (the heavier tail plus its counting spread), and the
     reported precision, the interval's lower end, is not above the precision delivered."""
     scores, is_true, nulls = _synthetic_nulls(5000, 15, seed=1)
     with caplog.at_level(logging.INFO, logger="stilts.index.autothreshold"):
         est = autothreshold.estimate(scores, nulls)
         autothreshold.LOG.info("%s", est.summary())
     assert est.weak and "WEAK" in caplog.text
-    assert "true pairs estimated" in est.reason or "precision interval" in est.reason
+    assert "true pairs estimated" in est.reason or "counting interval" in est.reason
     assert est.precision == pytest.approx(est.precision_interval[0])
     assert est.precision <= _truth_at(scores, is_true, est.threshold)[0] + 1e-9
     d = est.to_dict()

@@ -4,7 +4,7 @@
 # (training/recipes/bitext_packages.txt) nor dev-pack sources nor reserved (manpages-*), then the
 # bench at 1, 2 and 5 % true pairs.
 #
-#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~5 min, ~600 MB)
+#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~6 min, ~900 MB)
 #   benchmarks/recipes/threshold_pools.sh bench     # stilts bench threshold on the pools
 #
 # Settings (environment): STILTS (the CLI), WORK (debs/ and fillers/), OUT (bench JSON and
@@ -24,8 +24,10 @@ CACHE="${CACHE:-$WORK/vectors}"
 PACKS="${PACKS:-$ROOT/../shared/data}"
 LANGS=(de es fr ja ru zh-cn)        # interface strings: the bitext-dev pairs
 HELP_LANGS=(en de es fr it ja pt ru zh-cn)  # documentation prose: the docs-dev pairs
-# interface catalogs: LibreOffice's UI, Blender, Freeciv, digiKam, Kdenlive, Krita
-CATALOGS=(blender-data freeciv-data digikam-data kdenlive-data krita-data)
+# interface catalogs: LibreOffice's UI, Blender, Freeciv, digiKam, Kdenlive, Krita, KStars, Marble,
+# KMyMoney, LabPlot, K3b, Wesnoth (about 43k xx and 20-25k English sentences a pool)
+CATALOGS=(blender-data freeciv-data digikam-data kdenlive-data krita-data kstars-data marble-data
+  kmymoney-common labplot-data k3b-i18n wesnoth-1.16-data)
 for l in "${LANGS[@]}"; do CATALOGS+=("libreoffice-l10n-$l"); done
 HELP=()
 for l in "${HELP_LANGS[@]}"; do HELP+=("gimp-help-$l"); done
