@@ -422,3 +422,13 @@ def test_bench_threshold_measures_realistic_pools_from_the_cli(dev_pack, tmp_pat
     assert "| de | 0.05 | 600 x" in (tmp_path / "t.md").read_text()
     assert main([*args, "--output", str(tmp_path / "bad.json"), "--shares", "0"]) == 2
     assert "shares" in capsys.readouterr().err
+
+
+def test_pool_fillers_that_differ_from_a_translated_string_only_in_word_endings_are_dropped():
+    """The pools' near-duplicate check cuts words to 5 characters: an English filler "Kenyan"
+    translates an xx filler whose English is "Kenyans", so it must not stand as a false pair."""
+    from stilts.benchmarks import pools
+
+    near = pools.NearIndex(["Kenyans", "Freeciv must be compiled with the debug flag", "Export PO..."])
+    assert near.near("Kenyan") and near.near("freeciv must be compiled with debug flags.")
+    assert not near.near("Import PO...") and not near.near("Kenya Airways timetable")
