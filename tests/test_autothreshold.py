@@ -429,6 +429,8 @@ def test_pool_fillers_that_differ_from_a_translated_string_only_in_word_endings_
     translates an xx filler whose English is "Kenyans", so it must not stand as a false pair."""
     from stilts.benchmarks import pools
 
-    near = pools.NearIndex(["Kenyans", "Freeciv must be compiled with the debug flag", "Export PO..."])
+    near = pools.NearIndex(
+        ["Kenyans", "Freeciv must be compiled with the debug flag", "Export PO..."]
+    )
     assert near.near("Kenyan") and near.near("freeciv must be compiled with debug flags.")
     assert not near.near("Import PO...") and not near.near("Kenya Airways timetable")
