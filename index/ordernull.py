@@ -51,6 +51,7 @@ NULL_COLUMNS = 10
 # weight of the median beta against a row's own spacings (in spacings)
 SHRINK = 8.0
 FORMS = ("plain", "capped")
+TAILS = ("normal", "exponential")  # the capped form's; the plain form's is exponential
 _CHUNK = 2048
 
 
@@ -110,14 +111,16 @@ class CandidateNulls:
         """Expected candidates at or above each threshold if each one is false with probability
         ``weights`` (default 1), summed over the candidates' nulls of ``form`` (:data:`FORMS`;
         the ``capped`` form's ``tail``: ``normal`` or ``exponential``)."""
+        if form not in FORMS or tail not in TAILS:
+            raise ValueError(f"form must be one of {FORMS} and tail one of {TAILS}")
         capped = form == "capped"
         if capped and (self.cap_src is None or self.cap_tgt is None):
             raise ValueError("the capped form needs each row's best margin (cap_src, cap_tgt)")
+        survival = self._survival_fn(capped and tail == "normal")
         out = np.zeros(len(thresholds))
         for a in range(0, len(self), _CHUNK):
             rows = slice(a, a + _CHUNK)
             need = self.cosine_needed(thresholds, rows)
-            survival = self._survival_fn(capped and tail == "normal")
             s_src = survival(need, self.anchor_src[rows], self.beta_src[rows])
             s_tgt = survival(need, self.anchor_tgt[rows], self.beta_tgt[rows])
             both = np.minimum(s_src, s_tgt) if mutual == "min" else (s_src + s_tgt) / 2

@@ -72,3 +72,5 @@ def test_the_capped_form_needs_the_rows_best_margins():
     n.cap_src = None
     with pytest.raises(ValueError, match="best margin"):
         n.false_counts(np.array([0.85]), form="capped")
+    with pytest.raises(ValueError, match="tail one of"):
+        n.false_counts(np.array([0.85]), tail="gamma")
