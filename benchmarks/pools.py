@@ -23,8 +23,9 @@ the other side. A pool here is a BUCC set built that way from
 Every English filler whose words are close to the English of anything on the xx side (word-set
 Jaccard >= 0.5 without stop words, words cut to 5 characters, or equal when folded) is dropped,
 and so is every xx filler whose known English is close to a gold English sentence: the only
-translations in a pool are its gold pairs. Everything is deterministic from ``seed``, and the shares of one pair are nested (the
-fillers and gold pairs of a smaller pool are a prefix of a larger one's).
+translations in a pool are its gold pairs. Everything is deterministic from ``seed``, and the
+shares of one pair are nested (the fillers and gold pairs of a smaller pool are a prefix of a
+larger one's).
 """
 
 from __future__ import annotations

@@ -121,12 +121,13 @@ class CandidateNulls:
         for a in range(0, len(self), _CHUNK):
             rows = slice(a, a + _CHUNK)
             need = self.cosine_needed(thresholds, rows)
-            s_src = survival(need, self.anchor_src[rows], self.beta_src[rows])
-            s_tgt = survival(need, self.anchor_tgt[rows], self.beta_tgt[rows])
+            src = self.anchor_src[rows], self.beta_src[rows]
+            tgt = self.anchor_tgt[rows], self.beta_tgt[rows]
+            s_src, s_tgt = survival(need, *src), survival(need, *tgt)
             both = np.minimum(s_src, s_tgt) if mutual == "min" else (s_src + s_tgt) / 2
             if capped:  # one-sided: below the other row's best margin
-                s_src = self._below_cap(s_src, thresholds, rows, "src", survival)
-                s_tgt = self._below_cap(s_tgt, thresholds, rows, "tgt", survival)
+                s_src = self._below_cap(s_src, thresholds, rows, self.cap_tgt, survival, src)
+                s_tgt = self._below_cap(s_tgt, thresholds, rows, self.cap_src, survival, tgt)
             fs, ft = self.from_src[rows, None], self.from_tgt[rows, None]
             s = np.where(fs & ft, both, np.where(fs, s_src, s_tgt))
             w = 1.0 if weights is None else weights[rows, None]
@@ -139,13 +140,12 @@ class CandidateNulls:
         z = self.gauss_z
         return lambda need, anchor, beta: _gauss_survival(need, anchor, beta, z)
 
-    def _below_cap(self, s, thresholds, rows: slice, side: str, survival) -> np.ndarray:
-        """A one-sided pair's null from ``side``'s row: between the threshold and the other
-        row's best margin (used only where the pair is not mutual)."""
-        cap = (self.cap_tgt if side == "src" else self.cap_src)[rows, None]
-        anchor = (self.anchor_src if side == "src" else self.anchor_tgt)[rows]
-        beta = (self.beta_src if side == "src" else self.beta_tgt)[rows]
-        at_cap = survival(self.cosine_needed(cap, rows), anchor, beta)
+    def _below_cap(self, s, thresholds, rows: slice, cap, survival, row) -> np.ndarray:
+        """A one-sided pair's null ``s`` from its own ``row`` (anchor, beta), kept below
+        ``cap``, the other row's best margin: the chance of landing in [t, cap) (used only where
+        the pair is not mutual)."""
+        cap = cap[rows, None]
+        at_cap = survival(self.cosine_needed(cap, rows), *row)
         below = np.asarray(thresholds, dtype=np.float64)[None, :] < cap
         return np.where(below, np.maximum(s - at_cap, 0.0), 0.0)
 

@@ -283,7 +283,7 @@ def _normal_tail(rng, z: float, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _synthetic_nulls(n: int, n_true: int, seed: int = 0, z: float = 3.0, tail: str = "normal"):
+def _synthetic_nulls(n: int, n_true: int, seed: int = 0, z: float = 3.0):
     """Candidates whose truth is known, drawn as the order-statistics null says: each row's best
     other cosine ``anchor`` and mean excess ``beta``; a false candidate scores ``anchor`` plus a
     normal tail above ``z`` scaled to mean ``beta``, a true one ``anchor + 0.12 + N(0, 0.025)``
@@ -296,10 +296,7 @@ def _synthetic_nulls(n: int, n_true: int, seed: int = 0, z: float = 3.0, tail: s
     beta = rng.uniform(0.008, 0.016, n)
     is_true = np.zeros(n, dtype=bool)
     is_true[rng.choice(n, n_true, replace=False)] = True
-    if tail == "normal":
-        false = anchor + beta / np.mean(_normal_tail(rng, z, 200_000)) * _normal_tail(rng, z, n)
-    else:
-        false = anchor + beta * rng.exponential(1, n)
+    false = anchor + beta / np.mean(_normal_tail(rng, z, 200_000)) * _normal_tail(rng, z, n)
     scores = np.where(is_true, anchor + 0.12 + rng.normal(0, 0.025, n), false)
     mutual = (rng.random(n) < 0.8) | is_true
     cap = np.where(mutual, np.inf, scores + rng.exponential(0.02, n))

@@ -49,7 +49,7 @@ def best_per_half(src, en, fwd_mean, bwd_mean, half):
         index.add(en[idx])
         cos, ids = index.search(src, 20)
         y = idx[ids]
-        margin = cos / ((fwd_mean[:, None] + bwd_mean[y]) / 2)
+        margin = mining.margin_fn("ratio")(cos, (fwd_mean[:, None] + bwd_mean[y]) / 2)
         j = margin.argmax(axis=1)
         best[h], arg[h] = margin[rows, j], y[rows, j]
     return best, arg
