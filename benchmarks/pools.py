@@ -21,9 +21,12 @@ the other side. A pool here is a BUCC set built that way from
   could show that a filler is not their translation.
 
 Every English filler whose words are close to the English of anything on the xx side (word-set
-Jaccard >= 0.5 without stop words, words cut to 5 characters, or equal when folded) is dropped,
-and so is every xx filler whose known English is close to a gold English sentence: the only
-translations in a pool are its gold pairs. Everything is deterministic from ``seed``, and the
+Jaccard >= 0.5 without stop words and accelerator marks, words cut to 5 characters, or the same
+letters and digits when folded) is dropped, and so is every xx filler whose known English is close
+to a gold English sentence: the only translations in a pool are its gold pairs. The English of an
+xx filler is every English string the catalogs translate by it ("Aube" translates "Dawn" and
+"Twilight"), and an English filler close to an xx text itself (an untranslated name, a format
+string) counts as its translation too. Everything is deterministic from ``seed``, and the
 shares of one pair are nested (the fillers and gold pairs of a smaller pool are a prefix of a
 larger one's).
 """
@@ -48,6 +51,8 @@ PAGES_FILE = "pages.tsv"
 NEAR_JACCARD = 0.5
 STEM = 5
 _WORD = re.compile(r"\w+")
+_ACCELERATOR = re.compile(r"[~&_]")  # menu accelerators: "Print text in blac~k", "Ma_ximum"
+_NOT_ALNUM = re.compile(r"[\W_]+")
 _STOP = frozenset(
     "a an and are as at be by for from has have in is it its of on or that the this to was were "
     "will with you your not no can".split()
@@ -112,16 +117,24 @@ def words(text: str) -> frozenset[str]:
     """The word set two English strings are compared by: case-folded, stop words removed, each
     word cut to its first :data:`STEM` characters (so "Kenyans" and "Kenyan", "compiled" and
     "compile" are the same word: a filler that differs from a translated string only in such
-    endings translates it)."""
-    return frozenset(w[:STEM] for w in _WORD.findall(text.casefold()) if w not in _STOP)
+    endings translates it); accelerator marks (``~ & _``) go first."""
+    plain = _ACCELERATOR.sub("", text.casefold())
+    return frozenset(w[:STEM] for w in _WORD.findall(plain) if w not in _STOP)
+
+
+def letters(text: str) -> str:
+    """Case-folded letters and digits alone: "All evaluated data-blocks" and "All evaluated
+    datablocks" are the same string."""
+    return _NOT_ALNUM.sub("", text.casefold())
 
 
 class NearIndex:
-    """English strings, asked whether a query is close to any of them: the same word set, or a
-    word-set Jaccard of at least :data:`NEAR_JACCARD` (prefix filtering on rare words, so a
-    query looks at few candidates)."""
+    """English strings, asked whether a query is close to any of them: the same :func:`letters`
+    or word set, or a word-set Jaccard of at least :data:`NEAR_JACCARD` (prefix filtering on rare
+    words, so a query looks at few candidates)."""
 
     def __init__(self, texts: list[str]):
+        self.letters = {letters(t) for t in texts} - {""}
         self.sets = [words(t) for t in texts]
         freq = collections.Counter(w for s in self.sets for w in s)
         self.rank = {w: (c, w) for w, c in freq.items()}
@@ -137,7 +150,7 @@ class NearIndex:
 
     def near(self, text: str) -> bool:
         q = words(text)
-        if q in self.exact:
+        if q in self.exact or letters(text) in self.letters:
             return True
         for w in self._prefix(q):
             for i in self.postings.get(w, ()):
@@ -186,20 +199,24 @@ def material(
 
     # English strings: translated into xx or not; the xx side takes translations of one half
     translated: dict[str, str] = {}
+    english_of: dict[str, list[str]] = collections.defaultdict(list)  # xx text -> its English
     for en, tr in fillers.pairs.get(xx, []):
         translated.setdefault(en, tr)
+        english_of[tr].append(en)
     free = [e for e in fillers.english if e not in translated]
     cut = min(len(fillers.english) / 2, len(translated)) / max(len(translated), 1)
     xx_side = [(e, t) for e, t in translated.items() if _hash(e, seed) < cut]
     en_side = free + [e for e in translated if _hash(e, seed) >= cut]
 
     page_xx, page_en, page_xx_english = _page_halves(fillers.pages, xx, seed)
-    xx_fill = [t for e, t in xx_side if not gold_en_index.near(e)] + page_xx
-    xx_fill = [t for t in dict.fromkeys(xx_fill) if t.casefold() not in gold_xx]
-    # English fillers: far from the English of everything on the xx side
+    xx_fill = [t for _, t in xx_side if not any(map(gold_en_index.near, english_of[t]))]
+    xx_fill = [t for t in dict.fromkeys(xx_fill + page_xx) if t.casefold() not in gold_xx]
+    # English fillers: far from the English of everything on the xx side and from its texts
     # (a page's English original stands for its xx sentences: documentation repeats paragraphs
     # across pages, so an English filler of another page may translate one of them)
-    xx_english = NearIndex([b for _, b in gold] + [e for e, _ in xx_side] + page_xx_english)
+    side = [a for a, _ in gold] + xx_fill
+    side_english = [e for t in xx_fill for e in english_of.get(t, ())]
+    xx_english = NearIndex([b for _, b in gold] + side_english + page_xx_english + side)
     loners = [t for i, t in zip(s.en_ids, s.en, strict=True) if i not in partners]
     en_fill = [t for t in dict.fromkeys(en_side + page_en + loners) if not xx_english.near(t)]
     LOG.info(

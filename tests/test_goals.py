@@ -123,3 +123,59 @@ def test_the_depth_table_joins_accuracy_and_speed_per_model(tmp_path, capsys):
     assert "| `default` | 12 | 91.0 | 80.0 | - | - | - | - |" in table
     assert "| `fast-l6` | 6 | 88.0 | 77.0 | 1.10x | 0.80 | 600 | 620 |" in table
     assert "Speed measured on Some CPU (flags `avx2 amx_bf16`)." in table
+
+
+def test_a_successor_of_the_default_is_judged_on_three_domains(tmp_path, capsys):
+    """Issue 27's goals against the current default (``--reference``): interface +2.0 with no
+    language below -1.0 and +5.0 on the languages under 70, prose BUCC +1.0, help-dev +3.0,
+    and ja/zh BUCC at least USE's when the JSON holds USE."""
+    from stilts.benchmarks.goals import USE, successor_verdict
+
+    def three(ref_t, new_t, ref_f, new_f):
+        r = _results(ref_t, new_t, (ref_f, new_f))
+        models = r["models"]
+        # the run's first model is the base; the current default is a second model
+        models["base"] = models["default"]
+        r["comparison"]["reference"] = "base"
+        return r
+
+    interface = three({"de": 0.90, "br": 0.20}, {"de": 0.905, "br": 0.30}, 0.80, 0.80)
+    interface["models"][USE] = {"bucc": {"per_language": {"ja": {"f1_oracle": 0.70}}}}
+    interface["models"]["run/model"]["bucc"]["per_language"]["ja"] = {"f1_oracle": 0.72}
+    prose = three({"de": 0.95}, {"de": 0.95}, 0.90, 0.915)
+    help_pack = three({"de": 0.70}, {"de": 0.74}, 0.0, 0.0)
+    d = pack_deltas(interface, base="default")
+    assert d["base"] == "default" and d["tuned"] == "run/model"  # USE is never the candidate
+    assert d["bucc_use"] == {"ja": pytest.approx(70.0)}
+    v = successor_verdict(
+        d, pack_deltas(prose, base="default"), pack_deltas(help_pack, base="default")
+    )
+    assert v["serves_default"], v["checks"]
+    assert v["weak_languages"] == {"count": 1, "gain": pytest.approx(10.0)}
+    assert v["checks"]["interface_bucc_ja_zh_vs_use"]
+    interface["models"][USE]["bucc"]["per_language"]["ja"]["f1_oracle"] = 0.75
+    d = pack_deltas(interface, base="default")
+    v = successor_verdict(
+        d, pack_deltas(prose, base="default"), pack_deltas(help_pack, base="default")
+    )
+    assert not v["checks"]["interface_bucc_ja_zh_vs_use"] and not v["serves_default"]
+
+    # the weak language gaining only 3 points fails that goal alone
+    interface = three({"de": 0.90, "br": 0.20}, {"de": 0.94, "br": 0.23}, 0.80, 0.80)
+    v = successor_verdict(
+        pack_deltas(interface, base="default"),
+        pack_deltas(prose, base="default"),
+        pack_deltas(help_pack, base="default"),
+    )
+    assert [k for k, ok in v["checks"].items() if not ok] == ["interface_weak_languages"]
+
+    for name, r in (("a", interface), ("b", prose), ("c", help_pack)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    files = [str(tmp_path / f"{n}.json") for n in "ab"]
+    assert main(files + ["--successor", str(tmp_path / "c.json"), "--reference", "default"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["serves_default"] is False and out["help"]["tatoeba_gain"] == pytest.approx(4.0)
+    assert main(files + ["--successor", str(tmp_path / "c.json"), "--markdown"]) == 0
+    assert "help prose: base | tuned | delta" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(files + ["--successor", str(tmp_path / "c.json"), "--depth"])

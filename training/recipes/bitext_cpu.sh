@@ -19,7 +19,9 @@
 # directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, LANGUAGES (how
 # languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
 # (the untuned model's name), ADAPTER (lora, or none: train the encoder itself), LAYER (pool and keep only the first LAYER layers: a shallower
-# encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT.
+# encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT, DATA (the folders
+# of pairs.tsv and dev.tsv trained on; default WORK/data/bitext; with several, e.g. issue 27's
+# "$WORK/data/bitext $WORK/data/help", the dev set takes an equal share of each folder's dev.tsv).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,6 +44,10 @@ ADAPTER="${ADAPTER:-lora}"
 LAYER="${LAYER:-}"
 DISTILL="${DISTILL:-}"
 DISTILL_WEIGHT="${DISTILL_WEIGHT:-10}"
+DATA="${DATA:-$WORK/data/bitext}"
+TAG="${TAG:-issue17}"      # the bench files' prefix: $BENCH/$TAG-<pack>.json
+COMPARE="${COMPARE:-}"     # models benched between BASE and the run's model (issue 27: default)
+BASELINES="${BASELINES:---no-baselines}"  # or --baseline use (USE-multilingual v3 beside them)
 BASE="${BASE:-default}"  # the untuned model as installed (multilingual-e5-small once tuned ships)
 
 # The recipe: everything a resumed piece must repeat unchanged (run.json checks it).
@@ -53,13 +59,31 @@ BASE="${BASE:-default}"  # the untuned model as installed (multilingual-e5-small
 # default 7000 steps (448k pairs drawn) fit one piece. Each piece
 # first reads and tokenizes all 3.74M pairs: 2.5 min, peak RSS 5.6 GB (measured, full data).
 recipe() {
-    echo --model default --tasks bitext --data-dir "$WORK/data" \
+    echo --model default --tasks bitext $(data) \
         $(lora) \
         --batch-size "$BATCH" --lr "$LR" --warmup 0.05 --max-steps "$MAX_STEPS" \
         --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto --language-sampling "$LANGUAGES" \
-        --eval-every "$EVAL_EVERY" --max-eval-examples 2000 \
+        --eval-every "$EVAL_EVERY" \
         --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3 \
         ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"}
+}
+
+# --train-file per DATA folder; the dev set: 2,000 pairs, an equal share of each folder's dev.tsv
+# (the files are shuffled), written once into the run directory so resumed pieces read the same
+data() {
+    local dir dirs share
+    read -r -a dirs <<< "$DATA"
+    for dir in "${dirs[@]}"; do echo --train-file "bitext=$dir/pairs.tsv"; done
+    if [ "${#dirs[@]}" -eq 1 ]; then
+        echo --dev-file "bitext=${dirs[0]}/dev.tsv" --max-eval-examples 2000
+        return
+    fi
+    share=$((2000 / ${#dirs[@]}))
+    if [ ! -f "$RUN/dev-mixed.tsv" ]; then
+        mkdir -p "$RUN"
+        for dir in "${dirs[@]}"; do head -n "$share" "$dir/dev.tsv"; done > "$RUN/dev-mixed.tsv"
+    fi
+    echo --dev-file "bitext=$RUN/dev-mixed.tsv"
 }
 
 # ADAPTER=lora (default): a LoRA adapter of rank RANK; ADAPTER=none: the encoder's own weights
@@ -142,11 +166,13 @@ cmd_bench_base() {
 }
 
 cmd_bench() {
+    local models=(--model "$BASE") m
+    for m in $COMPARE; do models+=(--model "$m"); done
     mkdir -p "$BENCH"
     for pack in $PACKS; do
-        "$STILTS" bench accuracy --model "$BASE" --model "$RUN/model" --precision auto \
-            --kind bitext --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" --no-baselines \
-            --vector-cache "$BENCH/vectors" --output "$BENCH/issue17-$(basename "$pack").json"
+        "$STILTS" bench accuracy "${models[@]}" --model "$RUN/model" --precision auto \
+            --kind bitext --tatoeba "$pack/tatoeba" --bucc "$pack/bucc" $BASELINES \
+            --vector-cache "$BENCH/vectors" --output "$BENCH/$TAG-$(basename "$pack").json"
     done
 }
 
