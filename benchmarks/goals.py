@@ -82,10 +82,10 @@ def pack_means(results: dict, base: str, tuned: str) -> dict:
 def pack_deltas(results: dict, tuned: str | None = None, base: str | None = None) -> dict:
     """Tuned minus base on one pack: Tatoeba xx->en cosine mean, per language, and BUCC oracle
     F1 mean (points, on the languages both cover), with :func:`pack_means`. ``base`` defaults to
-    the run's reference (its first ``--model``), ``tuned`` to the first other stilts model."""
+    the run's reference (its first ``--model``), ``tuned`` to its last stilts model."""
     models = results["models"]
     base = base or results["comparison"]["reference"]
-    tuned = tuned or next(n for n in models if n not in (base, USE))
+    tuned = tuned or [n for n in models if n not in (base, USE)][-1]
     out: dict = {"base": base, "tuned": tuned, "means": pack_means(results, base, tuned)}
     a, b = models[base]["tatoeba"]["per_language"], models[tuned]["tatoeba"]["per_language"]
     common = sorted(set(a) & set(b))
@@ -196,10 +196,13 @@ PACK_NAMES = (
 
 
 def markdown(result: dict) -> str:
-    """The packs' table (base, tuned, delta per metric) and the languages that lost."""
+    """The packs' table (reference, candidate, delta per metric; the columns named by the models)
+    and the languages that lost."""
     packs = [(name, result[key]) for key, name in PACK_NAMES if key in result]
     lines = [
-        "| metric | " + " | ".join(f"{name}: base | tuned | delta" for name, _ in packs) + " |",
+        "| metric | "
+        + " | ".join(f"{name}: {p['base']} | {p['tuned']} | delta" for name, p in packs)
+        + " |",
         "|---|" + "---:|---:|---:|" * len(packs),
     ]
     for label, _, _ in MEANS:

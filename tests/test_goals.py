@@ -133,9 +133,9 @@ def test_a_successor_of_the_default_is_judged_on_three_domains(tmp_path, capsys)
 
     def three(ref_t, new_t, ref_f, new_f):
         r = _results(ref_t, new_t, (ref_f, new_f))
-        models = r["models"]
-        # the run's first model is the base; the current default is a second model
-        models["base"] = models["default"]
+        # as the recipe runs it: the base first (the run's reference), the current default,
+        # then the candidate
+        r["models"] = {"base": r["models"]["default"], **r["models"]}
         r["comparison"]["reference"] = "base"
         return r
 
@@ -176,6 +176,6 @@ def test_a_successor_of_the_default_is_judged_on_three_domains(tmp_path, capsys)
     out = json.loads(capsys.readouterr().out)
     assert out["serves_default"] is False and out["help"]["tatoeba_gain"] == pytest.approx(4.0)
     assert main(files + ["--successor", str(tmp_path / "c.json"), "--markdown"]) == 0
-    assert "help prose: base | tuned | delta" in capsys.readouterr().out
+    assert "help prose: base | run/model | delta" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(files + ["--successor", str(tmp_path / "c.json"), "--depth"])

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The realistic mining pools of `stilts bench threshold` (issue 25): filler text of the two dev
 # packs' domains from Debian packages that are neither training sources
-# (training/recipes/bitext_packages.txt) nor dev-pack sources nor reserved (manpages-*), then the
+# (training/recipes/*_packages.txt) nor dev-pack sources nor reserved (manpages-*), then the
 # bench at 1, 2 and 5 % true pairs.
 #
-#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~6 min, ~900 MB)
+#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~8 min, ~1 GB)
+#   benchmarks/recipes/threshold_pools.sh prose     # the prose fillers alone (stilts bench fillers)
 #   benchmarks/recipes/threshold_pools.sh bench     # stilts bench threshold on the pools
 #
 # Settings (environment): STILTS (the CLI), WORK (debs/ and fillers/), OUT (bench JSON and
@@ -29,8 +30,10 @@ HELP_LANGS=(en de es fr it ja pt ru zh-cn)  # documentation prose: the docs-dev 
 CATALOGS=(blender-data freeciv-data digikam-data kdenlive-data krita-data kstars-data marble-data
   kmymoney-common labplot-data k3b-i18n wesnoth-1.16-data)
 for l in "${LANGS[@]}"; do CATALOGS+=("libreoffice-l10n-$l"); done
+# documentation prose: GIMP's user manual and KiCad's manuals (KiCad has no pt)
 HELP=()
 for l in "${HELP_LANGS[@]}"; do HELP+=("gimp-help-$l"); done
+for l in en de es fr it ja ru zh; do HELP+=("kicad-doc-$l"); done
 
 fillers() {
   mkdir -p "$WORK/debs" "$WORK/fillers/bitext-dev" "$WORK/fillers/docs-dev"
@@ -41,6 +44,10 @@ fillers() {
   "$STILTS" data bitext "${debs[@]}" --out "$WORK/harvest" --exclude "$PACKS/bitext-dev" \
     --languages de,es,fr,ja,ru,zh --dev-fraction 0 --quiet
   cp "$WORK/harvest/pairs.tsv" "$WORK/fillers/bitext-dev/pairs.tsv"
+  prose
+}
+
+prose() {
   local help=()
   for p in "${HELP[@]}"; do help+=("$WORK"/debs/"${p}"_*.deb); done
   "$STILTS" bench fillers "${help[@]}" --out "$WORK/fillers/docs-dev/pages.tsv" --quiet
@@ -55,6 +62,7 @@ bench() {
 
 case "${1:-}" in
   fillers) fillers ;;
+  prose) prose ;;
   bench) bench ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac
