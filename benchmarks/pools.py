@@ -4,13 +4,14 @@ In real mining jobs (BUCC 2017/2018, web crawls) 1-3 % of the sentences have the
 the other side. A pool here is a BUCC set built that way from
 
 - **gold**: the pack's BUCC gold pairs and its Tatoeba-style pairs of the same language (human
-  translations of the same domain; the pack keeps the two apart);
+  translations of the same domain; the pack keeps the two apart), and where the largest pool needs
+  more, one-to-one pairs of the filler catalogs after them;
 - **fillers**: untranslated text of the same language and domain from a filler directory
   (:func:`read_fillers`), never the gold's other side:
 
   - ``<pack>/pairs.tsv`` (``stilts data bitext`` output: English, translation, language, origin):
-    the English strings are split into two halves; the translations of one half fill the xx side,
-    the other half fills the English side (strings with no translation into xx go there first);
+    the translations of some English strings fill the xx side (half of them at most, and no more
+    than a pool needs), the other English strings fill the English side;
   - ``<pack>/pages.tsv`` (``language TAB page TAB sentence``, from ``stilts bench fillers``):
     documents translated page by page, xx sentences of one half of the pages and English
     sentences of the other half (minus those close to an English sentence of the first half:
@@ -184,8 +185,16 @@ def material(
     tatoeba: bdata.TatoebaSet | None,
     fillers: Fillers,
     seed: int = 0,
+    size: int | None = None,
+    gold_pairs: int | None = None,
 ) -> Material:
-    """Gold pairs and checked fillers for one pair (see the module docstring)."""
+    """Gold pairs and checked fillers for one pair (see the module docstring).
+
+    With ``size`` (the pools' sentences per side) the xx side takes the translations of no more
+    English strings than it needs (``size`` distinct translations and a tenth more for the ones
+    dropped), so that every other English string can fill the English side. With
+    ``gold_pairs`` (what the largest pool needs: its share of ``size``) the catalogs' own pairs
+    make up what the pack's gold lacks (:func:`_catalog_gold`); the pack's come first."""
     xx = s.lang
     by_id_src = dict(zip(s.src_ids, s.src, strict=True))
     by_id_en = dict(zip(s.en_ids, s.en, strict=True))
@@ -193,20 +202,32 @@ def material(
     if tatoeba is not None:
         gold += list(zip(tatoeba.src, tatoeba.en, strict=True))
     gold = list({(a.casefold(), b.casefold()): (a, b) for a, b in gold}.values())
-    gold_xx = {a.casefold() for a, _ in gold}
-    partners = {b for _, b in s.gold}
-    gold_en_index = NearIndex([b for _, b in gold])
 
-    # English strings: translated into xx or not; the xx side takes translations of one half
+    # English strings: translated into xx or not
     translated: dict[str, str] = {}
     english_of: dict[str, list[str]] = collections.defaultdict(list)  # xx text -> its English
     for en, tr in fillers.pairs.get(xx, []):
         translated.setdefault(en, tr)
         english_of[tr].append(en)
+    extra = _catalog_gold(gold, translated, english_of, (gold_pairs or 0) - len(gold), seed)
+    pack_gold, gold = gold, gold + extra
+    gold_xx = {a.casefold() for a, _ in gold}
+    partners = {b for _, b in s.gold}
+    gold_en_index = NearIndex([b for _, b in gold])
+
     free = [e for e in fillers.english if e not in translated]
-    cut = min(len(fillers.english) / 2, len(translated)) / max(len(translated), 1)
-    xx_side = [(e, t) for e, t in translated.items() if _hash(e, seed) < cut]
-    en_side = free + [e for e in translated if _hash(e, seed) >= cut]
+    wanted = math.inf if size is None else size + size // 10
+    taken: dict[str, None] = {}  # English strings whose translation goes to the xx side
+    distinct: set[str] = set()
+    for e in sorted(translated, key=lambda e: _hash(e, seed)):
+        if len(taken) >= len(fillers.english) / 2 or len(distinct) >= wanted:
+            break
+        if translated[e].casefold() not in gold_xx:
+            taken[e] = None
+            distinct.add(translated[e])
+    xx_side = [(e, translated[e]) for e in taken]
+    in_gold = {b for _, b in extra}
+    en_side = free + [e for e in translated if e not in taken and e not in in_gold]
 
     page_xx, page_en, page_xx_english = _page_halves(fillers.pages, xx, seed)
     xx_fill = [t for _, t in xx_side if not any(map(gold_en_index.near, english_of[t]))]
@@ -215,23 +236,59 @@ def material(
     # (a page's English original stands for its xx sentences: documentation repeats paragraphs
     # across pages, so an English filler of another page may translate one of them)
     side = [a for a, _ in gold] + xx_fill
-    side_english = [e for t in xx_fill for e in english_of.get(t, ())]
+    side_english = [e for t in [a for a, _ in gold] + xx_fill for e in english_of.get(t, ())]
     xx_english = NearIndex([b for _, b in gold] + side_english + page_xx_english + side)
     loners = [t for i, t in zip(s.en_ids, s.en, strict=True) if i not in partners]
     en_fill = [t for t in dict.fromkeys(en_side + page_en + loners) if not xx_english.near(t)]
     LOG.info(
-        "%s: %d gold pairs, %d xx fillers, %d English fillers",
+        "%s: %d gold pairs (%d of the catalogs), %d xx fillers, %d English fillers",
         xx,
         len(gold),
+        len(extra),
         len(xx_fill),
         len(en_fill),
     )
     return Material(
         xx,
-        _shuffled(gold, seed, "gold"),
+        _shuffled(pack_gold, seed, "gold") + _shuffled(extra, seed, "catalog gold"),
         _shuffled(xx_fill, seed, "xx"),
         _shuffled(en_fill, seed, "en"),
     )
+
+
+def _catalog_gold(
+    gold: list[tuple[str, str]],
+    translated: dict[str, str],
+    english_of: dict[str, list[str]],
+    wanted: int,
+    seed: int,
+) -> list[tuple[str, str]]:
+    """Up to ``wanted`` more gold pairs ``(xx, English)`` from the filler catalogs (human
+    translations of the same domain): one-to-one pairs (the xx text translates this English
+    string alone), far from the gold's English and from each other, taken from the end of the
+    seeded order whose start fills the xx side."""
+    if wanted <= 0:
+        return []
+    near = NearIndex([b for _, b in gold])
+    gold_xx = {a.casefold() for a, _ in gold}
+    chosen: list[tuple[str, str]] = []
+    chosen_words: list[frozenset[str]] = []
+    for e in sorted(translated, key=lambda e: -_hash(e, seed)):
+        t = translated[e]
+        if english_of[t] != [e] or t.casefold() in gold_xx or near.near(e):
+            continue
+        w, lt = words(e), letters(e)
+        if not lt or any(
+            len(w & c) >= NEAR_JACCARD * len(w | c) or letters(b) == lt
+            for c, (_, b) in zip(chosen_words, chosen, strict=True)
+        ):
+            continue
+        chosen.append((t, e))
+        chosen_words.append(w)
+        gold_xx.add(t.casefold())
+        if len(chosen) == wanted:
+            break
+    return chosen
 
 
 def _page_halves(pages: dict, xx: str, seed: int) -> tuple[list[str], list[str], list[str]]:

@@ -153,7 +153,8 @@ def run(
         material = None
         if pack in fillers:
             t_set = tatoeba.get(pack, {}).get(xx)
-            material = pools.material(s, t_set, fillers[pack], seed=seed)
+            gold = round(max(shares, default=0) * pool_size)  # what the largest pool needs
+            material = pools.material(s, t_set, fillers[pack], seed, pool_size, gold)
         for share, d in share_sets(s, shares, material, pool_size).items():
             t0 = time.perf_counter()
             src, en = encode(d.src, xx), encode(d.en, "en")

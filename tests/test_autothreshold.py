@@ -466,3 +466,49 @@ def test_pool_fillers_that_translate_the_other_side_under_another_spelling_are_d
             assert not known & set(m.en), (seed, t, m.en)
         if "Aube" in m.xx:
             assert "Aube" not in m.en and "Twilight" not in m.en and "Dawn" not in m.en
+
+
+def test_pool_xx_side_takes_only_the_translations_a_pool_needs():
+    """With the pool size known, the xx side takes the translations of about that many English
+    strings and every other English string can stand on the English side (the English side is
+    what bounds a pool's size); no filler translates one of the other side either way."""
+    from stilts.benchmarks import data as bdata
+    from stilts.benchmarks import pools
+
+    s = bdata.BuccSet(
+        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
+    )
+    catalog = [(f"{i:04d} things", f"{i:04d} choses") for i in range(200)]
+    fillers = pools.Fillers({"fr": catalog}, [e for e, _ in catalog], {})
+    half = pools.material(s, None, fillers)
+    sized = pools.material(s, None, fillers, size=20)
+    assert len(half.xx) == 100 and len(half.en) == 100
+    assert 20 <= len(sized.xx) <= 22 and len(sized.en) == 200 - len(sized.xx)
+    assert set(sized.xx) < set(half.xx)  # the same seeded order, cut sooner
+    for m in (half, sized):
+        english_of_xx = {e for e, t in catalog if t in set(m.xx)}
+        assert not english_of_xx & set(m.en)
+
+
+def test_pool_gold_is_made_up_from_the_catalogs_where_the_pack_has_too_few():
+    """A pool of 50k at 5 % needs 2,500 gold pairs and a pack has about 2,000: the catalogs' own
+    one-to-one pairs make up the rest, after the pack's (so smaller shares keep the pack's
+    gold), and no filler on either side translates one of them."""
+    from stilts.benchmarks import data as bdata
+    from stilts.benchmarks import pools
+
+    s = bdata.BuccSet(
+        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
+    )
+    catalog = [(f"{i:04d} things", f"{i:04d} choses") for i in range(200)]
+    catalog += [("Dawn", "Aube"), ("Twilight", "Aube"), ("Hello", "Salut")]
+    fillers = pools.Fillers({"fr": catalog}, [e for e, _ in catalog], {})
+    m = pools.material(s, None, fillers, size=50, gold_pairs=10)
+    assert len(m.gold) == 10 and m.gold[0] == ("Bonjour", "Hello")
+    extra = m.gold[1:]
+    assert all((e, t) in catalog for t, e in extra)
+    assert not {t for t, _ in extra} & {"Aube", "Salut"}  # not one-to-one, or near the gold
+    assert not {t for t, _ in extra} & set(m.xx) and not {e for _, e in extra} & set(m.en)
+    for t in m.xx:
+        assert not {e for e, tr in catalog if tr == t} & set(m.en)
+    assert "Hello" not in m.en and pools.pool(m, 0.1, 100).gold  # a pool takes them

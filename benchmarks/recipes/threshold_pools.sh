@@ -4,7 +4,7 @@
 # (training/recipes/*_packages.txt) nor dev-pack sources nor reserved (manpages-*), then the
 # bench at 1, 2 and 5 % true pairs.
 #
-#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~8 min, ~1 GB)
+#   benchmarks/recipes/threshold_pools.sh fillers   # apt-get download + harvest (~10 min, ~1.8 GB)
 #   benchmarks/recipes/threshold_pools.sh prose     # the prose fillers alone (stilts bench fillers)
 #   benchmarks/recipes/threshold_pools.sh bench     # stilts bench threshold on the pools
 #
@@ -25,10 +25,9 @@ CACHE="${CACHE:-$WORK/vectors}"
 PACKS="${PACKS:-$ROOT/../shared/data}"
 LANGS=(de es fr ja ru zh-cn)        # interface strings: the bitext-dev pairs
 HELP_LANGS=(en de es fr it ja pt ru zh-cn)  # documentation prose: the docs-dev pairs
-# interface catalogs: LibreOffice's UI, Blender, Freeciv, digiKam, Kdenlive, Krita, KStars, Marble,
-# KMyMoney, LabPlot, K3b, Wesnoth (about 43k xx and 20-25k English sentences a pool)
-CATALOGS=(blender-data freeciv-data digikam-data kdenlive-data krita-data kstars-data marble-data
-  kmymoney-common labplot-data k3b-i18n wesnoth-1.16-data)
+# interface catalogs (threshold_packages.txt) and
+# LibreOffice's UI in the six languages
+read -r -a CATALOGS <<< "$(grep -v '^#' "$HERE/threshold_packages.txt" | tr '\n' ' ')"
 for l in "${LANGS[@]}"; do CATALOGS+=("libreoffice-l10n-$l"); done
 # documentation prose: GIMP's user manual and KiCad's manuals (KiCad has no pt)
 HELP=()
