@@ -25,8 +25,7 @@ CACHE="${CACHE:-$WORK/vectors}"
 PACKS="${PACKS:-$ROOT/../shared/data}"
 LANGS=(de es fr ja ru zh-cn)        # interface strings: the bitext-dev pairs
 HELP_LANGS=(en de es fr it ja pt ru zh-cn)  # documentation prose: the docs-dev pairs
-# interface catalogs (threshold_packages.txt) and
-# LibreOffice's UI in the six languages
+# interface catalogs: threshold_packages.txt and LibreOffice's UI in the six languages
 read -r -a CATALOGS <<< "$(grep -v '^#' "$HERE/threshold_packages.txt" | tr '\n' ' ')"
 for l in "${LANGS[@]}"; do CATALOGS+=("libreoffice-l10n-$l"); done
 # documentation prose: GIMP's user manual and KiCad's manuals (KiCad has no pt)
