@@ -145,6 +145,15 @@ class NearIndex:
             for w in self._prefix(s):
                 self.postings[w].append(i)
 
+    def add(self, text: str) -> None:
+        """One more string (the word order of the prefixes stays the one built from the first)."""
+        s = words(text)
+        self.letters |= {letters(text)} - {""}
+        self.exact.add(s)
+        self.sets.append(s)
+        for w in self._prefix(s):
+            self.postings[w].append(len(self.sets) - 1)
+
     def _prefix(self, s: frozenset[str]) -> list[str]:
         ordered = sorted(s, key=lambda w: self.rank.get(w, (0, w)))
         return ordered[: len(ordered) - math.ceil(NEAR_JACCARD * len(ordered)) + 1]
@@ -269,22 +278,15 @@ def _catalog_gold(
     seeded order whose start fills the xx side."""
     if wanted <= 0:
         return []
-    near = NearIndex([b for _, b in gold])
+    near = NearIndex([b for _, b in gold])  # grows with each pair chosen
     gold_xx = {a.casefold() for a, _ in gold}
     chosen: list[tuple[str, str]] = []
-    chosen_words: list[frozenset[str]] = []
     for e in sorted(translated, key=lambda e: -_hash(e, seed)):
         t = translated[e]
-        if english_of[t] != [e] or t.casefold() in gold_xx or near.near(e):
-            continue
-        w, lt = words(e), letters(e)
-        if not lt or any(
-            len(w & c) >= NEAR_JACCARD * len(w | c) or letters(b) == lt
-            for c, (_, b) in zip(chosen_words, chosen, strict=True)
-        ):
+        if english_of[t] != [e] or t.casefold() in gold_xx or not letters(e) or near.near(e):
             continue
         chosen.append((t, e))
-        chosen_words.append(w)
+        near.add(e)
         gold_xx.add(t.casefold())
         if len(chosen) == wanted:
             break
