@@ -235,8 +235,7 @@ def material(
             taken[e] = None
             distinct.add(translated[e])
     xx_side = [(e, translated[e]) for e in taken]
-    in_gold = {b for _, b in extra}
-    en_side = free + [e for e in translated if e not in taken and e not in in_gold]
+    en_side = free + [e for e in translated if e not in taken]  # the gold's English drops below
 
     page_xx, page_en, page_xx_english = _page_halves(fillers.pages, xx, seed)
     xx_fill = [t for _, t in xx_side if not any(map(gold_en_index.near, english_of[t]))]

@@ -433,21 +433,25 @@ def test_pool_fillers_that_differ_from_a_translated_string_only_in_word_endings_
     assert not near.near("Import PO...") and not near.near("Kenya Airways timetable")
 
 
+def _bonjour_set():
+    """A one-pair fr BUCC set ("Bonjour" -> "Hello") for the pools' filler checks."""
+    return bdata.BuccSet(
+        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
+    )
+
+
 def test_pool_fillers_that_translate_the_other_side_under_another_spelling_are_dropped():
     """Leaks seen at the top of the interface pools: an English filler equal to an xx filler's
     English but for an accelerator ("blac~k"), a hyphen ("data-blocks"), or one of the other
     English strings the xx text translates ("Aube": "Dawn" and "Twilight"), or equal to an xx
     text itself (an untranslated name). None may stand as a false pair."""
-    from stilts.benchmarks import data as bdata
     from stilts.benchmarks import pools
 
     near = pools.NearIndex(["Print text in blac~k", "All evaluated data-blocks", "Ma_ximum"])
     assert near.near("Print text in black") and near.near("All evaluated datablocks")
     assert near.near("Maximum") and not near.near("Minimum")
 
-    s = bdata.BuccSet(
-        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
-    )
+    s = _bonjour_set()
     catalog = [
         ("Dawn", "Aube"),
         ("Twilight", "Aube"),
@@ -472,12 +476,9 @@ def test_pool_xx_side_takes_only_the_translations_a_pool_needs():
     """With the pool size known, the xx side takes the translations of about that many English
     strings and every other English string can stand on the English side (the English side is
     what bounds a pool's size); no filler translates one of the other side either way."""
-    from stilts.benchmarks import data as bdata
     from stilts.benchmarks import pools
 
-    s = bdata.BuccSet(
-        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
-    )
+    s = _bonjour_set()
     catalog = [(f"{i:04d} things", f"{i:04d} choses") for i in range(200)]
     fillers = pools.Fillers({"fr": catalog}, [e for e, _ in catalog], {})
     half = pools.material(s, None, fillers)
@@ -494,12 +495,9 @@ def test_pool_gold_is_made_up_from_the_catalogs_where_the_pack_has_too_few():
     """A pool of 50k at 5 % needs 2,500 gold pairs and a pack has about 2,000: the catalogs' own
     one-to-one pairs make up the rest, after the pack's (so smaller shares keep the pack's
     gold), and no filler on either side translates one of them."""
-    from stilts.benchmarks import data as bdata
     from stilts.benchmarks import pools
 
-    s = bdata.BuccSet(
-        "fr", "training", ["fr-1"], ["Bonjour"], ["en-1"], ["Hello"], {("fr-1", "en-1")}, []
-    )
+    s = _bonjour_set()
     catalog = [(f"{i:04d} things", f"{i:04d} choses") for i in range(200)]
     catalog += [("Dawn", "Aube"), ("Twilight", "Aube"), ("Hello", "Salut")]
     fillers = pools.Fillers({"fr": catalog}, [e for e, _ in catalog], {})
