@@ -18,9 +18,14 @@ module; the first is the default:
     from one side stays below the other row's best margin; the excess over the anchor has a
     normal tail), levelled so that they count the candidates between the score quantiles
     :data:`LEVEL_BAND`, where nearly all are false. At the top, where candidates are mostly
-    true, a candidate's null counts by its bin's chance of being false. The number of true pairs
-    is the largest excess of candidates over nulls, max_t (R(t) - F(t)), among thresholds where
-    that excess is at least :data:`TRUE_MAJORITY` of what is kept.
+    true, a candidate's null counts by its bin's chance of being false. The excess of candidates
+    over nulls, R(t) - F(t), is the true pairs at or above t only where they are most of what is
+    kept (at least :data:`TRUE_MAJORITY`; lower down a small error in a large false count would
+    pass for true pairs). But true pairs reach down into the false bulk (hard translations), so
+    the largest such excess misses a fifth to a third of them, and a threshold chosen for that
+    count sits too high. Their number is the total of a normal distribution of true scores,
+    N Q((t - mu) / sd), fitted to the excess where it is a majority, between that largest excess
+    and :data:`TRUE_TAIL_CAP` times it.
 
   The threshold comes from the normal tail's F(t); the same nulls with an exponential tail (the
   heavier of two forms the rows' spacings allow) give a second count, and the precision is
@@ -61,7 +66,7 @@ import math
 import numpy as np
 
 from stilts.errors import ErrorCode, StiltsError
-from stilts.index.ordernull import CandidateNulls
+from stilts.index.ordernull import CandidateNulls, normal_sf
 
 LOG = logging.getLogger(__name__)
 
@@ -82,7 +87,9 @@ RUNAWAY = 4.0
 # rare regime: the score quantiles where the nulls are levelled, and the share of true pairs an
 # excess must have to count as the true pairs' number
 LEVEL_BAND = (0.2, 0.7)
-TRUE_MAJORITY = 0.5
+TRUE_MAJORITY = 0.6
+# the fitted true pairs are at most this many times the largest majority excess
+TRUE_TAIL_CAP = 2.0
 _WEIGHT_BINS, _WEIGHT_ROUNDS = 40, 5
 # below this many estimated true pairs, or with a wider precision interval, the estimate is weak
 MIN_TRUE = 30
@@ -90,6 +97,7 @@ MAX_INTERVAL = 0.2
 _Z = 1.96
 _EM_ROUNDS = 40
 _OFFSETS = np.linspace(-1.0, 1.0, 81)  # in units of the decoys' standard deviation
+_TRUE_FIT_MIN, _TRUE_FIT_POINTS = 5, 200  # thresholds the true pairs' normal is fitted on
 
 
 @dataclasses.dataclass
@@ -379,13 +387,38 @@ def _fit_order_stats(s: np.ndarray, nulls: CandidateNulls, grid: np.ndarray, ext
         _null_level(s, nulls, tail) * nulls.false_counts(both, weights, "min", "capped", tail)
         for tail in ("normal", "exponential")
     )
-    excess = kept - false[: len(grid)]
-    # the true pairs: the largest excess where the estimate says most of what is kept is true
-    # (lower down, a small error in a large false count would pass for true pairs)
-    n_true = float(np.max(np.where(excess >= TRUE_MAJORITY * kept, excess, 0.0), initial=0.0))
+    n_true = _true_pairs(grid, kept, kept - false[: len(grid)])
     false = np.maximum(false, _count_at_or_above(s, both) - n_true)
     n = len(grid)
     return false[:n], false[n:], n_true, "rare", heavy[:n]
+
+
+def _true_pairs(grid: np.ndarray, kept: np.ndarray, excess: np.ndarray) -> float:
+    """The true pairs among all candidates: N of the normal N Q((t - mu) / sd) that fits the
+    ``excess`` (true pairs at or above each threshold of ``grid``) where it is at least
+    :data:`TRUE_MAJORITY` of ``kept``, by least squares weighted by 1 / kept (its counting
+    variance) over a grid of mu and sd, N in closed form; within [the largest such excess,
+    :data:`TRUE_TAIL_CAP` times it]."""
+    majority = (excess >= TRUE_MAJORITY * kept) & (kept >= MIN_KEPT)
+    observed = float(np.max(excess[majority], initial=0.0))
+    t, y, w = grid[majority], excess[majority], 1.0 / np.maximum(kept[majority], 1.0)
+    if len(t) < _TRUE_FIT_MIN:
+        return observed
+    keep = np.unique(np.linspace(0, len(t) - 1, min(len(t), _TRUE_FIT_POINTS)).astype(int))
+    t, y, w = t[keep], y[keep], w[keep]
+    spread = max(float(t.std()), 1e-6)
+    mus = np.linspace(t.min() - 3 * spread, t.max(), 80)
+    sds = spread * np.geomspace(0.2, 5.0, 50)
+    for _ in range(3):  # a coarse grid, then two finer ones around its best point
+        q = normal_sf((t - mus[:, None, None]) / sds[None, :, None])
+        n = (w * q * y).sum(axis=-1) / np.maximum((w * q * q).sum(axis=-1), 1e-300)
+        n = np.clip(n, observed, TRUE_TAIL_CAP * observed)
+        err = (w * (n[..., None] * q - y) ** 2).sum(axis=-1)
+        i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+        best, step, ratio = float(n[i, j]), mus[1] - mus[0], sds[1] / sds[0]
+        mus = mus[i] + np.linspace(-step, step, 21)
+        sds = sds[j] * ratio ** np.linspace(-1, 1, 21)
+    return best
 
 
 def _null_level(s: np.ndarray, nulls: CandidateNulls, tail: str) -> float:

@@ -159,6 +159,14 @@ def _normal_tail_ratio(u: np.ndarray) -> np.ndarray:
     return 0.661 * u + 0.339 * np.sqrt(u * u + 5.51)
 
 
+def normal_sf(u: np.ndarray) -> np.ndarray:
+    """The standard normal's survival Q(u), elementwise, from :func:`_normal_tail_ratio` (within
+    0.3 %)."""
+    a = np.abs(u)
+    tail = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi) / _normal_tail_ratio(a)
+    return np.where(u >= 0, tail, 1.0 - tail)
+
+
 def _gauss_survival(need: np.ndarray, anchor: np.ndarray, beta: np.ndarray, z: float):
     """P(excess > need - anchor) when the excess over the anchor is a standard normal's above
     ``z``, scaled to the mean excess ``beta``: Q(z + x) / Q(z) with x in units of sigma (the

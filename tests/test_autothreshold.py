@@ -16,7 +16,7 @@ from stilts.benchmarks import scoring
 from stilts.benchmarks.accuracy import label
 from stilts.benchmarks.threshold import dilute
 from stilts.errors import ErrorCode, StiltsError
-from stilts.index import autothreshold, mining
+from stilts.index import autothreshold, mining, ordernull
 
 # the issue's goals for one language pair: regret <= 3 F1 points, precision within 5 points
 MAX_REGRET = 0.03
@@ -334,6 +334,26 @@ def test_rare_true_pairs_a_synthetic_mixture_at_1_percent_with_known_truth(seed)
     hist = est.to_dict()["histogram"]
     assert len(hist["null"]) == len(hist["candidates"]) == len(hist["edges"]) - 1
     assert sum(hist["null"]) + est.true_pairs == pytest.approx(len(scores), rel=0.05)
+
+
+@pytest.mark.parametrize(("mu", "sd"), [(1.25, 0.12), (1.22, 0.13)])
+def test_true_pairs_are_counted_below_where_they_are_a_majority(mu, sd):
+    """500 true pairs whose scores (normal, as on the dev packs' 50k pools: sd 0.11-0.13) reach
+    down into 30,000 false ones: the excess over the null is a majority of what is kept only
+    for the top part of them. The normal fitted there counts them all; the largest majority
+    excess alone (the count before) missed a fifth or more, and the threshold chosen for it sat
+    too high."""
+    grid = np.linspace(0.9, 1.8, 600)
+    true = 500 * ordernull.normal_sf((grid - mu) / sd)
+    false = 30_000 * np.exp(-(grid - 0.9) / 0.06)
+    n = autothreshold._true_pairs(grid, true + false, true)
+    assert n == pytest.approx(500, rel=0.05)
+    majority = true >= autothreshold.TRUE_MAJORITY * (true + false)
+    assert true[majority].max() < 0.8 * 500
+    # few thresholds where true pairs are the majority: no fit, the largest excess stands
+    few = np.array([1.30, 1.32, 1.34])
+    top = 500 * ordernull.normal_sf((few - mu) / sd)
+    assert autothreshold._true_pairs(few, top, top) == pytest.approx(top.max())
 
 
 def test_a_weak_estimate_says_so_and_errs_on_the_safe_side(caplog):

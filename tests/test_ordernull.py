@@ -22,6 +22,13 @@ def test_the_normal_tail_starts_where_the_best_of_a_row_sits(n):
     assert _q(z) == pytest.approx(2 / n, rel=1e-9)
 
 
+def test_the_normal_survival_holds_on_both_sides_of_the_mean():
+    u = np.linspace(-6, 6, 241)
+    exact = np.array([_q(x) for x in u])
+    assert np.allclose(ordernull.normal_sf(u), exact, rtol=0.004, atol=1e-4)
+    assert ordernull.normal_sf(np.array([0.0]))[0] == pytest.approx(0.5, abs=0.002)
+
+
 @pytest.mark.parametrize("z", [2.0, 3.0, 3.8, 4.5])
 def test_the_normal_tail_is_the_normal_law_scaled_to_the_mean_excess(z):
     beta = np.array([0.02])
