@@ -84,8 +84,8 @@ HISTOGRAM_BINS = 40
 MAX_GRID = 2048
 # order-stats: EM weights whose true count exceeds the unweighted one this many times ran away
 RUNAWAY = 4.0
-# rare regime: the score quantiles where the nulls are levelled, and the share of true pairs an
-# excess must have to count as the true pairs' number
+# rare regime: the score quantiles where the nulls are levelled, and the share of what is kept
+# an excess over the nulls must have to count as true pairs (the true pairs' normal is fitted there)
 LEVEL_BAND = (0.2, 0.7)
 TRUE_MAJORITY = 0.6
 # the fitted true pairs are at most this many times the largest majority excess
