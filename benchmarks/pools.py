@@ -135,19 +135,21 @@ class NearIndex:
     words, so a query looks at few candidates)."""
 
     def __init__(self, texts: list[str]):
-        self.letters = {letters(t) for t in texts} - {""}
-        self.sets = [words(t) for t in texts]
-        freq = collections.Counter(w for s in self.sets for w in s)
+        sets = [words(t) for t in texts]
+        freq = collections.Counter(w for s in sets for w in s)
         self.rank = {w: (c, w) for w, c in freq.items()}
+        self.letters: set[str] = set()
+        self.exact: set[frozenset[str]] = set()
+        self.sets: list[frozenset[str]] = []
         self.postings: dict[str, list[int]] = collections.defaultdict(list)
-        self.exact = {s for s in self.sets}
-        for i, s in enumerate(self.sets):
-            for w in self._prefix(s):
-                self.postings[w].append(i)
+        for t, s in zip(texts, sets, strict=True):
+            self._add(t, s)
 
     def add(self, text: str) -> None:
         """One more string (the word order of the prefixes stays the one built from the first)."""
-        s = words(text)
+        self._add(text, words(text))
+
+    def _add(self, text: str, s: frozenset[str]) -> None:
         self.letters |= {letters(text)} - {""}
         self.exact.add(s)
         self.sets.append(s)
