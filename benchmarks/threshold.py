@@ -94,13 +94,19 @@ class _Mined:
 def share_sets(
     s: bdata.BuccSet,
     shares: tuple[float, ...],
-    material: pools.Material | None,
-    pool_size: int,
+    fillers: pools.Fillers | None,
+    tatoeba: bdata.TatoebaSet | None = None,
+    pool_size: int = POOL_SIZE,
+    seed: int = 0,
 ) -> dict[str, bdata.BuccSet]:
     """``{"pack": s, "0.01": ..., ...}``: the set at each share of xx sentences with a translation:
-    a realistic pool from ``material`` where its fillers give one with at least
-    :data:`~stilts.benchmarks.pools.MIN_GOLD` gold pairs, else ``s`` diluted (its split says
-    which: ``pool...`` or the pack's)."""
+    a realistic pool of ``s``'s gold (and ``tatoeba``'s) with ``fillers`` where they give one
+    with at least :data:`~stilts.benchmarks.pools.MIN_GOLD` gold pairs, else ``s`` diluted (its
+    split says which: ``pool...`` or the pack's)."""
+    material = None
+    if fillers is not None:
+        gold = round(max(shares, default=0) * pool_size)  # what the largest pool needs
+        material = pools.material(s, tatoeba, fillers, seed, pool_size, gold)
     out = {"pack": s}
     for share in shares:
         n = pools.pool_size_at(material, share, pool_size) if material is not None else 0
@@ -150,12 +156,9 @@ def run(
         bar = tqdm(items, desc="bench threshold", unit="pair")
     for pack, xx in bar:
         s = packs[pack][xx]
-        material = None
-        if pack in fillers:
-            t_set = tatoeba.get(pack, {}).get(xx)
-            gold = round(max(shares, default=0) * pool_size)  # what the largest pool needs
-            material = pools.material(s, t_set, fillers[pack], seed, pool_size, gold)
-        for share, d in share_sets(s, shares, material, pool_size).items():
+        t_set = tatoeba.get(pack, {}).get(xx)
+        sets = share_sets(s, shares, fillers.get(pack), t_set, pool_size, seed)
+        for share, d in sets.items():
             t0 = time.perf_counter()
             src, en = encode(d.src, xx), encode(d.en, "en")
             seconds += time.perf_counter() - t0
@@ -247,9 +250,15 @@ def _score(s: metrics.ThresholdScore, oracle_f1: float) -> dict:
 
 
 def _summarise(per: dict, shares: list[str]) -> dict:
+    """Means and worsts per share and method, over the realistic pools where a share has any
+    (the goals are set on them; a diluted set of the pack stands in for a pair whose sources are
+    too small, and its unlabelled translations count as false), else over every pair."""
     out: dict = {}
     for share in shares:
         rows = {xx: v[share] for xx, v in per.items() if share in v}
+        realistic = {xx: r for xx, r in rows.items() if r["pool"] == "realistic"}
+        left_out = sorted(set(rows) - set(realistic)) if realistic else []
+        rows = realistic or rows
         if not rows:
             continue
         first = next(iter(rows.values()))
@@ -275,6 +284,7 @@ def _summarise(per: dict, shares: list[str]) -> dict:
             "mean_n_en": float(np.mean([r["n_en"] for r in rows.values()])),
             "mean_seconds": float(np.mean([r["seconds"] for r in rows.values()])),
             "max_peak_mb": float(np.max([r["peak_mb"] for r in rows.values()])),
+            "left_out": left_out,
         }
         out[share] = table
     return out
@@ -307,8 +317,10 @@ def markdown(results: dict) -> str:
             "mean abs. precision error | max over-estimate |",
             "|---|---:|---|---:|---:|---:|---:|---:|",
         ]
+        left_out = []
         for share, table in r["summary"].items():
             sz = table["sizes"]
+            left_out += [f"{xx} at {share}" for xx in sz.get("left_out", [])]
             for method, v in table.items():
                 if method == "sizes":
                     continue
@@ -319,6 +331,14 @@ def markdown(results: dict) -> str:
                     f"{_pct(v['mean_regret'])} | {_pct(v['max_regret'])}{worst} | "
                     f"{_pct(v['mean_precision_error'])} | {_pct(v['max_overestimate'], True)} |"
                 )
+        if left_out:
+            lines += [
+                "",
+                "Realistic pools only; left out of these means (diluted sets of the pack, its "
+                "sources too small for a realistic pool; in the per-pair table): "
+                + ", ".join(left_out)
+                + ".",
+            ]
         lines += ["", f"Per pair ({default}; true pairs = gold pairs among the candidates):", ""]
         lines += [
             "| pair | share | xx x en | oracle F1 | auto F1 | regret | est. / true P (interval) "
@@ -358,6 +378,24 @@ def read_packs(dirs: list[str | Path], max_src: int | None = None) -> dict:
             xx: splits[bdata.eval_split(splits)].subsample(max_src) for xx, splits in sets.items()
         }
     return packs
+
+
+def one_pool(
+    bucc_dir: str | Path,
+    fillers_dir: str | Path,
+    xx: str,
+    share: str,
+    shares: tuple[float, ...] = SHARES,
+    pool_size: int = POOL_SIZE,
+    seed: int = 0,
+) -> bdata.BuccSet:
+    """The set of one pair at ``share`` (``"pack"``, ``"0.01"``, ...) as this bench builds it
+    with ``shares``, ``pool_size`` and ``seed``."""
+    fillers, tatoeba = read_pool_sources([bucc_dir], fillers_dir)
+    name = pack_name(bucc_dir)
+    s = read_packs([bucc_dir])[name][xx]
+    t_set = tatoeba.get(name, {}).get(xx)
+    return share_sets(s, shares, fillers.get(name), t_set, pool_size, seed)[share]
 
 
 def pack_name(bucc_dir: str | Path) -> str:

@@ -436,9 +436,46 @@ def test_bench_threshold_measures_realistic_pools_from_the_cli(dev_pack, tmp_pat
         kind = v["0.05"]["pool"]
         assert kind in ("realistic", "diluted")
         assert kind == "diluted" or 20 <= v["0.05"]["n_gold"] <= 30
+    # the means the goals are judged on take the realistic pools only, and name what they leave out
+    summary = r["packs"]["bitext-dev"]["summary"]["0.05"]
+    kinds = {xx: v["0.05"]["pool"] for xx, v in pairs.items()}
+    assert summary["sizes"]["left_out"] == sorted(x for x, k in kinds.items() if k == "diluted")
+    counted = [
+        v["0.05"]["order-stats"]["regret"] for x, v in pairs.items() if kinds[x] == "realistic"
+    ]
+    assert summary["order-stats"]["mean_regret"] == pytest.approx(np.mean(counted))
     assert "| de | 0.05 | 600 x" in (tmp_path / "t.md").read_text()
     assert main([*args, "--output", str(tmp_path / "bad.json"), "--shares", "0"]) == 2
     assert "shares" in capsys.readouterr().err
+
+
+def test_the_goal_means_take_realistic_pools_and_name_the_diluted_sets_left_out():
+    """A pair whose sources are too small for a realistic pool is scored on a diluted set of the
+    pack (its unlabelled translations count as false); the summary the goals are judged on
+    leaves it out and says so, and keeps every pair where no pool is realistic."""
+    from stilts.benchmarks import threshold
+
+    def row(pool, regret, err):
+        est = {"f1": 0.8, "regret": regret, "precision_error": err}
+        sizes = {"share": 0.02, "n_src": 100, "n_en": 100, "seconds": 1.0, "peak_mb": 1.0}
+        return {**sizes, "pool": pool, "order-stats": est}
+
+    per = {
+        "de": {"pack": row("pack", 0.01, 0.01), "0.02": row("realistic", 0.01, -0.02)},
+        "fr": {"pack": row("pack", 0.03, 0.01), "0.02": row("realistic", 0.03, 0.04)},
+        "pt": {"pack": row("pack", 0.02, 0.01), "0.02": row("diluted", 0.20, 0.12)},
+    }
+    summary = threshold._summarise(per, ["pack", "0.02"])
+    assert summary["0.02"]["order-stats"]["mean_regret"] == pytest.approx(0.02)
+    assert summary["0.02"]["order-stats"]["max_overestimate"] == pytest.approx(0.04)
+    assert summary["0.02"]["sizes"]["left_out"] == ["pt"]
+    assert summary["pack"]["order-stats"]["mean_regret"] == pytest.approx(0.02)
+    assert summary["pack"]["sizes"]["left_out"] == []
+    results = {"settings": {"k": 4, "index": "flat", "pools": {"p": "realistic"}, "pool_size": 100}}
+    results["settings"]["seed"] = 0
+    results["packs"] = {"p": {"pairs": {}, "summary": summary}}
+    assert "left out of these means" in threshold.markdown(results)
+    assert "pt at 0.02" in threshold.markdown(results)
 
 
 def test_pool_fillers_that_differ_from_a_translated_string_only_in_word_endings_are_dropped():

@@ -20,7 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from stilts.benchmarks import pools, threshold
+from stilts.benchmarks import threshold
 from stilts.benchmarks.systems import StiltsSystem
 from stilts.index import mining
 
@@ -28,14 +28,6 @@ LOG = logging.getLogger(__name__)
 PACKS = Path(os.environ.get("PACKS", Path(__file__).resolve().parents[3] / "shared" / "data"))
 FILLERS = os.environ.get("FILLERS", "/work/data/pools/fillers")
 CACHE = os.environ.get("CACHE", "/work/data/pools/vectors")
-
-
-def pool(pack: str, xx: str, share: str):
-    dirs = [str(PACKS / pack / "bucc")]
-    fillers, tatoeba = threshold.read_pool_sources(dirs, FILLERS)
-    s = threshold.read_packs(dirs, None)[pack][xx]
-    material = pools.material(s, tatoeba.get(pack, {}).get(xx), fillers[pack], seed=0)
-    return threshold.share_sets(s, threshold.SHARES, material, threshold.POOL_SIZE)[share]
 
 
 def best_per_half(src, en, fwd_mean, bwd_mean, half):
@@ -56,7 +48,7 @@ def best_per_half(src, en, fwd_mean, bwd_mean, half):
 
 
 def report(system, pack: str, xx: str, share: str) -> None:
-    d = pool(pack, xx, share)
+    d = threshold.one_pool(PACKS / pack / "bucc", FILLERS, xx, share)
     src = np.asarray(system.encode(d.src, xx), dtype=np.float32)
     en = np.asarray(system.encode(d.en, "en"), dtype=np.float32)
     head = mining.columns(mining.neighbours(src, en, 10, index="flat"), 0, 4)
