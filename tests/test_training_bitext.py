@@ -62,6 +62,53 @@ def test_ranking_loss_gradient_pulls_translations_together():
     assert ((moved * tgt).sum(-1) > before).all()
 
 
+def test_queued_vectors_are_negatives_unless_they_are_the_pairs_own_text():
+    from stilts.training.heads import bitext_ranking_loss
+
+    src = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    tgt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # a queued target (0.6, 0.8): one more negative for each row; a queued source (0.8, 0.6)
+    # one more for each column. Logits S - 0 I = I; the extra column: [0.6, 0.8] and [0.8, 0.6]
+    q_t, q_s = torch.tensor([[0.6, 0.8]]), torch.tensor([[0.8, 0.6]])
+    loss, _ = bitext_ranking_loss(src, tgt, 1.0, 0.0, q_s, q_t)
+    rows = (
+        math.log(1 + math.exp(-1) + math.exp(0.6 - 1))
+        + math.log(1 + math.exp(-1) + math.exp(0.8 - 1))
+    ) / 2
+    cols = (
+        math.log(1 + math.exp(-1) + math.exp(0.8 - 1))
+        + math.log(1 + math.exp(-1) + math.exp(0.6 - 1))
+    ) / 2
+    assert loss.item() == pytest.approx((rows + cols) / 2, abs=1e-5)
+    plain = bitext_ranking_loss(src, tgt, 1.0, 0.0)[0]
+    assert loss.item() > plain.item()
+    # the same text queued again (pair 0's own target and source) is no negative for pair 0,
+    # but is one for pair 1 (cosine 0 there)
+    loss, _ = bitext_ranking_loss(src, tgt, 1.0, 0.0, src[:1], tgt[:1])
+    one = math.log(1 + math.exp(-1))
+    other = math.log(1 + math.exp(-1) + math.exp(0 - 1))
+    assert loss.item() == pytest.approx((one + other) / 2, abs=1e-5)
+
+
+def test_the_bitext_queue_keeps_the_newest_vectors_while_training_only():
+    from stilts.training.heads import BitextHead
+
+    head = BitextHead(scale=20.0, margin=0.2, queue=5)
+    torch.manual_seed(0)
+    batches = [torch.nn.functional.normalize(torch.randn(3, 8), dim=-1) for _ in range(3)]
+    head.eval()
+    head(batches[0], batches[0])
+    assert head.queued_source is None  # evaluation neither reads nor fills the queue
+    head.train()
+    first = head(batches[0], batches[0])[0]
+    assert first.item() == pytest.approx(BitextHead(20.0, 0.2)(batches[0], batches[0])[0].item())
+    head(batches[1], batches[1])
+    head(batches[2], batches[2])
+    assert head.queued_target.shape == (5, 8) and not head.queued_target.requires_grad
+    assert torch.equal(head.queued_target[:3], batches[2])  # newest first
+    assert torch.equal(head.queued_target[3:], batches[1][:2])
+
+
 def test_retrieval_score_counts_any_translation_of_the_query():
     from stilts.training.evaluation import score_retrieval
 
@@ -805,6 +852,32 @@ def test_bitext_mixes_with_the_nine_tasks(bitext_toy, tmp_path):
     manifest = json.loads((tmp_path / "run" / "checkpoint" / "stilts.json").read_text())
     assert manifest["training"]["tasks"] == ["mnli", "bitext"]
     assert manifest["training"]["bitext"] == {"scale": 20.0, "margin": 0.2}
+
+
+def test_a_bitext_queue_run_records_it_and_resumes_only_with_the_same_queue(
+    bitext_toy, tmp_path, capsys
+):
+    """`stilts train --bitext-queue N`: the run trains with earlier batches' vectors as
+    negatives, the manifest and run.json say so, and a resume with another queue is refused."""
+    from stilts.cli import main
+
+    toy, data, _ = bitext_toy
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    args = ["train", "--model", str(toy), "--tasks", "bitext", "--data-dir", str(data)]
+    args += ["--output", str(out), "--batch-size", "8", "--max-seq-len", "32", "--layer", "2"]
+    args += ["--eval-every", "3", "--save-every", "3", "--max-eval-examples", "16", "--bf16", "off"]
+    args += ["--no-export", "--quiet", "--threads", "1"]
+    assert main([*args, "--max-steps", "3", "--bitext-queue", "16"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert math.isfinite(summary["train_loss"])
+    manifest = json.loads((out / "checkpoint" / "stilts.json").read_text())
+    assert manifest["training"]["bitext"] == {"scale": 20.0, "margin": 0.2, "queue": 16}
+    assert json.loads((out / "run.json").read_text())["config"]["bitext_queue"] == 16
+    assert main([*args, "--max-steps", "6", "--resume"]) != 0
+    assert "bitext_queue" in capsys.readouterr().err
+    assert main([*args, "--max-steps", "3", "--bitext-queue", "-1"]) == 2
+    assert "bitext_queue" in capsys.readouterr().err
 
 
 def test_bitext_max_seq_len_auto_comes_from_the_data(bitext_toy, tmp_path):

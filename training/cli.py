@@ -73,6 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
         bitext_scale=args.bitext_scale,
         bitext_margin=args.bitext_margin,
+        bitext_queue=args.bitext_queue,
         group_by_length=args.group_by_length,
         language_sampling=args.language_sampling,
         bitext_passes=args.bitext_passes,
@@ -408,6 +409,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.2,
         help="bitext: additive margin subtracted from the translation pair's cosine",
+    )
+    g.add_argument(
+        "--bitext-queue",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bitext: also rank each pair against the last N sources and targets of earlier "
+        "batches (no gradient through them; the same text drawn again is not a negative): a "
+        "larger effective batch for the cost of a matrix product (0: in-batch negatives only)",
     )
     g.add_argument(
         "--group-by-length",

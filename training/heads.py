@@ -101,20 +101,34 @@ BITEXT_SCALE = 20.0
 BITEXT_MARGIN = 0.2
 
 
+# a queued vector this close to the pair's own (cosine) is the same text: not a negative
+QUEUE_SAME_TEXT = 0.98
+
+
 def bitext_ranking_loss(
-    source: torch.Tensor, target: torch.Tensor, scale: float, margin: float
+    source: torch.Tensor,
+    target: torch.Tensor,
+    scale: float,
+    margin: float,
+    queued_source: torch.Tensor | None = None,
+    queued_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Translation ranking with in-batch negatives and an additive margin (LaBSE-style).
 
     Pair ``i`` is ``(source[i], target[i])``; every other target (source) of the batch is a
     negative for ``source[i]`` (``target[i]``). With cosines ``S = source @ target.T`` the logits
     are ``scale * (S - margin * I)`` and the loss is the mean of the softmax cross-entropies of
-    the rows (source -> target) and the columns (target -> source).
+    the rows (source -> target) and the columns (target -> source). Queued vectors of earlier
+    batches (no gradient) add negatives to the rows (``queued_target``) and the columns
+    (``queued_source``), except those within :data:`QUEUE_SAME_TEXT` of the pair's own vector
+    on that side (the same text drawn again, e.g. one English string in another language's
+    pair).
 
     Args:
         source / target: (batch, dim) L2-normalised sentence vectors.
         scale: multiplies the cosines (inverse temperature).
         margin: subtracted from the positive pair's cosine.
+        queued_source / queued_target: (queued, dim) earlier batches' vectors, or None.
 
     Returns:
         (loss, cosines ``S``).
@@ -123,21 +137,52 @@ def bitext_ranking_loss(
     n = sim.shape[0]
     logits = scale * (sim - margin * torch.eye(n, dtype=sim.dtype, device=sim.device))
     labels = torch.arange(n, device=sim.device)
-    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    rows, cols = logits, logits.T
+    if queued_target is not None and len(queued_target):
+        rows = torch.cat([rows, scale * _queued(source, target, queued_target)], dim=1)
+    if queued_source is not None and len(queued_source):
+        cols = torch.cat([cols, scale * _queued(target, source, queued_source)], dim=1)
+    loss = (F.cross_entropy(rows, labels) + F.cross_entropy(cols, labels)) / 2
     return loss, sim
+
+
+def _queued(query: torch.Tensor, own: torch.Tensor, queued: torch.Tensor) -> torch.Tensor:
+    """Cosines of ``query`` to the queued vectors, -inf where a queued vector is ``own``'s text."""
+    queued = queued.to(query.dtype)
+    same = own.detach() @ queued.T >= QUEUE_SAME_TEXT
+    return (query @ queued.T).masked_fill(same, float("-inf"))
 
 
 class BitextHead(nn.Module):
     """Translation ranking on the pooled, L2-normalised sentence vectors (no parameters of its
-    own: it trains the representation that is exported). Logits: the (batch, batch) cosines."""
+    own: it trains the representation that is exported). Logits: the (batch, batch) cosines.
 
-    def __init__(self, scale: float = BITEXT_SCALE, margin: float = BITEXT_MARGIN):
+    With ``queue`` > 0, training steps also rank against the last ``queue`` sources and targets
+    of earlier batches (a larger effective batch at the cost of a matrix product; kept in
+    memory only: a resumed run starts with an empty queue)."""
+
+    def __init__(self, scale: float = BITEXT_SCALE, margin: float = BITEXT_MARGIN, queue: int = 0):
         super().__init__()
         self.scale = float(scale)
         self.margin = float(margin)
+        self.queue = int(queue)
+        self.queued_source: torch.Tensor | None = None
+        self.queued_target: torch.Tensor | None = None
 
     def forward(self, source, target):
-        return bitext_ranking_loss(source, target, self.scale, self.margin)
+        if not (self.training and self.queue):
+            return bitext_ranking_loss(source, target, self.scale, self.margin)
+        out = bitext_ranking_loss(
+            source, target, self.scale, self.margin, self.queued_source, self.queued_target
+        )
+        self.queued_source = self._push(self.queued_source, source)
+        self.queued_target = self._push(self.queued_target, target)
+        return out
+
+    def _push(self, queued: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        new = new.detach()
+        both = new if queued is None else torch.cat([new, queued])
+        return both[: self.queue]
 
 
 def build_head(
@@ -147,8 +192,9 @@ def build_head(
     dropout: float = 0.1,
     scale: float = BITEXT_SCALE,
     margin: float = BITEXT_MARGIN,
+    queue: int = 0,
 ) -> nn.Module:
-    """The head for a task kind (``scale`` and ``margin``: the bitext head's)."""
+    """The head for a task kind (``scale``, ``margin`` and ``queue``: the bitext head's)."""
     if kind == CLASSIFICATION:
         return ClassificationHead(hidden, num_labels, dropout)
     if kind == SPAN:
@@ -158,5 +204,5 @@ def build_head(
     if kind == TAGGING:
         return TaggingHead(hidden, num_labels, dropout)
     if kind == BITEXT:
-        return BitextHead(scale, margin)
+        return BitextHead(scale, margin, queue)
     raise ValueError(f"unknown task kind {kind!r}")

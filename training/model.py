@@ -77,6 +77,7 @@ class MultiTaskModel(nn.Module):
         layer / pooling: the sentence representation the model is exported with (the manifest's
             layer, 0 = embedding output, and ``mean`` or ``cls``); the bitext task trains it.
         bitext_scale / bitext_margin: the bitext head's scale and additive margin.
+        bitext_queue: earlier batches' vectors the bitext head also ranks against (0: none).
         bitext_passes: 1 embeds both sides of a bitext batch in one encoder pass (one pass over
             2 x batch sequences), 2 in one pass per side.
         teacher / distill_weight: a frozen model whose :meth:`embed` gives the target vectors of
@@ -98,6 +99,7 @@ class MultiTaskModel(nn.Module):
         pooling: str = "mean",
         bitext_scale: float = BITEXT_SCALE,
         bitext_margin: float = BITEXT_MARGIN,
+        bitext_queue: int = 0,
         bitext_passes: int = 1,
         teacher: nn.Module | None = None,
         distill_weight: float = 1.0,
@@ -124,7 +126,9 @@ class MultiTaskModel(nn.Module):
         self.kinds = {name: kind for name, (kind, _) in tasks.items()}
         self.heads = nn.ModuleDict(
             {
-                name: build_head(kind, hidden, n, dropout, bitext_scale, bitext_margin)
+                name: build_head(
+                    kind, hidden, n, dropout, bitext_scale, bitext_margin, bitext_queue
+                )
                 for name, (kind, n) in tasks.items()
             }
         )

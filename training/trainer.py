@@ -64,6 +64,7 @@ RESUME_KEYS = (
     "lora_targets",
     "bitext_scale",
     "bitext_margin",
+    "bitext_queue",
     "group_by_length",
     "language_sampling",
 )
@@ -117,6 +118,7 @@ class TrainConfig:
         lora_rank / lora_alpha / lora_dropout / lora_targets: the LoRA settings (targets: module
             name suffixes, default :data:`LORA_TARGETS`).
         bitext_scale / bitext_margin: the bitext task's scale and additive margin.
+        bitext_queue: earlier batches' vectors the bitext task also ranks against (0: none).
         distill / distill_weight: bitext: a teacher (``default``: the tuned default; or a
             checkpoint directory) whose vectors the student's are pulled towards, and the weight
             of that loss (:mod:`stilts.training.distill`). None: no teacher.
@@ -168,6 +170,7 @@ class TrainConfig:
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
     bitext_scale: float = 20.0
     bitext_margin: float = 0.2
+    bitext_queue: int = 0
     group_by_length: int = 50
     bitext_passes: int = 1
     measure_floor: bool = False
@@ -240,6 +243,7 @@ class TrainConfig:
             ("lora_targets", bool(self.lora_targets), "must name at least one module"),
             ("bitext_scale", self.bitext_scale > 0, "must be > 0"),
             ("bitext_margin", self.bitext_margin >= 0, "must be >= 0"),
+            ("bitext_queue", self.bitext_queue >= 0, "must be >= 0"),
             ("distill_weight", self.distill_weight > 0, "must be > 0"),
         ]
         for field, ok, message in checks:
@@ -303,8 +307,10 @@ def _resume_point(cfg: TrainConfig) -> str | None:
 
 def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     now = cfg.to_dict()
+    # a setting added since the run was saved had its default then
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for key in RESUME_KEYS:
-        if saved["config"].get(key) != now.get(key):
+        if saved["config"].get(key, defaults.get(key)) != now.get(key):
             raise StiltsError(
                 ErrorCode.FAILED_PRECONDITION,
                 f"--resume with a different {key}: the run used {saved['config'].get(key)!r}, "
@@ -630,6 +636,8 @@ def _training_record(cfg: TrainConfig, base_name: str, run: dict, trainer) -> di
     }
     if "bitext" in cfg.tasks:
         record["bitext"] = {"scale": cfg.bitext_scale, "margin": cfg.bitext_margin}
+        if cfg.bitext_queue:
+            record["bitext"]["queue"] = cfg.bitext_queue
     if cfg.adapter:
         record["adapter"] = _adapter_settings(cfg)
     return record
@@ -912,6 +920,7 @@ def _train(cfg: TrainConfig, callbacks, resume_from: str | None, saved) -> dict[
         pooling=base.pooling,
         bitext_scale=cfg.bitext_scale,
         bitext_margin=cfg.bitext_margin,
+        bitext_queue=cfg.bitext_queue,
         bitext_passes=cfg.bitext_passes,
         teacher=teacher,
         distill_weight=cfg.distill_weight,

@@ -19,7 +19,8 @@
 # directory), PIECE (timeout of one piece), MAX_STEPS, BATCH, LR, RANK, EVAL_EVERY, LANGUAGES (how
 # languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
 # (the untuned model's name), ADAPTER (lora, or none: train the encoder itself), LAYER (pool and keep only the first LAYER layers: a shallower
-# encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT, DATA (the folders
+# encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT, QUEUE (--bitext-queue:
+# the last QUEUE sources and targets of earlier batches as negatives), DATA (the folders
 # of pairs.tsv and dev.tsv trained on; default WORK/data/bitext; with several, e.g. issue 27's
 # "$WORK/data/bitext $WORK/data/help", the dev set takes an equal share of each folder's dev.tsv).
 set -euo pipefail
@@ -44,6 +45,7 @@ ADAPTER="${ADAPTER:-lora}"
 LAYER="${LAYER:-}"
 DISTILL="${DISTILL:-}"
 DISTILL_WEIGHT="${DISTILL_WEIGHT:-10}"
+QUEUE="${QUEUE:-}"          # --bitext-queue: earlier batches' vectors as more negatives
 DATA="${DATA:-$WORK/data/bitext}"
 TAG="${TAG:-issue17}"      # the bench files' prefix: $BENCH/$TAG-<pack>.json
 COMPARE="${COMPARE:-}"     # models benched between BASE and the run's model (issue 27: default)
@@ -65,7 +67,8 @@ recipe() {
         --bitext-scale 50 --bitext-margin 0.05 --max-seq-len auto --language-sampling "$LANGUAGES" \
         --eval-every "$EVAL_EVERY" \
         --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3 \
-        ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"}
+        ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"} \
+        ${QUEUE:+--bitext-queue "$QUEUE"}
 }
 
 # --train-file per DATA folder; the dev set: 2,000 pairs, an equal share of each folder's dev.tsv
