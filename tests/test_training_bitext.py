@@ -4,6 +4,7 @@ LoRA train -> export -> encode run that must retrieve its own dev pairs better t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -576,6 +577,22 @@ def test_tiny_lora_bitext_run_improves_retrieval_and_rebuilds_from_adapter(
         "targets": ["query", "key", "value", "dense"],
     }
     assert record["manifest"]["training"]["tasks"] == ["bitext"]
+
+    # a run that starts from this adapter (--init-adapter) starts where it ended, not at the base
+    more = dataclasses.replace(
+        cfg, output=tmp_path / "more", init_adapter=str(adapter), learning_rate=1e-9,
+        max_steps=1, eval_every=1, save_every=1, export=False,
+    )  # fmt: skip
+    went_on = train(more)["last_eval"]["tasks"]["bitext"]["accuracy"]
+    assert went_on == pytest.approx(evals[-1]["tasks"]["bitext"]["accuracy"], abs=0.02)
+    assert went_on >= before + 0.25
+    more_record = json.loads((tmp_path / "more" / "checkpoint" / "stilts.json").read_text())
+    assert more_record["training"]["adapter"]["init"] == str(adapter)
+    for wrong, field in ((dict(lora_rank=4), "lora_rank"), (dict(adapter=None), "init_adapter")):
+        with pytest.raises(StiltsError) as err:
+            train(dataclasses.replace(more, output=tmp_path / field, **wrong))
+        assert err.value.field == field
+
     rebuilt = tmp_path / "rebuilt"
     assert (
         main(["export", "--checkpoint", str(toy), "--adapter", str(adapter), "--out", str(rebuilt)])

@@ -71,6 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
+        init_adapter=args.init_adapter,
         bitext_scale=args.bitext_scale,
         bitext_margin=args.bitext_margin,
         bitext_queue=args.bitext_queue,
@@ -472,6 +473,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lora-targets",
         default=",".join(LORA_TARGETS),
         help="comma-separated module names to adapt (BERT/XLM-R: query,key,value,dense)",
+    )
+    g.add_argument(
+        "--init-adapter",
+        metavar="DIR",
+        default=None,
+        help="start the LoRA adapter from a saved one instead of zeros: a run's OUTPUT/adapter, "
+        "or 'default' for the adapter this package ships (the tuned default); its rank, alpha "
+        "and targets must be the ones given here, and the base model its own",
     )
     g = p.add_argument_group("run")
     g.add_argument(

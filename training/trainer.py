@@ -62,6 +62,7 @@ RESUME_KEYS = (
     "lora_rank",
     "lora_alpha",
     "lora_targets",
+    "init_adapter",
     "bitext_scale",
     "bitext_margin",
     "bitext_queue",
@@ -117,6 +118,8 @@ class TrainConfig:
             whole encoder; None trains the encoder itself.
         lora_rank / lora_alpha / lora_dropout / lora_targets: the LoRA settings (targets: module
             name suffixes, default :data:`LORA_TARGETS`).
+        init_adapter: start the LoRA adapter from this saved one (``default``: the shipped
+            adapter) instead of zeros; None: a new adapter.
         bitext_scale / bitext_margin: the bitext task's scale and additive margin.
         bitext_queue: earlier batches' vectors the bitext task also ranks against (0: none).
         distill / distill_weight: bitext: a teacher (``default``: the tuned default; or a
@@ -168,6 +171,7 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
+    init_adapter: str | None = None
     bitext_scale: float = 20.0
     bitext_margin: float = 0.2
     bitext_queue: int = 0
@@ -241,6 +245,7 @@ class TrainConfig:
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("lora_targets", bool(self.lora_targets), "must name at least one module"),
+            ("init_adapter", not self.init_adapter or self.adapter, "needs --adapter lora"),
             ("bitext_scale", self.bitext_scale > 0, "must be > 0"),
             ("bitext_margin", self.bitext_margin >= 0, "must be >= 0"),
             ("bitext_queue", self.bitext_queue >= 0, "must be >= 0"),
@@ -650,6 +655,7 @@ def _adapter_settings(cfg: TrainConfig) -> dict[str, Any]:
         "alpha": cfg.lora_alpha,
         "dropout": cfg.lora_dropout,
         "targets": list(cfg.lora_targets),
+        **({"init": cfg.init_adapter} if cfg.init_adapter else {}),
     }
 
 
@@ -667,7 +673,10 @@ def _add_adapter(cfg: TrainConfig, encoder):
         bias="none",
     )
     try:
-        wrapped = get_peft_model(encoder, config)
+        if cfg.init_adapter:
+            wrapped = _load_adapter(cfg, encoder, config)
+        else:
+            wrapped = get_peft_model(encoder, config)
     except ValueError as e:
         raise StiltsError(
             ErrorCode.INVALID_ARGUMENT,
@@ -677,6 +686,43 @@ def _add_adapter(cfg: TrainConfig, encoder):
     trainable, total = wrapped.get_nb_trainable_parameters()
     LOG.info("LoRA adapter: %d trainable of %d parameters", trainable, total)
     return wrapped
+
+
+def _init_adapter_dir(cfg: TrainConfig) -> Path:
+    from stilts.graphs.adapters import check_adapter_dir
+    from stilts.sources.tuned_model import shipped_adapter
+
+    if cfg.init_adapter == "default":
+        return shipped_adapter()
+    return check_adapter_dir(cfg.init_adapter)
+
+
+def _load_adapter(cfg: TrainConfig, encoder, config):
+    """The saved adapter ``cfg.init_adapter``, trainable, after checking that it has this run's
+    rank, alpha and targets."""
+    from peft import PeftModel
+
+    from stilts.graphs.adapters import PEFT_CONFIG
+
+    path = _init_adapter_dir(cfg)
+    saved = json.loads((path / PEFT_CONFIG).read_text(encoding="utf-8"))
+    targets = saved.get("target_modules")
+    targets = sorted(targets) if isinstance(targets, list) else targets
+    wanted = config.target_modules
+    wanted = sorted(wanted) if isinstance(wanted, list | set) else wanted
+    for field, have, want in (
+        ("lora_rank", saved.get("r"), config.r),
+        ("lora_alpha", saved.get("lora_alpha"), config.lora_alpha),
+        ("lora_targets", targets, wanted),
+    ):
+        if have != want:
+            raise StiltsError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"--init-adapter {path}: its {field} is {have!r}, this run's {want!r}",
+                field=field,
+            )
+    LOG.info("LoRA adapter starts from %s", path)
+    return PeftModel.from_pretrained(encoder, str(path), is_trainable=True)
 
 
 def _finish(
