@@ -20,7 +20,8 @@
 # languages share the pairs), PACKS (the two dev packs), BENCH (where the bench JSON goes), BASE
 # (the untuned model's name), ADAPTER (lora, or none: train the encoder itself), LAYER (pool and keep only the first LAYER layers: a shallower
 # encoder), DISTILL (a teacher for --distill, e.g. default), DISTILL_WEIGHT, QUEUE (--bitext-queue:
-# the last QUEUE sources and targets of earlier batches as negatives), DATA (the folders
+# the last QUEUE sources and targets of earlier batches as negatives), INIT (--init-adapter: the
+# adapter the run starts from, e.g. default), DATA (the folders
 # of pairs.tsv and dev.tsv trained on; default WORK/data/bitext; with several, e.g. issue 27's
 # "$WORK/data/bitext $WORK/data/help", the dev set takes an equal share of each folder's dev.tsv).
 set -euo pipefail
@@ -46,6 +47,7 @@ LAYER="${LAYER:-}"
 DISTILL="${DISTILL:-}"
 DISTILL_WEIGHT="${DISTILL_WEIGHT:-10}"
 QUEUE="${QUEUE:-}"          # --bitext-queue: earlier batches' vectors as more negatives
+INIT="${INIT:-}"            # --init-adapter: start from a saved adapter (default: the shipped one)
 DATA="${DATA:-$WORK/data/bitext}"
 TAG="${TAG:-issue17}"      # the bench files' prefix: $BENCH/$TAG-<pack>.json
 COMPARE="${COMPARE:-}"     # models benched between BASE and the run's model (issue 27: default)
@@ -68,7 +70,7 @@ recipe() {
         --eval-every "$EVAL_EVERY" \
         --save-every "$EVAL_EVERY" --save-every-minutes 20 --save-total-limit 3 \
         ${LAYER:+--layer "$LAYER"} ${DISTILL:+--distill "$DISTILL" --distill-weight "$DISTILL_WEIGHT"} \
-        ${QUEUE:+--bitext-queue "$QUEUE"}
+        ${QUEUE:+--bitext-queue "$QUEUE"} ${INIT:+--init-adapter "$INIT"}
 }
 
 # --train-file per DATA folder; the dev set: 2,000 pairs, an equal share of each folder's dev.tsv
