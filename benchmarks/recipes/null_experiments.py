@@ -105,11 +105,11 @@ def split(system, pack: str, xx: str, share: str) -> None:
             continue
         t = false[k]
         s_half = np.sqrt((len(lower) - np.searchsorted(lower, t, side="left")) / len(lower))
-        split = len(p.src) * (1 - (1 - s_half) ** 2)
+        null = len(p.src) * (1 - (1 - s_half) ** 2)
         n_false = float((upper[~correct] >= t).sum())
         print(
-            f"  t {t:.4f}: false forward bests {n_false:6.0f}, split null {split:8.1f} "
-            f"(ratio {split / max(n_false, 1):.2f}), true kept {int((upper[correct] >= t).sum())}"
+            f"  t {t:.4f}: false forward bests {n_false:6.0f}, split null {null:8.1f} "
+            f"(ratio {null / max(n_false, 1):.2f}), true kept {int((upper[correct] >= t).sum())}"
         )
 
 
