@@ -315,11 +315,11 @@ def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     # a setting added since the run was saved had its default then
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for key in RESUME_KEYS:
-        if saved["config"].get(key, defaults.get(key)) != now.get(key):
+        then = saved["config"].get(key, defaults.get(key))
+        if then != now.get(key):
             raise StiltsError(
                 ErrorCode.FAILED_PRECONDITION,
-                f"--resume with a different {key}: the run used {saved['config'].get(key)!r}, "
-                f"now {now.get(key)!r}",
+                f"--resume with a different {key}: the run used {then!r}, now {now.get(key)!r}",
                 field=key,
             )
 

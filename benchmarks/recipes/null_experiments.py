@@ -65,7 +65,7 @@ def encoded(system, pack: str, xx: str, share: str) -> Pool:
     d = threshold.one_pool(PACKS / pack / "bucc", FILLERS, xx, share)
     src = np.asarray(system.encode(d.src, xx), dtype=np.float32)
     en = np.asarray(system.encode(d.en, "en"), dtype=np.float32)
-    head = mining.columns(mining.neighbours(src, en, 10, index="flat"), 0, 4)
+    head = mining.neighbours(src, en, 4, index="flat")
     en_pos = {e: j for j, e in enumerate(d.en_ids)}
     gold = {a: en_pos[b] for a, b in d.gold}
     print(f"{pack} {xx} {share}: {len(src)} x {len(en)}, gold {len(d.gold)}")
